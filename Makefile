@@ -1,0 +1,149 @@
+# The shop's one entry point. `make` lists the targets.
+#
+# Every tool is pinned and installed into the repository by the targets that
+# need it: Python packages into .venv (requirements-dev.txt), Go tools into
+# .tmp/bin (tools/go.mod `tool` directives), buf into tools/node_modules and
+# the Node toolchain into node_service/node_modules (package-lock.json).
+# Generated code is not committed; every target that needs it generates it.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --warn-undefined-variables --no-builtin-rules --no-print-directory
+
+ROOT := $(abspath .)
+TMP := $(ROOT)/.tmp
+BIN := $(TMP)/bin
+STAMPS := $(TMP)/stamps
+VENV := $(ROOT)/.venv
+PY := $(VENV)/bin/python
+BUF := $(ROOT)/tools/node_modules/.bin/buf
+export GOFLAGS := -mod=mod
+export GOTOOLCHAIN := local
+
+PROTO_FILES := $(shell find protos/shop -name '*.proto' | sort)
+PROTO_REL := $(patsubst protos/%,%,$(PROTO_FILES))
+DESCRIPTOR := protos/gen/shop_api.binpb
+# Third-party protos: googleapis from googleapis-common-protos, the
+# well-known types from grpcio-tools. Both are pinned in requirements-dev.txt.
+SITE := $(VENV)/lib/python3.11/site-packages
+PROTOC := $(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) -I$(SITE)/grpc_tools/_proto
+# Google protos the Node service needs beyond those the shop protos import:
+# google.rpc.Status and its details travel in grpc-status-details-bin.
+NODE_EXTRA_PROTOS := google/rpc/status.proto google/rpc/error_details.proto
+
+##@ Help
+
+.PHONY: help
+help: ## Show this list of targets
+	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n%s\n", substr($$0, 5)} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ Contracts
+
+.PHONY: protos
+protos: $(STAMPS)/protos ## Lint the protos and generate Python, Go and Node stubs and the descriptor set
+
+.PHONY: lint-protos
+lint-protos: $(STAMPS)/buf $(DESCRIPTOR) ## Run buf lint and buf format on the protos
+	$(BUF) format -d --exit-code protos
+	$(BUF) lint $(DESCRIPTOR) --path shop
+
+BREAKING_AGAINST ?= main
+.PHONY: breaking
+breaking: $(STAMPS)/buf $(DESCRIPTOR) ## Check the protos for breaking changes against BREAKING_AGAINST (default main)
+	@rm -rf $(TMP)/against && mkdir -p $(TMP)/against
+	@if ! git cat-file -e '$(BREAKING_AGAINST):protos/shop' 2>/dev/null; then \
+	  echo "breaking: $(BREAKING_AGAINST) has no protos/shop yet; nothing to compare"; exit 0; fi; \
+	git archive '$(BREAKING_AGAINST)' protos/shop | tar -x -C $(TMP)/against; \
+	files=$$(cd $(TMP)/against/protos && find shop -name '*.proto' | sort); \
+	$(PY) -m grpc_tools.protoc -I$(TMP)/against/protos -I$(SITE) -I$(SITE)/grpc_tools/_proto \
+	  --include_imports --include_source_info --descriptor_set_out=$(TMP)/against/api.binpb $$files; \
+	$(BUF) breaking $(DESCRIPTOR) --against $(TMP)/against/api.binpb --path shop; \
+	echo "breaking: no breaking change against $(BREAKING_AGAINST)"
+
+$(DESCRIPTOR): $(PROTO_FILES) $(STAMPS)/venv
+	@mkdir -p $(dir $@)
+	$(PROTOC) --include_imports --include_source_info --descriptor_set_out=$@ $(PROTO_REL)
+
+$(STAMPS)/protos: $(PROTO_FILES) buf.yaml python_services/pyproject.toml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps
+	$(BUF) format -d --exit-code protos
+	$(BUF) lint $(DESCRIPTOR) --path shop
+	rm -rf python_services/gen go_service/gen node_service/src/gen
+	mkdir -p python_services/gen go_service/gen node_service/src/gen
+	$(PROTOC) --python_out=python_services/gen --grpc_python_out=python_services/gen \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=python_services/gen \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=python_services/gen \
+	  $(PROTO_REL)
+	find python_services/gen/shop -type d -exec touch {}/__init__.py \;
+	touch python_services/gen/shop/py.typed
+	@# Installed after generating: the editable install maps the top-level
+	@# packages it finds (shop_services in src/, shop in gen/).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e python_services
+	$(PROTOC) --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --go_out=go_service/gen --go_opt=paths=source_relative \
+	  --plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc --go-grpc_out=go_service/gen --go-grpc_opt=paths=source_relative \
+	  $(PROTO_REL)
+	$(PROTOC) --plugin=protoc-gen-ts_proto=node_service/node_modules/.bin/protoc-gen-ts_proto \
+	  --ts_proto_out=node_service/src/gen \
+	  --ts_proto_opt=outputServices=grpc-js,env=node,esModuleInterop=true,importSuffix=.js,useOptionals=messages,oneof=unions-value,useDate=false \
+	  $(PROTO_REL) $(NODE_EXTRA_PROTOS)
+	@mkdir -p $(dir $@) && touch $@
+
+##@ Tests
+
+.PHONY: test
+test: test-protos test-go test-node test-python test-cross ## Run every test: each language's own, then the cross-language suites
+
+.PHONY: test-protos
+test-protos: lint-protos breaking ## Lint the protos and check them for breaking changes
+
+.PHONY: test-go
+test-go: $(STAMPS)/protos ## go vet and go test -race in go_service
+	cd go_service && go vet ./... && go test -race -count=1 ./...
+
+.PHONY: test-node
+test-node: $(STAMPS)/protos ## Type-check, lint and test node_service
+	cd node_service && npm run --silent typecheck && npm run --silent lint && npm test
+
+.PHONY: test-python
+test-python: $(STAMPS)/protos ## ruff, mypy and pytest in python_services
+	$(VENV)/bin/ruff check python_services tests
+	$(VENV)/bin/ruff format --check python_services tests
+	cd python_services && $(VENV)/bin/mypy
+	cd python_services && $(VENV)/bin/pytest -q
+
+.PHONY: test-cross
+test-cross: $(STAMPS)/protos ## The cross-language suites in tests/
+	$(VENV)/bin/pytest -q tests
+
+##@ Setup
+
+$(STAMPS)/venv: requirements-dev.txt python_services/requirements.lock
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@mkdir -p $(dir $@) && touch $@
+
+$(STAMPS)/go-tools: tools/go.mod tools/go.sum
+	cd tools && GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	@mkdir -p $(dir $@) && touch $@
+
+$(BIN)/grpcurl: tools/go.mod tools/go.sum
+	cd tools && GOBIN=$(BIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl
+
+$(BIN)/ghz: tools/go.mod tools/go.sum
+	cd tools && GOBIN=$(BIN) go install github.com/bojand/ghz/cmd/ghz
+
+$(STAMPS)/buf: tools/package.json tools/package-lock.json
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(dir $@) && touch $@
+
+$(STAMPS)/node-deps: node_service/package.json node_service/package-lock.json
+	cd node_service && npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(dir $@) && touch $@
+
+.PHONY: tools
+tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(BIN)/grpcurl ## Install every pinned tool
+
+.PHONY: clean
+clean: ## Remove generated code, tools and build output (keeps the run directory)
+	rm -rf $(TMP) python_services/gen go_service/gen node_service/src/gen node_service/dist protos/gen
