@@ -1,0 +1,136 @@
+"""Server bootstrap shared by the Python services.
+
+create_server() builds a grpc.aio server with the service, health and
+reflection registered and binds it (port 0 picks a free port, so tests use the
+real port it returns). serve() runs it until SIGTERM or SIGINT, then drains:
+health goes NOT_SERVING, new calls are refused, in-flight calls get the grace
+period, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from shop_services.common.interceptors import ObservabilityInterceptor
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+# Generous message size limits are set by Envoy at the edge; each service
+# refuses anything over 4 MiB with RESOURCE_EXHAUSTED (the gRPC default).
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
+
+
+@dataclass
+class Service:
+    """One gRPC service to register: its full name and how to add it."""
+
+    full_name: str
+    register: Callable[[grpc.aio.Server], None]
+
+
+@dataclass
+class Running:
+    """A started server: the real port it listens on and its health servicer."""
+
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    names: Sequence[str] = field(default_factory=tuple)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self.names):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        """Drain: NOT_SERVING, refuse new calls, wait up to grace for in-flight ones."""
+        await self.set_serving(False)
+        await self.server.stop(grace)
+
+
+async def create_server(
+    address: str,
+    services: Sequence[Service],
+    logger: logging.Logger,
+    *,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> Running:
+    """Build, register and bind a server; it is started and SERVING on return."""
+    server = grpc.aio.server(
+        interceptors=[ObservabilityInterceptor(logger), *interceptors],
+        options=_OPTIONS,
+    )
+    names = [s.full_name for s in services]
+    for service in services:
+        service.register(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    register_reflection(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address}: {exc}") from exc
+    if port == 0:
+        raise OSError(f"cannot listen on {address}: the address is in use or invalid")
+    await server.start()
+    running = Running(server=server, port=port, health=health, names=names)
+    await running.set_serving(True)
+    host = address.rsplit(":", 1)[0]
+    logger.info("listening", extra={"addr": f"{host}:{port}"})
+    return running
+
+
+def register_reflection(server: grpc.aio.Server, names: Sequence[str]) -> None:
+    """Serve reflection (v1alpha and v1) for the given services plus itself."""
+    listed = [*names, reflection.SERVICE_NAME, REFLECTION_V1]
+    servicer = reflection.aio.ReflectionServicer(listed)
+    # grpc.reflection.v1 is wire-identical to v1alpha (only the package name
+    # differs), so grpcio-reflection's v1alpha servicer and messages answer
+    # v1 callers too; grpcurl and Envoy-era tools ask for v1 first.
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    for service_name in (reflection.SERVICE_NAME, REFLECTION_V1):
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service_name, {"ServerReflectionInfo": handler}),)
+        )
+
+
+async def serve(
+    running: Running,
+    logger: logging.Logger,
+    grace: float,
+    on_stopped: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT, then drain for up to grace seconds."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiter = asyncio.create_task(running.server.wait_for_termination())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set():
+        logger.info("draining", extra={"grace_seconds": grace})
+        await running.stop(grace)
+    waiter.cancel()
+    stopper.cancel()
+    if on_stopped is not None:
+        await on_stopped()
+    logger.info("stopped")
