@@ -1,0 +1,140 @@
+package server
+
+import (
+	"encoding"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+)
+
+// Flags binds settings to command-line flags whose defaults come from
+// environment variables, so every setting can be given either way and a flag
+// wins over the variable (docs/conventions.md names the variables).
+//
+// Values from the environment are parsed while the flags are defined; a bad
+// one is remembered and reported by Parse with the variable's name.
+type Flags struct {
+	fs     *flag.FlagSet
+	lookup func(string) (string, bool)
+	errs   []error
+}
+
+// NewFlags returns a Flags that defines flags on fs and reads variables with
+// lookup (os.LookupEnv in a program, a map in a test).
+func NewFlags(fs *flag.FlagSet, lookup func(string) (string, bool)) *Flags {
+	return &Flags{fs: fs, lookup: lookup}
+}
+
+// String defines a string setting.
+func (f *Flags) String(p *string, name, env, def, usage string) {
+	if v, ok := f.lookup(env); ok {
+		def = v
+	}
+	f.fs.StringVar(p, name, def, usage+" (env "+env+")")
+}
+
+// Text defines a setting parsed by p's UnmarshalText, for example a
+// slog.Level. p holds the default on entry.
+func (f *Flags) Text(p interface {
+	encoding.TextUnmarshaler
+	encoding.TextMarshaler
+}, name, env, usage string) {
+	if v, ok := f.lookup(env); ok {
+		if err := p.UnmarshalText([]byte(v)); err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s=%q: %w", env, v, err))
+		}
+	}
+	f.fs.TextVar(p, name, p, usage+" (env "+env+")")
+}
+
+// Parse parses args and returns every bad environment variable and the first
+// bad flag, joined.
+func (f *Flags) Parse(args []string) error {
+	errs := append([]error(nil), f.errs...)
+	if err := f.fs.Parse(args); err != nil {
+		errs = append(errs, err)
+	} else if f.fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected arguments: %q", f.fs.Args()))
+	}
+	return errors.Join(errs...)
+}
+
+// Seconds adapts a duration to a setting written in whole seconds, as
+// SHOP_SHUTDOWN_GRACE_SECONDS is; pass it to Flags.Text. Negative values are
+// rejected.
+func Seconds(d *time.Duration) interface {
+	encoding.TextUnmarshaler
+	encoding.TextMarshaler
+} {
+	return &seconds{d}
+}
+
+type seconds struct{ d *time.Duration }
+
+func (s seconds) UnmarshalText(text []byte) error {
+	n, err := strconv.Atoi(string(text))
+	if err != nil {
+		return fmt.Errorf("%q is not a whole number of seconds", text)
+	}
+	if n < 0 {
+		return fmt.Errorf("%d is negative; it must be 0 or more seconds", n)
+	}
+	*s.d = time.Duration(n) * time.Second
+	return nil
+}
+
+func (s seconds) MarshalText() ([]byte, error) {
+	if s.d == nil {
+		return []byte("0"), nil
+	}
+	return []byte(strconv.Itoa(int(*s.d / time.Second))), nil
+}
+
+// Config is what every shop server needs to run, whatever its service.
+type Config struct {
+	// Service is the short name logged in every line's "service" key, for
+	// example "catalog".
+	Service string
+	// ListenAddr is host:port; port 0 picks a free port.
+	ListenAddr string
+	// ShutdownGrace bounds how long a shutdown waits for in-flight RPCs
+	// before cancelling them.
+	ShutdownGrace time.Duration
+	// LogLevel is the lowest level logged.
+	LogLevel slog.Level
+}
+
+// DefaultShutdownGrace is SHOP_SHUTDOWN_GRACE_SECONDS's default.
+const DefaultShutdownGrace = 10 * time.Second
+
+// Register defines the common settings on f: SHOP_LISTEN_ADDR
+// (-listen-addr), SHOP_SHUTDOWN_GRACE_SECONDS (-shutdown-grace-seconds) and
+// SHOP_LOG_LEVEL (-log-level). defaultAddr is the service's own default, for
+// example "127.0.0.1:50051". Call Validate after f.Parse.
+func (c *Config) Register(f *Flags, defaultAddr string) {
+	f.String(&c.ListenAddr, "listen-addr", "SHOP_LISTEN_ADDR", defaultAddr,
+		"host:port to listen on; port 0 picks a free port")
+	c.ShutdownGrace = DefaultShutdownGrace
+	f.Text(Seconds(&c.ShutdownGrace), "shutdown-grace-seconds", "SHOP_SHUTDOWN_GRACE_SECONDS",
+		"seconds a shutdown waits for in-flight RPCs before cancelling them")
+	c.LogLevel = slog.LevelInfo
+	f.Text(&c.LogLevel, "log-level", "SHOP_LOG_LEVEL", "lowest level logged: debug, info, warn or error")
+}
+
+// Validate checks the settings.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Service == "" {
+		errs = append(errs, errors.New("the service name is empty"))
+	}
+	if c.ListenAddr == "" {
+		errs = append(errs, errors.New("SHOP_LISTEN_ADDR (-listen-addr) is empty; set it to host:port"))
+	}
+	if c.ShutdownGrace < 0 {
+		errs = append(errs, fmt.Errorf("the shutdown grace period is %s; it must not be negative", c.ShutdownGrace))
+	}
+	return errors.Join(errs...)
+}

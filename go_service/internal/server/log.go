@@ -1,0 +1,46 @@
+package server
+
+import (
+	"io"
+	"log/slog"
+
+	"google.golang.org/grpc/codes"
+)
+
+// NewLogger returns a logger writing one JSON object per line to w, with the
+// "service" key on every line, as docs/conventions.md asks.
+func NewLogger(w io.Writer, service string, level slog.Leveler) *slog.Logger {
+	h := slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})
+	return slog.New(h).With("service", service)
+}
+
+// codeNames maps each gRPC code to its canonical name as google.rpc.Code
+// spells it (codes.Code.String gives "NotFound"; the logs use "NOT_FOUND").
+var codeNames = map[codes.Code]string{
+	codes.OK:                 "OK",
+	codes.Canceled:           "CANCELLED",
+	codes.Unknown:            "UNKNOWN",
+	codes.InvalidArgument:    "INVALID_ARGUMENT",
+	codes.DeadlineExceeded:   "DEADLINE_EXCEEDED",
+	codes.NotFound:           "NOT_FOUND",
+	codes.AlreadyExists:      "ALREADY_EXISTS",
+	codes.PermissionDenied:   "PERMISSION_DENIED",
+	codes.ResourceExhausted:  "RESOURCE_EXHAUSTED",
+	codes.FailedPrecondition: "FAILED_PRECONDITION",
+	codes.Aborted:            "ABORTED",
+	codes.OutOfRange:         "OUT_OF_RANGE",
+	codes.Unimplemented:      "UNIMPLEMENTED",
+	codes.Internal:           "INTERNAL",
+	codes.Unavailable:        "UNAVAILABLE",
+	codes.DataLoss:           "DATA_LOSS",
+	codes.Unauthenticated:    "UNAUTHENTICATED",
+}
+
+// CodeName returns the canonical upper-case name of c, for example
+// "NOT_FOUND", or "Code(n)" for a code gRPC does not define.
+func CodeName(c codes.Code) string {
+	if name, ok := codeNames[c]; ok {
+		return name
+	}
+	return c.String()
+}

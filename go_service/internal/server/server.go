@@ -1,0 +1,159 @@
+// Package server is the bootstrap every Go shop service shares: settings from
+// the environment and flags, a JSON logger, logging and panic-recovery
+// interceptors, grpc.health.v1 and server reflection, and a shutdown that
+// drains in-flight RPCs within a bound. It knows nothing about any one
+// service; docs/conventions.md is its specification.
+//
+// A service's main builds a Server, registers its servicer, then calls Run
+// with a context that SIGTERM cancels:
+//
+//	srv := server.New(cfg, logger)
+//	catalogv1.RegisterCatalogServiceServer(srv, catalogServer)
+//	err := srv.Run(ctx)
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+)
+
+// Server is a gRPC server with the shop's interceptors, health service and
+// reflection. Register services on it before calling Listen or Run.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	grpc   *grpc.Server
+	health *health.Server
+	// services are the full names of the services registered through
+	// RegisterService; each gets its own health status. Written only before
+	// serving starts.
+	services []string
+}
+
+var _ grpc.ServiceRegistrar = (*Server)(nil)
+
+// New returns a Server for cfg. opts are extra grpc.ServerOptions; the
+// logging and recovery interceptors are always installed, outermost first,
+// so a recovered panic is logged as INTERNAL.
+func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) *Server {
+	opts = append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(UnaryLogging(log), UnaryRecovery(log)),
+		grpc.ChainStreamInterceptor(StreamLogging(log), StreamRecovery(log)),
+	}, opts...)
+	s := &Server{
+		cfg:    cfg,
+		log:    log,
+		grpc:   grpc.NewServer(opts...),
+		health: health.NewServer(),
+	}
+	// health.NewServer starts the overall status as SERVING; nothing is
+	// served until Serve says so.
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc) // grpc.reflection.v1 and v1alpha
+	return s
+}
+
+// RegisterService registers a service implementation, as the generated
+// Register...Server functions do, and gives it a health status named after
+// the service, NOT_SERVING until Serve starts.
+func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
+	s.grpc.RegisterService(desc, impl)
+	s.services = append(s.services, desc.ServiceName)
+	s.health.SetServingStatus(desc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+}
+
+// Listen binds cfg.ListenAddr and logs the "listening" line with the bound
+// address, so a caller that asked for port 0 learns the port.
+func (s *Server) Listen() (net.Listener, error) {
+	lis, err := net.Listen("tcp", s.cfg.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", s.cfg.ListenAddr, err)
+	}
+	s.log.Info("listening", "addr", lis.Addr().String())
+	return lis, nil
+}
+
+// Run is Listen followed by Serve.
+func (s *Server) Run(ctx context.Context) error {
+	lis, err := s.Listen()
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, lis)
+}
+
+// Serve serves on lis until ctx is done, then shuts down: every health status
+// turns NOT_SERVING, the listener closes, in-flight RPCs get up to
+// cfg.ShutdownGrace to finish, and whatever is left is cancelled. It returns
+// nil after such a shutdown and an error if serving failed. Serve takes
+// ownership of lis.
+//
+// Long-lived streams (a health Watch, a cart being quoted) hold the drain
+// until they end or the grace period runs out.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	// serveErr receives grpc.Server.Serve's result; the goroutine ends when
+	// Serve returns, which Stop or GracefulStop below guarantees.
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.grpc.Serve(lis) }()
+	s.setServing(healthpb.HealthCheckResponse_SERVING)
+
+	select {
+	case err := <-serveErr:
+		// Serve failed on its own (for example the listener broke).
+		s.health.Shutdown()
+		s.grpc.Stop()
+		return fmt.Errorf("serve on %s: %w", lis.Addr(), err)
+	case <-ctx.Done():
+	}
+
+	s.log.Info("shutting down", "grace_seconds", s.cfg.ShutdownGrace.Seconds())
+	s.health.Shutdown() // every status NOT_SERVING, for good
+	if s.drain(s.cfg.ShutdownGrace) {
+		s.log.Info("stopped; every in-flight call finished")
+	} else {
+		s.log.Warn("stopped; the grace period ended and the calls still in flight were cancelled")
+	}
+	if err := <-serveErr; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serve on %s: %w", lis.Addr(), err)
+	}
+	return nil
+}
+
+// drain stops accepting connections and waits up to grace for in-flight RPCs,
+// then cancels the rest. It reports whether every RPC finished in time.
+func (s *Server) drain(grace time.Duration) bool {
+	// drained closes when GracefulStop returns; the goroutine ends then, at
+	// the latest right after the Stop below.
+	drained := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(drained)
+	}()
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	select {
+	case <-drained:
+		return true
+	case <-timer.C:
+		s.grpc.Stop() // cancels every remaining RPC; GracefulStop then returns
+		<-drained
+		return false
+	}
+}
+
+func (s *Server) setServing(st healthpb.HealthCheckResponse_ServingStatus) {
+	s.health.SetServingStatus("", st)
+	for _, name := range s.services {
+		s.health.SetServingStatus(name, st)
+	}
+}
