@@ -1,0 +1,109 @@
+"""SQLite for the asyncio services: one connection, owned by one worker thread.
+
+Each service opens its database file once, in WAL mode with a busy timeout.
+Every piece of database work is a short synchronous function (normally one
+transaction) that runs on a dedicated single-thread executor:
+
+- the event loop never blocks on the disk, nor on another process's write lock
+  (two inventory implementations may share one file during a live swap, and
+  BEGIN IMMEDIATE then waits up to the busy timeout);
+- the work is serialised, so no two transactions of one process interleave and
+  the connection is only ever used by the thread that opened it.
+
+A caller that is cancelled while its function is queued drops the function; a
+function that has started runs to the end, so a transaction is never cut in
+half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_BUSY_TIMEOUT_MS = 10_000
+
+
+class Database:
+    """One SQLite connection and the thread that runs every function on it."""
+
+    def __init__(self, executor: ThreadPoolExecutor, connection: sqlite3.Connection, path: str) -> None:
+        self._executor = executor
+        self._connection = connection
+        self._closed = False
+        self.path = path
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        thread_name: str = "db",
+    ) -> Database:
+        """Open (creating if needed) the file in WAL mode with a busy timeout."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        loop = asyncio.get_running_loop()
+        try:
+            connection = await loop.run_in_executor(executor, _connect, str(path), busy_timeout_ms)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, connection, str(path))
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run work(connection) on the database thread and return its result."""
+        if self._closed:
+            raise RuntimeError(f"database {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, work, self._connection)
+
+    async def close(self) -> None:
+        """Close the connection after the work already queued; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._connection.close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+def _connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    # isolation_level=None: the sqlite3 module never opens transactions on its
+    # own; transaction() below issues BEGIN / BEGIN IMMEDIATE explicitly.
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.row_factory = sqlite3.Row
+        connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot put {path} in WAL mode (journal_mode is {mode})")
+        connection.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+@contextmanager
+def transaction(connection: sqlite3.Connection, *, write: bool) -> Iterator[sqlite3.Connection]:
+    """One transaction: BEGIN IMMEDIATE for writes (the write lock is taken up
+    front, so a read-then-write never fails half-way with SQLITE_BUSY), a
+    deferred BEGIN for consistent multi-statement reads. Commits on success,
+    rolls back on any exception and re-raises it."""
+    connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        yield connection
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")

@@ -1,0 +1,71 @@
+"""`python -m shop_services.payments`: run the payments service until SIGTERM.
+
+Configuration (docs/conventions.md): SHOP_LISTEN_ADDR (default
+127.0.0.1:50053), SHOP_DB_PATH (default payments.db in the working directory),
+SHOP_SHUTDOWN_GRACE_SECONDS (default 10) and SHOP_LOG_LEVEL (default info).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+from dataclasses import dataclass
+
+from shop_services.common.config import ConfigError, env_float, env_str
+from shop_services.common.logs import setup_logging
+from shop_services.common.server import serve
+from shop_services.payments.service import create_payments_server
+
+DEFAULT_ADDR = "127.0.0.1:50053"
+DEFAULT_DB_PATH = "payments.db"
+DEFAULT_GRACE_SECONDS = 10.0
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+@dataclass(frozen=True)
+class Config:
+    address: str
+    db_path: str
+    grace_seconds: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls) -> Config:
+        """Read the environment; raise ConfigError naming a malformed variable."""
+        log_level = env_str("SHOP_LOG_LEVEL", "info").lower()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"environment variable SHOP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        return cls(
+            address=env_str("SHOP_LISTEN_ADDR", DEFAULT_ADDR),
+            db_path=env_str("SHOP_DB_PATH", DEFAULT_DB_PATH),
+            grace_seconds=env_float("SHOP_SHUTDOWN_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
+            log_level=log_level,
+        )
+
+
+async def run(config: Config) -> int:
+    logger = setup_logging("payments", config.log_level)
+    try:
+        server = await create_payments_server(config.address, config.db_path, logger)
+    except sqlite3.Error as exc:
+        logger.error("cannot open the database", extra={"db_path": config.db_path, "error": str(exc)})
+        return 1
+    except OSError as exc:
+        logger.error("cannot listen", extra={"addr": config.address, "error": str(exc)})
+        return 1
+    await serve(server.running, logger, config.grace_seconds, on_stopped=server.store.close)
+    return 0
+
+
+def main() -> int:
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        print(f"payments: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(run(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

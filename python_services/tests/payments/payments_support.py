@@ -1,0 +1,91 @@
+"""Helpers for the payments tests: a restartable in-process server, health waits
+and decoding the google.rpc.Status a call failed with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from shop.payments.v1 import payment_service_pb2_grpc
+
+from shop_services.payments import PaymentsServer, create_payments_server
+
+
+@dataclass
+class RichError:
+    """What a failed call carried: its code, message and decoded details."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str | None = None
+    domain: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    fields: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.code.name}: {self.message!r} reason={self.reason} domain={self.domain} "
+            f"metadata={self.metadata} fields={self.fields}"
+        )
+
+
+def rich_error(error: grpc.aio.AioRpcError) -> RichError:
+    """Decode the grpc-status-details-bin trailer of a failed call."""
+    status = rpc_status.from_call(error)
+    result = RichError(code=error.code(), message=error.details() or "")
+    if status is None:
+        return result
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            result.reason, result.domain, result.metadata = info.reason, info.domain, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            result.fields = [v.field for v in bad.field_violations]
+    return result
+
+
+# Generous: the test machine has two cores and other builds run beside the tests.
+DEADLINE = 30.0
+
+
+async def wait_serving(channel: grpc.aio.Channel, service: str = "") -> None:
+    """Wait, through grpc.health.v1, until the server answers SERVING."""
+    health = health_pb2_grpc.HealthStub(channel)
+    response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=DEADLINE, wait_for_ready=True)
+    assert response.status == health_pb2.HealthCheckResponse.SERVING, response
+
+
+class PaymentsHarness:
+    """Starts and restarts an in-process payments server on one database file."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self.server: PaymentsServer | None = None
+        self.channel: grpc.aio.Channel | None = None
+        self.stub: payment_service_pb2_grpc.PaymentServiceAsyncStub | None = None
+
+    async def start(self) -> payment_service_pb2_grpc.PaymentServiceAsyncStub:
+        self.server = await create_payments_server("127.0.0.1:0", self.db_path)
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.server.port}")
+        await wait_serving(self.channel, "shop.payments.v1.PaymentService")
+        self.stub = payment_service_pb2_grpc.PaymentServiceStub(self.channel)
+        return self.stub
+
+    async def stop(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+            self.channel = None
+        if self.server is not None:
+            await self.server.stop(grace=5)
+            self.server = None
+
+    async def restart(self) -> payment_service_pb2_grpc.PaymentServiceAsyncStub:
+        await self.stop()
+        return await self.start()
