@@ -89,6 +89,38 @@ $(STAMPS)/protos: $(PROTO_FILES) buf.yaml python_services/pyproject.toml $(DESCR
 	  $(PROTO_REL) $(NODE_EXTRA_PROTOS)
 	@mkdir -p $(dir $@) && touch $@
 
+##@ The local stack (no Docker: supervisord runs the services and Envoy)
+
+STACK := PYTHONPATH=$(ROOT)/deploy $(PY) -m shopstack
+INVENTORY ?=
+SERVICE ?=
+FOLLOW ?=
+
+.PHONY: build
+build: $(STAMPS)/protos ## Build every service implementation
+	cd go_service && go build -o $(BIN)/shop-catalog ./cmd/catalog
+	cd node_service && npm run --silent build
+
+.PHONY: up
+up: build $(BIN)/grpcurl ## Start the whole stack in the background and wait until healthy (INVENTORY=node|go|python)
+	@$(STACK) up $(if $(INVENTORY),--inventory $(INVENTORY))
+
+.PHONY: down
+down: ## Stop every process of the stack (the data stays)
+	@if [ -x $(PY) ]; then $(STACK) down; else echo "the stack is not running"; fi
+
+.PHONY: status
+status: $(STAMPS)/venv ## Show processes, health checks and Envoy's clusters
+	@$(STACK) status
+
+.PHONY: logs
+logs: $(STAMPS)/venv ## Show the last log lines of every program (SERVICE=orders, FOLLOW=1)
+	@$(STACK) logs $(SERVICE) $(if $(FOLLOW),--follow)
+
+.PHONY: clean-data
+clean-data: $(STAMPS)/venv ## Delete the stack's databases (the stack must be down)
+	@$(STACK) clean-data
+
 ##@ Tests
 
 .PHONY: test
@@ -129,6 +161,10 @@ $(STAMPS)/go-tools: tools/go.mod tools/go.sum
 
 $(BIN)/grpcurl: tools/go.mod tools/go.sum
 	cd tools && GOBIN=$(BIN) go install github.com/fullstorydev/grpcurl/cmd/grpcurl
+
+# Relative aliases, so `make .tmp/bin/grpcurl` works too.
+.tmp/bin/grpcurl: $(BIN)/grpcurl
+.tmp/bin/ghz: $(BIN)/ghz
 
 $(BIN)/ghz: tools/go.mod tools/go.sum
 	cd tools && GOBIN=$(BIN) go install github.com/bojand/ghz/cmd/ghz

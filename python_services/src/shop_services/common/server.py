@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
@@ -68,8 +69,14 @@ async def create_server(
     logger: logging.Logger,
     *,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    reflection_pool: descriptor_pool.DescriptorPool | None = None,
+    reflected: Sequence[str] = (),
 ) -> Running:
-    """Build, register and bind a server; it is started and SERVING on return."""
+    """Build, register and bind a server; it is started and SERVING on return.
+
+    Reflection describes the registered services (plus `reflected`, looked up
+    in `reflection_pool` when given, else in the default pool).
+    """
     server = grpc.aio.server(
         interceptors=[ObservabilityInterceptor(logger), *interceptors],
         options=_OPTIONS,
@@ -79,7 +86,8 @@ async def create_server(
         service.register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    register_reflection(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    register_reflection(server, [*names, *reflected, health_name], pool=reflection_pool)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:
@@ -94,10 +102,14 @@ async def create_server(
     return running
 
 
-def register_reflection(server: grpc.aio.Server, names: Sequence[str]) -> None:
+def register_reflection(
+    server: grpc.aio.Server,
+    names: Sequence[str],
+    pool: descriptor_pool.DescriptorPool | None = None,
+) -> None:
     """Serve reflection (v1alpha and v1) for the given services plus itself."""
     listed = [*names, reflection.SERVICE_NAME, REFLECTION_V1]
-    servicer = reflection.aio.ReflectionServicer(listed)
+    servicer = reflection.aio.ReflectionServicer(listed, pool=pool)
     # grpc.reflection.v1 is wire-identical to v1alpha (only the package name
     # differs), so grpcio-reflection's v1alpha servicer and messages answer
     # v1 callers too; grpcurl and Envoy-era tools ask for v1 first.

@@ -1,0 +1,141 @@
+"""`python -m shopstack <command>`: the local stack's controls (the Makefile calls these)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from shopstack import envoy, topology
+from shopstack.stack import Stack, StackError, default_stack, die, remove_data
+
+EXAMPLES = """\
+The shop is up.
+
+  gRPC, gRPC-Web, JSON   localhost:{public}   (Envoy public listener)
+  internal gRPC          127.0.0.1:{internal} (service-to-service; internal RPCs allowed)
+  Envoy admin            http://127.0.0.1:{admin}
+  run directory          {run}   (logs: make logs; state: make status; stop: make down)
+
+Try:
+  .tmp/bin/grpcurl -plaintext localhost:{public} list
+  .tmp/bin/grpcurl -plaintext -d '{{"page_size": 3, "tag": "coffee"}}' localhost:{public} shop.catalog.v1.CatalogService/ListProducts
+  .tmp/bin/grpcurl -plaintext -d '{{"skus": ["sku-espresso-beans-1kg"]}}' localhost:{public} shop.inventory.v1.InventoryService/GetStock
+  .tmp/bin/grpcurl -plaintext -d '{{"request_id": "demo-1", "customer_id": "ada", "payment_token": "tok_success", "lines": [{{"product_id": "sku-espresso-beans-1kg", "quantity": 2}}]}}' localhost:{public} shop.orders.v1.OrderService/PlaceOrder
+  curl -s 'localhost:{public}/v1/products?page_size=2'
+  curl -s -X POST localhost:{public}/v1/orders -H 'content-type: application/json' -d '{{"request_id": "demo-2", "customer_id": "ada", "payment_token": "tok_success", "lines": [{{"product_id": "sku-tote-bag", "quantity": 1}}]}}'
+"""
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    topo = topology.load()
+    stack = Stack(run_dir=default_stack().run_dir, topology=topo)
+    for service, lang in (("inventory", args.inventory),):
+        if lang:
+            try:
+                topo = topo.with_impl(service, lang)
+            except ValueError as err:
+                die(str(err))
+            stack = Stack(run_dir=stack.run_dir, topology=topo)
+    try:
+        stack.up()
+    except StackError as err:
+        die(str(err))
+    print(
+        EXAMPLES.format(
+            public=topo.public_port,
+            internal=topo.internal_port,
+            admin=topo.admin_port,
+            run=stack.run_dir,
+        )
+    )
+    print(stack.status())
+
+
+def cmd_down(_: argparse.Namespace) -> None:
+    stack = default_stack()
+    if stack.supervisord_pid() is None:
+        print("the stack is not running")
+        return
+    try:
+        stack.down()
+    except StackError as err:
+        die(str(err))
+    print("the stack is stopped; its data stays in", stack.data_dir)
+
+
+def cmd_status(_: argparse.Namespace) -> None:
+    stack = default_stack()
+    if stack.supervisord_pid() is None:
+        print(f"the stack is not running (run directory {stack.run_dir})")
+        return
+    print(stack.status())
+
+
+def cmd_logs(args: argparse.Namespace) -> None:
+    stack = default_stack()
+    logs = sorted(stack.logs_dir.glob("*.log")) if stack.logs_dir.exists() else []
+    if args.service:
+        logs = [p for p in logs if p.stem.startswith(args.service)]
+    if not logs:
+        die(
+            f"no logs in {stack.logs_dir}"
+            + (f" for {args.service}" if args.service else "")
+        )
+    if args.follow:
+        subprocess.run(
+            ["tail", "-n", str(args.lines), "-F", *map(str, logs)], check=False
+        )
+        return
+    for path in logs:
+        print(stack.tail(path.stem, args.lines))
+
+
+def cmd_clean_data(_: argparse.Namespace) -> None:
+    stack = default_stack()
+    remove_data(stack)
+    print("removed", stack.data_dir)
+
+
+def cmd_render_docker(args: argparse.Namespace) -> None:
+    """Envoy's configuration for Docker Compose: same generator, container addresses."""
+    topo = topology.load()
+    envoy.render(topo, Path(args.out), envoy.docker_mode())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="shopstack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the stack and wait until it is healthy")
+    up.add_argument(
+        "--inventory",
+        choices=["node", "go", "python"],
+        help="the inventory implementation to run",
+    )
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop every process").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="processes, health and Envoy clusters").set_defaults(
+        func=cmd_status
+    )
+    logs = sub.add_parser("logs", help="show the logs")
+    logs.add_argument(
+        "service", nargs="?", help="only this program (e.g. orders, envoy)"
+    )
+    logs.add_argument("-n", "--lines", type=int, default=30)
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.set_defaults(func=cmd_logs)
+    sub.add_parser("clean-data", help="delete the databases").set_defaults(
+        func=cmd_clean_data
+    )
+    docker = sub.add_parser(
+        "render-docker", help="write Envoy's Docker Compose configuration"
+    )
+    docker.add_argument("out")
+    docker.set_defaults(func=cmd_render_docker)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

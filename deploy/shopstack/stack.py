@@ -1,0 +1,417 @@
+"""Run the whole shop as local processes under supervisord.
+
+A Stack owns one run directory: supervisord's configuration, socket and pid,
+one log per program, the services' databases and Envoy's configuration. The
+same class backs `make up` / `make down` and the test fixtures (which use a
+temporary run directory and free ports, so they never collide with a running
+`make up`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from shopstack import envoy
+from shopstack.topology import DESCRIPTOR_SET, ROOT, Implementation, Topology
+
+VENV_BIN = ROOT / ".venv" / "bin"
+ENVOY_PROGRAM = "envoy"
+
+
+class StackError(RuntimeError):
+    """Something a user must fix before the stack can run; the message says what."""
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on a TCP port ("envoy (pid 123)"), or None if nobody does."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            pass
+        else:
+            return None
+    try:
+        out = subprocess.run(
+            ["ss", "-ltnpH", f"sport = :{port}"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=5,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    match = re.search(r'users:\(\("([^"]+)",pid=(\d+)', out)
+    return f"{match.group(1)} (pid {match.group(2)})" if match else "another process"
+
+
+@dataclass
+class Stack:
+    """The shop's processes in one run directory."""
+
+    run_dir: Path
+    topology: Topology
+    # Extra environment per service name, e.g. a short reservation TTL in tests.
+    env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Per service, the implementations receiving traffic and their weights.
+    routing: dict[str, dict[str, int]] = field(default_factory=dict)
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        self.run_dir = self.run_dir.resolve()
+        if not self.routing:
+            self.routing = envoy.default_routing(self.topology)
+
+    # -- paths -------------------------------------------------------------
+
+    @property
+    def conf(self) -> Path:
+        return self.run_dir / "supervisord.conf"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "data"
+
+    @property
+    def envoy_dir(self) -> Path:
+        return self.run_dir / "envoy"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "state.json"
+
+    def log_of(self, program: str) -> Path:
+        return self.logs_dir / f"{program}.log"
+
+    # -- addresses -----------------------------------------------------------
+
+    def addr(self, service: str, lang: str | None = None) -> str:
+        """A service implementation's own address, bypassing Envoy."""
+        return (
+            f"127.0.0.1:{self.topology.port_of(self.topology.impl_of(service, lang))}"
+        )
+
+    @property
+    def public_addr(self) -> str:
+        return f"127.0.0.1:{self.topology.public_port}"
+
+    @property
+    def internal_addr(self) -> str:
+        return f"127.0.0.1:{self.topology.internal_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.topology.admin_port}"
+
+    def running_impls(self) -> list[Implementation]:
+        return [
+            self.topology.services[name].implementations[lang]
+            for name, weights in self.routing.items()
+            for lang in sorted(weights)
+        ]
+
+    # -- configuration -------------------------------------------------------
+
+    def program_env(self, impl: Implementation) -> dict[str, str]:
+        """The environment of one service process (docs/conventions.md)."""
+        env = {
+            "SHOP_LISTEN_ADDR": f"127.0.0.1:{self.topology.port_of(impl)}",
+            # Every implementation of a service shares its database, so a
+            # swapped-in implementation carries on with the same data.
+            "SHOP_DB_PATH": str(self.data_dir / f"{impl.service}.db"),
+            "SHOP_SEED_FILE": str(ROOT / "data" / "products.json"),
+            "SHOP_DESCRIPTOR_SET": str(DESCRIPTOR_SET),
+            "SHOP_LOG_LEVEL": self.log_level,
+            "PYTHONUNBUFFERED": "1",
+        }
+        deps = self.topology.services[impl.service].depends_on
+        for dep in deps:
+            # Service-to-service calls go through Envoy's internal listener.
+            env[f"SHOP_{dep.upper()}_ADDR"] = self.internal_addr
+        env.update(self.env.get(impl.service, {}))
+        return env
+
+    def supervisord_conf(self) -> str:
+        def program(
+            name: str, command: Iterable[str], env: Mapping[str, str], stopwait: int
+        ) -> str:
+            environment = ",".join(f'{k}="{v}"' for k, v in sorted(env.items()))
+            return (
+                f"[program:{name}]\n"
+                f"command={' '.join(command)}\n"
+                f"directory={ROOT}\n"
+                f"environment={environment}\n"
+                "autostart=true\nautorestart=true\nstartsecs=1\nstartretries=5\n"
+                f"stopsignal=TERM\nstopwaitsecs={stopwait}\nstopasgroup=true\nkillasgroup=true\n"
+                f"stdout_logfile={self.log_of(name)}\nstdout_logfile_maxbytes=20MB\n"
+                "stdout_logfile_backups=2\nredirect_stderr=true\n\n"
+            )
+
+        text = (
+            "; Generated by deploy/shopstack from deploy/stack.toml; do not edit.\n"
+            f"[unix_http_server]\nfile={self.run_dir}/supervisor.sock\nchmod=0700\n\n"
+            f"[supervisord]\nlogfile={self.logs_dir}/supervisord.log\npidfile={self.run_dir}/supervisord.pid\n"
+            f"childlogdir={self.logs_dir}\nidentifier=shop-{abs(hash(str(self.run_dir))) % 10**8}\n"
+            "loglevel=info\n\n"
+            "[rpcinterface:supervisor]\n"
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+            f"[supervisorctl]\nserverurl=unix://{self.run_dir}/supervisor.sock\n\n"
+        )
+        for impl in self.running_impls():
+            command = [
+                part.format(root=ROOT, run=self.run_dir) for part in impl.command
+            ]
+            text += program(impl.cluster, command, self.program_env(impl), stopwait=20)
+        envoy_cmd = [
+            str(VENV_BIN / "envoy"),
+            f"-c {self.envoy_dir}/envoy.yaml",
+            "--disable-hot-restart",  # several stacks (make up, tests) may run at once
+            "--log-level warn",
+            "--drain-time-s 5",
+            "--concurrency 2",  # this machine has 2 cores
+        ]
+        text += program(ENVOY_PROGRAM, envoy_cmd, {}, stopwait=10)
+        return text
+
+    def render(self) -> None:
+        """Write supervisord.conf, Envoy's configuration and state.json."""
+        for folder in (self.logs_dir, self.data_dir, self.envoy_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        envoy.render(
+            self.topology,
+            self.envoy_dir,
+            envoy.local_mode(self.envoy_dir, DESCRIPTOR_SET),
+            self.routing,
+        )
+        self.conf.write_text(self.supervisord_conf())
+        self.save_state()
+
+    def save_state(self) -> None:
+        state = {
+            "ports": {
+                "public": self.topology.public_port,
+                "internal": self.topology.internal_port,
+                "admin": self.topology.admin_port,
+                **{
+                    impl.cluster: self.topology.port_of(impl)
+                    for impl in self.running_impls()
+                },
+            },
+            "routing": self.routing,
+            "env": {k: dict(v) for k, v in self.env.items()},
+        }
+        self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def supervisord_pid(self) -> int | None:
+        try:
+            pid = int((self.run_dir / "supervisord.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def check_ports(self) -> None:
+        busy = []
+        for what, port in self.topology.all_ports().items():
+            holder = port_holder(port)
+            if holder:
+                busy.append(f"port {port} ({what}) is already in use by {holder}")
+        if busy:
+            raise StackError(
+                "cannot start the stack:\n  "
+                + "\n  ".join(busy)
+                + "\nStop whatever holds it (if it is this shop, `make down`), or change deploy/stack.toml."
+            )
+
+    def up(self, timeout: float = 90.0) -> None:
+        """Start everything (unless already running) and wait until it is all healthy."""
+        if self.supervisord_pid() is None:
+            self.check_ports()
+            self.render()
+            subprocess.run(
+                [str(VENV_BIN / "supervisord"), "-c", str(self.conf)],
+                check=True,
+                cwd=ROOT,
+            )
+        self.wait_healthy(timeout)
+
+    def ctl(self, *args: str, check: bool = True) -> str:
+        result = subprocess.run(
+            [str(VENV_BIN / "supervisorctl"), "-c", str(self.conf), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        # supervisorctl exits non-zero when a program is not RUNNING; status callers want the text.
+        if check and result.returncode not in (0, 3):
+            raise StackError(
+                f"supervisorctl {' '.join(args)} failed: {result.stdout}{result.stderr}"
+            )
+        return result.stdout
+
+    def down(self, timeout: float = 60.0) -> None:
+        """Stop every process and supervisord itself; leaves the data in place."""
+        pid = self.supervisord_pid()
+        if pid is None:
+            return
+        self.ctl("shutdown", check=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.supervisord_pid() is None:
+                return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+        raise StackError(
+            f"supervisord (pid {pid}) did not stop within {timeout:.0f}s and was killed"
+        )
+
+    # -- health --------------------------------------------------------------
+
+    def service_health(self, impl: Implementation, timeout: float = 2.0) -> str:
+        service = self.topology.services[impl.service]
+        name = "" if impl.service == "reflection" else service.proto
+        try:
+            with grpc.insecure_channel(
+                f"127.0.0.1:{self.topology.port_of(impl)}"
+            ) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=name), timeout=timeout
+                )
+        except grpc.RpcError as err:
+            return f"DOWN ({err.code().name})"
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    def envoy_clusters(self) -> dict[str, str]:
+        """Each Envoy cluster's host health, from the admin interface."""
+        with urllib.request.urlopen(
+            f"{self.admin_url}/clusters?format=json", timeout=2
+        ) as resp:
+            data = json.load(resp)
+        health = {}
+        for cluster in data.get("cluster_statuses", []):
+            hosts = cluster.get("host_statuses", [])
+            states = [
+                h.get("health_status", {}).get("eds_health_status", "") for h in hosts
+            ]
+            failed = any(
+                flag
+                for h in hosts
+                for flag, value in h.get("health_status", {}).items()
+                if flag.startswith("failed") and value
+            )
+            health[cluster["name"]] = (
+                "UNHEALTHY" if failed or not hosts else (states[0] or "HEALTHY")
+            )
+        return health
+
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        """Block until every service is SERVING and Envoy sees every cluster healthy."""
+        deadline = time.monotonic() + timeout
+        pending: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            pending = {}
+            for impl in self.running_impls():
+                state = self.service_health(impl, timeout=1.0)
+                if state != "SERVING":
+                    pending[impl.cluster] = state
+            if not pending:
+                try:
+                    clusters = self.envoy_clusters()
+                except OSError as err:
+                    pending[ENVOY_PROGRAM] = f"admin not answering ({err})"
+                else:
+                    for impl in self.running_impls():
+                        if clusters.get(impl.cluster) != "HEALTHY":
+                            pending[f"envoy cluster {impl.cluster}"] = clusters.get(
+                                impl.cluster, "missing"
+                            )
+            if not pending:
+                return
+            time.sleep(0.2)
+        details = "\n".join(f"  {name}: {state}" for name, state in pending.items())
+        tails = "\n".join(
+            self.tail(name, 15)
+            for name in pending
+            if (self.logs_dir / f"{name}.log").exists()
+        )
+        raise StackError(
+            f"the stack did not become healthy within {timeout:.0f}s:\n{details}\n{tails}"
+        )
+
+    def tail(self, program: str, lines: int = 40) -> str:
+        path = self.log_of(program)
+        if not path.exists():
+            return f"--- {program}: no log yet ---"
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+        return f"--- last {len(text)} lines of {path} ---\n" + "\n".join(text)
+
+    def status(self) -> str:
+        lines = [self.ctl("status", check=False).rstrip()]
+        lines.append("")
+        for impl in self.running_impls():
+            lines.append(
+                f"{impl.cluster:22} {self.addr(impl.service, impl.lang):18} grpc.health.v1: {self.service_health(impl)}"
+            )
+        try:
+            for name, state in sorted(self.envoy_clusters().items()):
+                lines.append(f"envoy cluster {name:22} {state}")
+        except OSError as err:
+            lines.append(f"envoy admin {self.admin_url}: not answering ({err})")
+        return "\n".join(lines)
+
+
+def default_stack() -> Stack:
+    """The stack of `make up`: the default ports and the .run directory."""
+    from shopstack import topology
+
+    run_dir = Path(os.environ.get("SHOP_RUN_DIR", ROOT / ".run"))
+    stack = Stack(run_dir=run_dir, topology=topology.load())
+    if stack.state_file.exists():
+        state = json.loads(stack.state_file.read_text())
+        stack.routing = {
+            k: dict(v) for k, v in state.get("routing", {}).items()
+        } or stack.routing
+    return stack
+
+
+def die(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def remove_data(stack: Stack) -> None:
+    if stack.supervisord_pid() is not None:
+        die("the stack is running; `make down` first")
+    shutil.rmtree(stack.data_dir, ignore_errors=True)

@@ -1,0 +1,199 @@
+"""The stack's topology, read from deploy/stack.toml and the API descriptor set.
+
+Everything that runs the stack (supervisord, Envoy, the tests, the Docker
+checks) derives its facts from a Topology, so a port or a route is written
+down once.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK_FILE = ROOT / "deploy" / "stack.toml"
+DESCRIPTOR_SET = ROOT / "protos" / "gen" / "shop_api.binpb"
+
+# MethodOptions.IdempotencyLevel values that make a retry safe.
+_SAFE_TO_RETRY = {
+    descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+    descriptor_pb2.MethodOptions.IDEMPOTENT,
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One RPC of a service, as the protos describe it."""
+
+    service: str  # the full gRPC service name
+    name: str
+    client_streaming: bool
+    server_streaming: bool
+    retry_safe: bool
+
+    @property
+    def path(self) -> str:
+        return f"/{self.service}/{self.name}"
+
+    @property
+    def streaming(self) -> bool:
+        return self.client_streaming or self.server_streaming
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One way to run a service: its language, default port and command."""
+
+    service: str
+    lang: str
+    port: int
+    command: tuple[str, ...]
+
+    @property
+    def cluster(self) -> str:
+        """The Envoy cluster name, also the supervisord program name."""
+        return f"{self.service}-{self.lang}"
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service of the shop and how Envoy treats it."""
+
+    name: str
+    proto: str
+    impl: str
+    timeout_seconds: float
+    per_try_timeout_seconds: float
+    internal_rpcs: tuple[str, ...]
+    depends_on: tuple[str, ...]
+    implementations: dict[str, Implementation]
+
+    def is_internal(self, method: str) -> bool:
+        return "*" in self.internal_rpcs or method in self.internal_rpcs
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The whole stack: edge ports and services, with the ports actually used."""
+
+    public_port: int
+    internal_port: int
+    admin_port: int
+    services: dict[str, Service]
+    # Port overrides per cluster name (tests run on free ports).
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def port_of(self, impl: Implementation) -> int:
+        return self.ports.get(impl.cluster, impl.port)
+
+    def impl_of(self, service: str, lang: str | None = None) -> Implementation:
+        svc = self.services[service]
+        return svc.implementations[lang or svc.impl]
+
+    def with_ports(
+        self, public: int, internal: int, admin: int, ports: dict[str, int]
+    ) -> Topology:
+        return replace(
+            self,
+            public_port=public,
+            internal_port=internal,
+            admin_port=admin,
+            ports=dict(ports),
+        )
+
+    def with_impl(self, service: str, lang: str) -> Topology:
+        svc = self.services[service]
+        if lang not in svc.implementations:
+            known = ", ".join(sorted(svc.implementations))
+            raise ValueError(
+                f"{service} has no {lang!r} implementation (known: {known})"
+            )
+        services = dict(self.services)
+        services[service] = replace(svc, impl=lang)
+        return replace(self, services=services)
+
+    def all_ports(self) -> dict[str, int]:
+        """Every port the default stack listens on, by what listens there."""
+        ports = {
+            "envoy public listener": self.public_port,
+            "envoy internal listener": self.internal_port,
+            "envoy admin": self.admin_port,
+        }
+        for svc in self.services.values():
+            impl = svc.implementations[svc.impl]
+            ports[impl.cluster] = self.port_of(impl)
+        return ports
+
+
+def load(path: Path = STACK_FILE) -> Topology:
+    """Read stack.toml into a Topology."""
+    raw = tomllib.loads(path.read_text())
+    impls = raw.get("implementations", {})
+    services = {}
+    for name, spec in raw["services"].items():
+        variants = {
+            lang: Implementation(
+                service=name,
+                lang=lang,
+                port=int(v["port"]),
+                command=tuple(v["command"]),
+            )
+            for lang, v in impls.get(name, {}).items()
+        }
+        if spec["impl"] not in variants:
+            raise ValueError(
+                f"{path}: services.{name}.impl = {spec['impl']!r} has no implementations.{name} entry"
+            )
+        services[name] = Service(
+            name=name,
+            proto=spec["proto"],
+            impl=spec["impl"],
+            timeout_seconds=float(spec["timeout_seconds"]),
+            per_try_timeout_seconds=float(spec["per_try_timeout_seconds"]),
+            internal_rpcs=tuple(spec.get("internal_rpcs", ())),
+            depends_on=tuple(spec.get("depends_on", ())),
+            implementations=variants,
+        )
+    edge = raw["edge"]
+    return Topology(
+        public_port=int(edge["public_port"]),
+        internal_port=int(edge["internal_port"]),
+        admin_port=int(edge["admin_port"]),
+        services=services,
+    )
+
+
+def methods(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, list[Method]]:
+    """Every shop RPC by full service name, from the descriptor set."""
+    try:
+        files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(
+            f"{descriptor_set} is missing; run `make protos`"
+        ) from exc
+    found: dict[str, list[Method]] = {}
+    for file in files.file:
+        if not file.package.startswith("shop."):
+            continue
+        for service in file.service:
+            full = f"{file.package}.{service.name}"
+            found[full] = [
+                Method(
+                    service=full,
+                    name=m.name,
+                    client_streaming=m.client_streaming,
+                    server_streaming=m.server_streaming,
+                    retry_safe=m.options.idempotency_level in _SAFE_TO_RETRY,
+                )
+                for m in service.method
+            ]
+    return found
+
+
+def dump_ports(topology: Topology) -> str:
+    """The ports in use, as JSON (for `make status` and the tests)."""
+    return json.dumps(topology.all_ports(), indent=2)
