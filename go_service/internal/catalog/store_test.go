@@ -1,0 +1,138 @@
+package catalog
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var testSeedFile = filepath.Join("..", "..", "..", "data", "products.json")
+
+func TestOpenSeedsANewDatabaseOnceAndKeepsItsData(t *testing.T) {
+	ctx := context.Background()
+	dbPath := filepath.Join(t.TempDir(), "catalog.db")
+	created := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+
+	s, err := Open(ctx, OpenOptions{Path: dbPath, SeedFile: testSeedFile, Now: func() time.Time { return created }})
+	if err != nil {
+		t.Fatalf("Open a new database: %v", err)
+	}
+	if s.SeededFrom != testSeedFile {
+		t.Errorf("SeededFrom = %q, want %q", s.SeededFrom, testSeedFile)
+	}
+	key := string(s.tokenKey)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	// The second open must not need the seed: point it at nothing.
+	s, err = Open(ctx, OpenOptions{Path: dbPath, SeedFile: filepath.Join(t.TempDir(), "missing.json")})
+	if err != nil {
+		t.Fatalf("Open an existing database without a seed file: %v", err)
+	}
+	defer s.Close()
+	if s.SeededFrom != "" {
+		t.Errorf("SeededFrom = %q on reopening, want empty", s.SeededFrom)
+	}
+	if string(s.tokenKey) != key {
+		t.Error("the page-token key changed across a restart")
+	}
+	if s.Currency() != "EUR" {
+		t.Errorf("Currency = %q, want EUR", s.Currency())
+	}
+	products, more, err := s.List(ctx, "", "", 1000)
+	if err != nil || more {
+		t.Fatalf("List: more=%v err=%v", more, err)
+	}
+	seed, err := LoadSeed(testSeedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(products) != len(seed.Products) {
+		t.Fatalf("the reopened database has %d products, want %d", len(products), len(seed.Products))
+	}
+	for _, p := range products {
+		if !p.CreateTime.Equal(created) {
+			t.Errorf("product %s create_time = %v, want %v", p.ID, p.CreateTime, created)
+		}
+	}
+}
+
+func TestOpenANewDatabaseWithoutASeedFails(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.json")
+	_, err := Open(context.Background(), OpenOptions{Path: filepath.Join(t.TempDir(), "catalog.db"), SeedFile: missing})
+	if err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("Open = %v, want an error naming %s", err, missing)
+	}
+}
+
+func TestOpenRejectsASeedWithMixedCurrencies(t *testing.T) {
+	dir := t.TempDir()
+	seedPath := filepath.Join(dir, "products.json")
+	seed := `{"currency_code": "EUR", "products": [
+		{"id": "a", "name": "A", "price": {"currency_code": "EUR", "units": 1}},
+		{"id": "b", "name": "B", "price": {"currency_code": "USD", "units": 2}}]}`
+	if err := os.WriteFile(seedPath, []byte(seed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(context.Background(), OpenOptions{Path: filepath.Join(dir, "catalog.db"), SeedFile: seedPath})
+	if err == nil || !strings.Contains(err.Error(), "USD") {
+		t.Fatalf("Open = %v, want an error about the USD price", err)
+	}
+}
+
+func TestResolveSeedFileSearchesParentDirectories(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(root, DefaultSeedFile)
+	if err := os.WriteFile(want, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nested := filepath.Join(root, "go_service", "cmd")
+	if err := os.MkdirAll(nested, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ResolveSeedFile("", nested); err != nil || got != want {
+		t.Errorf("ResolveSeedFile = %q, %v; want %q", got, err, want)
+	}
+	if got, err := ResolveSeedFile("explicit.json", nested); err != nil || got != "explicit.json" {
+		t.Errorf("ResolveSeedFile with a path = %q, %v; want it unchanged", got, err)
+	}
+}
+
+func TestAmountArithmeticCarriesNanos(t *testing.T) {
+	price := amount{units: 24, nanos: 900_000_000}
+	if got, want := price.times(3), (amount{units: 74, nanos: 700_000_000}); got != want {
+		t.Errorf("24.90 x 3 = %+v, want %+v", got, want)
+	}
+	if got, want := price.times(999), (amount{units: 24875, nanos: 100_000_000}); got != want {
+		t.Errorf("24.90 x 999 = %+v, want %+v", got, want)
+	}
+	if got, want := price.plus(amount{units: 1, nanos: 100_000_000}), (amount{units: 26}); got != want {
+		t.Errorf("24.90 + 1.10 = %+v, want %+v", got, want)
+	}
+}
+
+func TestPageTokensRejectEveryAlteration(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	tok := signToken(key, pageToken{AfterID: "sku-x", Tag: "tea"})
+	got, err := verifyToken(key, tok)
+	if err != nil || got != (pageToken{AfterID: "sku-x", Tag: "tea"}) {
+		t.Fatalf("verifyToken(signToken) = %+v, %v", got, err)
+	}
+	for i := range tok {
+		altered := []byte(tok)
+		altered[i] ^= 0x20 // flips the case of letters; other characters become invalid
+		if _, err := verifyToken(key, string(altered)); err == nil {
+			t.Errorf("a token altered at byte %d verified", i)
+		}
+	}
+	if _, err := verifyToken([]byte("another key, another catalog...."), tok); err == nil {
+		t.Error("a token verified under another key")
+	}
+}
