@@ -160,3 +160,30 @@ async def test_a_malformed_variable_fails_fast_naming_it(tmp_path: Path) -> None
     _, errors = await asyncio.wait_for(process.communicate(), timeout=DEADLINE)
     assert process.returncode != 0
     assert "SHOP_SHUTDOWN_GRACE_SECONDS" in errors.decode(), errors
+
+
+async def test_docker_healthcheck_module_reports_serving(service: ServiceProcess) -> None:
+    address = (await service.next_line("listening"))["addr"]
+    async with grpc.aio.insecure_channel(address) as channel:
+        await wait_serving(channel)
+    for args in ([address], [address, "shop.payments.v1.PaymentService"]):
+        probe = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shop_services.common.healthcheck", *args, stderr=asyncio.subprocess.PIPE
+        )
+        _, errors = await asyncio.wait_for(probe.communicate(), timeout=DEADLINE)
+        assert probe.returncode == 0, errors.decode()
+
+
+async def test_docker_healthcheck_module_fails_for_an_unknown_service(service: ServiceProcess) -> None:
+    address = (await service.next_line("listening"))["addr"]
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shop_services.common.healthcheck",
+        address,
+        "no.such.Service",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, errors = await asyncio.wait_for(probe.communicate(), timeout=DEADLINE)
+    assert probe.returncode == 1
+    assert "NOT_FOUND" in errors.decode(), errors.decode()
