@@ -174,6 +174,39 @@ def _router() -> dict[str, Any]:
     }
 
 
+def _fault_filters(topology: Topology) -> list[dict[str, Any]]:
+    """Fault injection on the internal listener, off unless switched on at runtime.
+
+    One filter per service, keyed to its clusters, so a test (or a curious
+    user) can slow one dependency down through the admin interface:
+    POST /runtime_modify?fault.payments.delay_percent=100&fault.payments.delay_ms=3000
+    """
+    filters = []
+    for name, service in topology.services.items():
+        if name == "reflection":
+            continue
+        for impl in service.implementations.values():
+            filters.append(
+                {
+                    "name": "envoy.filters.http.fault",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+                        "upstream_cluster": impl.cluster,
+                        "delay": {
+                            "fixed_delay": "0.001s",
+                            "percentage": {"numerator": 0},
+                        },
+                        "delay_percent_runtime": f"fault.{name}.delay_percent",
+                        "delay_duration_runtime": f"fault.{name}.delay_ms",
+                        "abort": {"grpc_status": 14, "percentage": {"numerator": 0}},
+                        "abort_percent_runtime": f"fault.{name}.abort_percent",
+                        "abort_grpc_status_runtime": f"fault.{name}.abort_grpc_status",
+                    },
+                }
+            )
+    return filters
+
+
 def _public_filters(mode: Mode) -> list[dict[str, Any]]:
     return [
         {
@@ -214,6 +247,8 @@ def bootstrap(topology: Topology, mode: Mode) -> dict[str, Any]:
         "node": {"id": f"shop-edge-{mode.name}", "cluster": "shop-edge"},
         "admin": {"address": _address(mode.admin_host, topology.admin_port)},
         "dynamic_resources": {"cds_config": _path_source(mode, "cds.yaml")},
+        # The admin layer lets /runtime_modify switch the fault filters on.
+        "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
         "overload_manager": {
             "resource_monitors": [
                 {
@@ -237,7 +272,9 @@ def bootstrap(topology: Topology, mode: Mode) -> dict[str, Any]:
                 {
                     "name": "internal",
                     "address": _address(mode.internal_host, topology.internal_port),
-                    "filter_chains": [{"filters": [_hcm(mode, "internal", [])]}],
+                    "filter_chains": [
+                        {"filters": [_hcm(mode, "internal", _fault_filters(topology))]}
+                    ],
                 },
             ]
         },

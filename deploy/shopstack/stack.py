@@ -297,6 +297,41 @@ class Stack:
             f"supervisord (pid {pid}) did not stop within {timeout:.0f}s and was killed"
         )
 
+    def stop_program(self, program: str) -> None:
+        self.ctl("stop", program)
+
+    def start_program(self, program: str) -> None:
+        self.ctl("start", program)
+
+    def signal_program(self, program: str, sig: str) -> None:
+        """Send a signal (e.g. "KILL", "TERM") to a program; supervisord restarts it."""
+        self.ctl("signal", sig, program)
+
+    def pid_of(self, program: str) -> int | None:
+        out = self.ctl("pid", program, check=False).strip()
+        return int(out) if out.isdigit() and out != "0" else None
+
+    def set_runtime(self, **values: str | int) -> None:
+        """Change Envoy runtime values (e.g. the fault filters) through the admin interface."""
+        query = "&".join(f"{k.replace('__', '.')}={v}" for k, v in values.items())
+        request = urllib.request.Request(
+            f"{self.admin_url}/runtime_modify?{query}", method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            resp.read()
+
+    def envoy_stats(self, prefix: str = "") -> dict[str, int]:
+        """Envoy's counters and gauges, optionally only those starting with prefix."""
+        with urllib.request.urlopen(
+            f"{self.admin_url}/stats?format=json", timeout=5
+        ) as resp:
+            data = json.load(resp)
+        stats = {}
+        for stat in data.get("stats", []):
+            if "value" in stat and stat["name"].startswith(prefix):
+                stats[stat["name"]] = int(stat["value"])
+        return stats
+
     # -- health --------------------------------------------------------------
 
     def service_health(self, impl: Implementation, timeout: float = 2.0) -> str:

@@ -1,0 +1,86 @@
+"""Session fixtures for the cross-language suites.
+
+The stack (every service and Envoy, under supervisord, exactly as `make up`
+runs it) starts once per session on free ports in a temporary run directory,
+so it never collides with a running `make up`. When a test fails, the last
+lines of every service's log are attached to its report.
+
+`--target HOST:PORT` runs a contract suite against one address instead of
+starting anything (see the README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from shopstack import topology
+from shopstack.stack import Stack, free_port
+
+# Short enough that TTL expiry is observable in a test, long enough that a
+# saga under load never loses its reservation.
+RESERVATION_TTL_SECONDS = "20"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--target",
+        default=None,
+        help="run the contract suites against this address only (HOST:PORT) instead of a started stack",
+    )
+
+
+def make_stack(
+    run_dir: Path, routing: dict[str, dict[str, int]] | None = None
+) -> Stack:
+    """A stack on free ports in run_dir (not started)."""
+    topo = topology.load()
+    ports = {}
+    for service in topo.services.values():
+        for impl in service.implementations.values():
+            ports[impl.cluster] = free_port()
+    topo = topo.with_ports(free_port(), free_port(), free_port(), ports)
+    return Stack(
+        run_dir=run_dir,
+        topology=topo,
+        env={"inventory": {"SHOP_RESERVATION_TTL_SECONDS": RESERVATION_TTL_SECONDS}},
+        routing=routing or {},
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The whole shop, started once for the session."""
+    if request.config.getoption("--target"):
+        pytest.skip("--target given: this test needs the whole stack")
+    shop = make_stack(tmp_path_factory.mktemp("stack"))
+    try:
+        shop.up(timeout=120)
+    except Exception:
+        shop.down()
+        raise
+    request.config.stash[_STACK_KEY] = shop
+    yield shop
+    shop.down()
+
+
+_STACK_KEY = pytest.StashKey[Stack]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    shop = item.config.stash.get(_STACK_KEY, None)
+    if report.failed and shop is not None:
+        programs = sorted(
+            p.stem for p in shop.logs_dir.glob("*.log") if p.stem != "supervisord"
+        )
+        report.sections.append(
+            ("stack logs", "\n".join(shop.tail(p, 25) for p in programs))
+        )
