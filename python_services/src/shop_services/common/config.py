@@ -36,3 +36,14 @@ def env_float(name: str, default: float) -> float:
     if value < 0:
         raise ConfigError(f"environment variable {name} must not be negative, got {raw!r}")
     return value
+
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+def env_log_level(name: str = "SHOP_LOG_LEVEL", default: str = "info") -> str:
+    """Return the log level (debug, info, warn or error), lower-cased."""
+    value = env_str(name, default).lower()
+    if value not in LOG_LEVELS:
+        raise ConfigError(f"environment variable {name} must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value

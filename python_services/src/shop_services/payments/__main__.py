@@ -12,7 +12,7 @@ import sqlite3
 import sys
 from dataclasses import dataclass
 
-from shop_services.common.config import ConfigError, env_float, env_str
+from shop_services.common.config import ConfigError, env_float, env_log_level, env_str
 from shop_services.common.logs import setup_logging
 from shop_services.common.server import serve
 from shop_services.payments.service import create_payments_server
@@ -20,7 +20,6 @@ from shop_services.payments.service import create_payments_server
 DEFAULT_ADDR = "127.0.0.1:50053"
 DEFAULT_DB_PATH = "payments.db"
 DEFAULT_GRACE_SECONDS = 10.0
-LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
 @dataclass(frozen=True)
@@ -33,14 +32,11 @@ class Config:
     @classmethod
     def from_env(cls) -> Config:
         """Read the environment; raise ConfigError naming a malformed variable."""
-        log_level = env_str("SHOP_LOG_LEVEL", "info").lower()
-        if log_level not in LOG_LEVELS:
-            raise ConfigError(f"environment variable SHOP_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         return cls(
             address=env_str("SHOP_LISTEN_ADDR", DEFAULT_ADDR),
             db_path=env_str("SHOP_DB_PATH", DEFAULT_DB_PATH),
             grace_seconds=env_float("SHOP_SHUTDOWN_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
-            log_level=log_level,
+            log_level=env_log_level(),
         )
 
 
@@ -54,7 +50,7 @@ async def run(config: Config) -> int:
     except OSError as exc:
         logger.error("cannot listen", extra={"addr": config.address, "error": str(exc)})
         return 1
-    await serve(server.running, logger, config.grace_seconds, on_stopped=server.store.close)
+    await serve(server, logger, config.grace_seconds)
     return 0
 
 

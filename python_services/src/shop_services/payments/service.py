@@ -224,21 +224,16 @@ def _timestamp(ns: int) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-@dataclass
-class PaymentsServer:
-    """A started payments server and the store it owns."""
+@dataclass(kw_only=True)
+class PaymentsServer(Running):
+    """A started payments server and the store it owns; stop() also closes the store."""
 
-    running: Running
     store: PaymentStore
 
-    @property
-    def port(self) -> int:
-        return self.running.port
-
     async def stop(self, grace: float) -> None:
-        """Drain the server for up to grace seconds, then close the database."""
+        """Drain for up to grace seconds (see Running.stop), then close the database."""
         try:
-            await self.running.stop(grace)
+            await super().stop(grace)
         finally:
             await self.store.close()
 
@@ -258,4 +253,6 @@ async def create_payments_server(
     except BaseException:
         await store.close()
         raise
-    return PaymentsServer(running=running, store=store)
+    return PaymentsServer(
+        server=running.server, port=running.port, health=running.health, names=running.names, store=store
+    )
