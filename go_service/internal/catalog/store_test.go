@@ -40,6 +40,10 @@ func TestOpenSeedsANewDatabaseOnceAndKeepsItsData(t *testing.T) {
 	if string(s.tokenKey) != key {
 		t.Error("the page-token key changed across a restart")
 	}
+	var journal string
+	if err := s.db.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&journal); err != nil || journal != "wal" {
+		t.Errorf("journal_mode = %q, %v; want wal", journal, err)
+	}
 	if s.Currency() != "EUR" {
 		t.Errorf("Currency = %q, want EUR", s.Currency())
 	}

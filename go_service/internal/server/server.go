@@ -101,11 +101,13 @@ func (s *Server) Run(ctx context.Context) error {
 // Long-lived streams (a health Watch, a cart being quoted) hold the drain
 // until they end or the grace period runs out.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	// SERVING before the first call is accepted, so no health check ever
+	// sees a starting server as NOT_SERVING.
+	s.setServing(healthpb.HealthCheckResponse_SERVING)
 	// serveErr receives grpc.Server.Serve's result; the goroutine ends when
 	// Serve returns, which Stop or GracefulStop below guarantees.
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.grpc.Serve(lis) }()
-	s.setServing(healthpb.HealthCheckResponse_SERVING)
 
 	select {
 	case err := <-serveErr:
