@@ -1,0 +1,1 @@
+"""Contract conformance suites: one per service, run against any address."""
