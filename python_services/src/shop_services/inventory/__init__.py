@@ -1,0 +1,16 @@
+"""The Python implementation of shop.inventory.v1.InventoryService.
+
+Swappable with node_service's (the reference) and the Go one: same contract,
+same errors, same database layout (data/inventory_schema.sql), so two of them
+can even run on one database file at once. Start it with
+`python -m shop_services.inventory`; tests use create_inventory_server.
+"""
+
+from shop_services.inventory.service import (
+    SERVICE_NAME,
+    InventoryServer,
+    InventoryService,
+    create_inventory_server,
+)
+
+__all__ = ["SERVICE_NAME", "InventoryServer", "InventoryService", "create_inventory_server"]

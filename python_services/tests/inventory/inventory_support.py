@@ -1,0 +1,167 @@
+"""Helpers for the inventory tests: in-process servers on one database file,
+health waits, and decoding the google.rpc.Status a call failed with."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeAlias
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from shop.inventory.v1 import inventory_service_pb2 as pb
+from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
+
+from shop_services.common.config import REPO_ROOT
+from shop_services.inventory import InventoryServer, create_inventory_server
+
+# Generous: the test machine has two cores and other builds run beside the tests.
+DEADLINE = 30.0
+DOMAIN = "inventory.shop.example"
+SCHEMA_FILE = REPO_ROOT / "data" / "inventory_schema.sql"
+PRODUCTS_FILE = REPO_ROOT / "data" / "products.json"
+
+# The test seed: a few SKUs with known stock.
+SEED = {"sku-a": 10, "sku-b": 5, "sku-c": 0, "sku-d": 100}
+
+# The async stub type exists for type checkers only (mypy-protobuf).
+Stub: TypeAlias = "pb_grpc.InventoryServiceAsyncStub"
+
+
+def write_seed(path: Path, stock: dict[str, int] = SEED) -> Path:
+    products = [{"id": sku, "name": sku, "initial_stock": n} for sku, n in stock.items()]
+    path.write_text(json.dumps({"products": products}), encoding="utf-8")
+    return path
+
+
+async def wait_serving(channel: grpc.aio.Channel, service: str = "") -> None:
+    """Wait, through grpc.health.v1, until the server answers SERVING."""
+    health = health_pb2_grpc.HealthStub(channel)
+    response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=DEADLINE, wait_for_ready=True)
+    assert response.status == health_pb2.HealthCheckResponse.SERVING, response
+
+
+class InventoryNode:
+    """One in-process inventory server on a database file, and a client to it."""
+
+    def __init__(
+        self, db_path: Path, seed_file: Path, ttl_seconds: float = 900, sweep_interval: float | None = None
+    ) -> None:
+        self.db_path = db_path
+        self.seed_file = seed_file
+        self.ttl_seconds = ttl_seconds
+        self.sweep_interval = sweep_interval
+        self.server: InventoryServer | None = None
+        self.channel: grpc.aio.Channel | None = None
+        self.stub: Stub | None = None
+
+    async def start(self) -> Stub:
+        self.server = await create_inventory_server(
+            "127.0.0.1:0",
+            self.db_path,
+            seed_file=self.seed_file,
+            schema_file=SCHEMA_FILE,
+            reservation_ttl_seconds=self.ttl_seconds,
+            sweep_interval=self.sweep_interval,
+        )
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.server.port}")
+        await wait_serving(self.channel, "shop.inventory.v1.InventoryService")
+        self.stub = pb_grpc.InventoryServiceStub(self.channel)
+        return self.stub
+
+    async def stop(self, grace: float = 5) -> None:
+        if self.server is not None:
+            await self.server.stop(grace)
+            self.server = None
+        if self.channel is not None:
+            await self.channel.close()
+            self.channel = None
+
+    async def restart(self) -> Stub:
+        await self.stop()
+        return await self.start()
+
+
+@dataclass
+class RichError:
+    """What a failed call carried: its code, message and decoded details."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str | None = None
+    domain: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    fields: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.code.name}: {self.message!r} reason={self.reason} domain={self.domain} "
+            f"metadata={self.metadata} fields={self.fields}"
+        )
+
+
+def rich_error(error: grpc.aio.AioRpcError) -> RichError:
+    """Decode the grpc-status-details-bin trailer of a failed call."""
+    status = rpc_status.from_call(error)
+    result = RichError(code=error.code(), message=error.details() or "")
+    if status is None:
+        return result
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            result.reason, result.domain, result.metadata = info.reason, info.domain, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            result.fields = [v.field for v in bad.field_violations]
+    return result
+
+
+async def fails(call: Awaitable[object]) -> RichError:
+    """Await a call that must fail and decode its error."""
+    try:
+        result = await call
+    except grpc.aio.AioRpcError as exc:
+        return rich_error(exc)
+    raise AssertionError(f"the call succeeded with {result}")
+
+
+async def levels(stub: Stub, *skus: str) -> dict[str, pb.StockLevel]:
+    response = await stub.GetStock(pb.GetStockRequest(skus=list(skus)), timeout=DEADLINE)
+    return {level.sku: level for level in response.levels}
+
+
+def reserve_request(request_id: str, *lines: tuple[str, int]) -> pb.ReserveRequest:
+    return pb.ReserveRequest(request_id=request_id, lines=[pb.ReservationLine(sku=sku, quantity=q) for sku, q in lines])
+
+
+async def eventually(condition: Callable[[], bool], what: str) -> None:
+    """Wait up to DEADLINE until condition() holds, checking every 10 ms (for
+    effects that happen after a call returns, such as a stream's clean-up)."""
+    for _ in range(int(DEADLINE / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+async def until_past(ms_timestamp: int) -> None:
+    """Wait until the wall clock is past a Unix-millisecond time (a reservation's expire_time)."""
+    delay = ms_timestamp / 1000 - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay + 0.01)
+    assert time.time() * 1000 > ms_timestamp
+
+
+async def next_message(stream: object) -> pb.WatchStockResponse:
+    """The next message of a WatchStock call, with a deadline so a hang fails the test."""
+    message = await asyncio.wait_for(stream.read(), timeout=DEADLINE)  # type: ignore[attr-defined]
+    assert isinstance(message, pb.WatchStockResponse), f"the stream ended: {message}"
+    return message
