@@ -1,0 +1,228 @@
+// Test helpers: a real server on a loopback port, a client through the
+// generated stub, and decoding of the google.rpc.Status trailer.
+import assert from "node:assert/strict";
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+import { credentials, Metadata, status as Code, type ServiceError } from "@grpc/grpc-js";
+
+import { loadConfig, type Config } from "../src/config.js";
+import { decodeStatusDetails } from "../src/errors.js";
+import { BadRequest, ErrorInfo } from "../src/gen/google/rpc/error_details.js";
+import {
+  InventoryServiceClient,
+  type CommitRequest,
+  type CommitResponse,
+  type GetStockRequest,
+  type GetStockResponse,
+  type ReleaseRequest,
+  type ReleaseResponse,
+  type ReserveRequest,
+  type ReserveResponse,
+} from "../src/gen/shop/inventory/v1/inventory_service.js";
+import { createLogger } from "../src/logger.js";
+import { createServer, type InventoryServer } from "../src/server.js";
+
+/** Generous: the machine is small and busy; no test relies on timing. */
+export const DEADLINE_MS = 30_000;
+
+export type LogLine = Record<string, unknown>;
+
+export interface Running {
+  server: InventoryServer;
+  client: InventoryServiceClient;
+  logs: LogLine[];
+  dbPath: string;
+  stop(): Promise<void>;
+}
+
+/** A fresh directory for a database file, removed by the returned function. */
+export function tempDir(): { dir: string; remove: () => void } {
+  const dir = mkdtempSync(path.join(tmpdir(), "inventory-test-"));
+  return {
+    dir,
+    remove: () => {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function testConfig(dbPath: string, overrides: Partial<Config> = {}): Config {
+  return {
+    ...loadConfig({}),
+    listenAddr: "127.0.0.1:0",
+    dbPath,
+    shutdownGraceMs: 5000,
+    logLevel: "debug",
+    ...overrides,
+  };
+}
+
+/** Starts an in-process server (it reports SERVING before this resolves). */
+export async function startServer(dbPath: string, overrides: Partial<Config> = {}): Promise<Running> {
+  const logs: LogLine[] = [];
+  const logger = createLogger("debug", {
+    write(line: string) {
+      logs.push(JSON.parse(line) as LogLine);
+    },
+  });
+  const server = await createServer(testConfig(dbPath, overrides), logger);
+  const client = new InventoryServiceClient(server.addr, credentials.createInsecure());
+  return {
+    server,
+    client,
+    logs,
+    dbPath,
+    stop: async () => {
+      client.close();
+      await server.shutdown();
+    },
+  };
+}
+
+export function deadline(): { deadline: number } {
+  return { deadline: Date.now() + DEADLINE_MS };
+}
+
+/** The unary methods of the client, with their request and response types. */
+interface UnaryTypes {
+  getStock: [GetStockRequest, GetStockResponse];
+  reserve: [ReserveRequest, ReserveResponse];
+  commit: [CommitRequest, CommitResponse];
+  release: [ReleaseRequest, ReleaseResponse];
+}
+
+type UnaryMethod<Req, Res> = (
+  request: Req,
+  metadata: Metadata,
+  options: { deadline: number },
+  callback: (err: ServiceError | null, response: Res) => void,
+) => unknown;
+
+/** Calls a unary method of the generated client and returns a promise. */
+export function unary<N extends keyof UnaryTypes>(
+  client: InventoryServiceClient,
+  name: N,
+  request: UnaryTypes[N][0],
+  metadata = new Metadata(),
+): Promise<UnaryTypes[N][1]> {
+  const method = client[name].bind(client) as unknown as UnaryMethod<UnaryTypes[N][0], UnaryTypes[N][1]>;
+  return new Promise((resolve, reject) => {
+    method(request, metadata, deadline(), (err, response) => {
+      if (err !== null) {
+        reject(err);
+        return;
+      }
+      resolve(response);
+    });
+  });
+}
+
+/** The decoded details of a failed call. */
+export interface Failure {
+  code: Code;
+  message: string;
+  badRequest?: BadRequest;
+  errorInfo?: ErrorInfo;
+}
+
+export function decodeFailure(err: ServiceError): Failure {
+  const status = decodeStatusDetails(err.metadata);
+  assert.ok(status, `expected grpc-status-details-bin on ${Code[err.code]}: ${err.details}`);
+  assert.equal(status.code, err.code, "the Status code matches the call's code");
+  const failure: Failure = { code: err.code, message: status.message };
+  for (const any of status.details) {
+    if (any.typeUrl === "type.googleapis.com/google.rpc.BadRequest") {
+      failure.badRequest = BadRequest.decode(any.value);
+    } else if (any.typeUrl === "type.googleapis.com/google.rpc.ErrorInfo") {
+      failure.errorInfo = ErrorInfo.decode(any.value);
+    }
+  }
+  return failure;
+}
+
+/** Awaits a call expected to fail with code and returns its details. */
+export async function expectFailure(promise: Promise<unknown>, code: Code): Promise<Failure> {
+  try {
+    await promise;
+  } catch (err) {
+    const serviceError = err as ServiceError;
+    assert.equal(
+      serviceError.code,
+      code,
+      `expected ${Code[code]}, got ${Code[serviceError.code]}: ${serviceError.details}`,
+    );
+    return decodeFailure(serviceError);
+  }
+  assert.fail(`expected ${Code[code]}, but the call succeeded`);
+}
+
+/** The field paths of a BadRequest. */
+export function fields(failure: Failure): string[] {
+  return (failure.badRequest?.fieldViolations ?? []).map((v) => v.field);
+}
+
+/** Polls cond until it holds; for conditions with no event to wait on. */
+export async function waitFor(cond: () => boolean, what: string, timeoutMs = DEADLINE_MS): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > until) {
+      assert.fail(`timed out waiting for ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Waits until the clock has passed ms (for reservation expiry). */
+export async function sleepUntil(ms: number): Promise<void> {
+  const wait = ms - Date.now();
+  if (wait > 0) {
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+}
+
+/** The compiled entry point, dist/src/main.js. */
+export const MAIN = fileURLToPath(new URL("../src/main.js", import.meta.url));
+
+export interface Child {
+  process: ChildProcessWithoutNullStreams;
+  lines: LogLine[];
+  addr: string;
+  exited: Promise<number | null>;
+}
+
+/**
+ * Starts `node dist/src/main.js` with env and resolves once it logged
+ * "listening" (it reports SERVING right after). Rejects if it exits first.
+ */
+export function spawnMain(env: Record<string, string>): Promise<Child> {
+  const child = spawn(process.execPath, [MAIN], {
+    env: { ...process.env, SHOP_LISTEN_ADDR: "127.0.0.1:0", SHOP_LOG_LEVEL: "debug", ...env },
+  });
+  const lines: LogLine[] = [];
+  const exited = new Promise<number | null>((resolve) => {
+    child.on("exit", (code) => {
+      resolve(code);
+    });
+  });
+  return new Promise((resolve, reject) => {
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    createInterface({ input: child.stdout }).on("line", (text) => {
+      const line = JSON.parse(text) as LogLine;
+      lines.push(line);
+      if (line["msg"] === "listening") {
+        resolve({ process: child, lines, addr: String(line["addr"]), exited });
+      }
+    });
+    void exited.then((code) => {
+      reject(new Error(`main exited with ${String(code)} before listening: ${JSON.stringify(lines)} ${stderr}`));
+    });
+  });
+}
