@@ -31,9 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def make_stack(
-    run_dir: Path, routing: dict[str, dict[str, int]] | None = None
-) -> Stack:
+def make_stack(run_dir: Path, routing: dict[str, dict[str, int]] | None = None) -> Stack:
     """A stack on free ports in run_dir (not started)."""
     topo = topology.load()
     ports = {}
@@ -50,9 +48,7 @@ def make_stack(
 
 
 @pytest.fixture(scope="session")
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole shop, started once for the session."""
     if request.config.getoption("--target"):
         pytest.skip("--target given: this test needs the whole stack")
@@ -71,16 +67,10 @@ _STACK_KEY = pytest.StashKey[Stack]()
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
     shop = item.config.stash.get(_STACK_KEY, None)
     if report.failed and shop is not None:
-        programs = sorted(
-            p.stem for p in shop.logs_dir.glob("*.log") if p.stem != "supervisord"
-        )
-        report.sections.append(
-            ("stack logs", "\n".join(shop.tail(p, 25) for p in programs))
-        )
+        programs = sorted(p.stem for p in shop.logs_dir.glob("*.log") if p.stem != "supervisord")
+        report.sections.append(("stack logs", "\n".join(shop.tail(p, 25) for p in programs)))

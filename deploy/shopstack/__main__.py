@@ -79,14 +79,9 @@ def cmd_logs(args: argparse.Namespace) -> None:
     if args.service:
         logs = [p for p in logs if p.stem.startswith(args.service)]
     if not logs:
-        die(
-            f"no logs in {stack.logs_dir}"
-            + (f" for {args.service}" if args.service else "")
-        )
+        die(f"no logs in {stack.logs_dir}" + (f" for {args.service}" if args.service else ""))
     if args.follow:
-        subprocess.run(
-            ["tail", "-n", str(args.lines), "-F", *map(str, logs)], check=False
-        )
+        subprocess.run(["tail", "-n", str(args.lines), "-F", *map(str, logs)], check=False)
         return
     for path in logs:
         print(stack.tail(path.stem, args.lines))
@@ -115,12 +110,8 @@ def cmd_canary(args: argparse.Namespace) -> None:
         swap.canary(stack, args.service, args.impl, args.weight)
     except (StackError, KeyError, ValueError) as err:
         die(str(err))
-    weights = ", ".join(
-        f"{lang} {w}%" for lang, w in sorted(stack.routing[args.service].items())
-    )
-    print(
-        f"{args.service} traffic: {weights}; send `x-shop-impl: <impl>` to pin one call"
-    )
+    weights = ", ".join(f"{lang} {w}%" for lang, w in sorted(stack.routing[args.service].items()))
+    print(f"{args.service} traffic: {weights}; send `x-shop-impl: <impl>` to pin one call")
 
 
 def cmd_clean_data(_: argparse.Namespace) -> None:
@@ -146,13 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop every process").set_defaults(func=cmd_down)
-    sub.add_parser("status", help="processes, health and Envoy clusters").set_defaults(
-        func=cmd_status
-    )
+    sub.add_parser("status", help="processes, health and Envoy clusters").set_defaults(func=cmd_status)
     logs = sub.add_parser("logs", help="show the logs")
-    logs.add_argument(
-        "service", nargs="?", help="only this program (e.g. orders, envoy)"
-    )
+    logs.add_argument("service", nargs="?", help="only this program (e.g. orders, envoy)")
     logs.add_argument("-n", "--lines", type=int, default=30)
     logs.add_argument("-f", "--follow", action="store_true")
     logs.set_defaults(func=cmd_logs)
@@ -160,19 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     swap_cmd.add_argument("service")
     swap_cmd.add_argument("impl")
     swap_cmd.set_defaults(func=cmd_swap)
-    canary_cmd = sub.add_parser(
-        "canary", help="split a service's traffic between two implementations"
-    )
+    canary_cmd = sub.add_parser("canary", help="split a service's traffic between two implementations")
     canary_cmd.add_argument("service")
     canary_cmd.add_argument("impl")
     canary_cmd.add_argument("weight", type=int)
     canary_cmd.set_defaults(func=cmd_canary)
-    sub.add_parser("clean-data", help="delete the databases").set_defaults(
-        func=cmd_clean_data
-    )
-    docker = sub.add_parser(
-        "render-docker", help="write Envoy's Docker Compose configuration"
-    )
+    sub.add_parser("clean-data", help="delete the databases").set_defaults(func=cmd_clean_data)
+    docker = sub.add_parser("render-docker", help="write Envoy's Docker Compose configuration")
     docker.add_argument("out")
     docker.set_defaults(func=cmd_render_docker)
     args = parser.parse_args(argv)

@@ -168,9 +168,7 @@ def _hcm(mode: Mode, listener: str, filters: list[dict[str, Any]]) -> dict[str, 
 def _router() -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.router",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-        },
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
     }
 
 
@@ -211,15 +209,11 @@ def _public_filters(mode: Mode) -> list[dict[str, Any]]:
     return [
         {
             "name": "envoy.filters.http.grpc_web",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"
-            },
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"},
         },
         {
             "name": "envoy.filters.http.cors",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
-            },
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
         },
         {
             "name": "envoy.filters.http.grpc_json_transcoder",
@@ -265,25 +259,19 @@ def bootstrap(topology: Topology, mode: Mode) -> dict[str, Any]:
                 {
                     "name": "public",
                     "address": _address(mode.listen_host, topology.public_port),
-                    "filter_chains": [
-                        {"filters": [_hcm(mode, "public", _public_filters(mode))]}
-                    ],
+                    "filter_chains": [{"filters": [_hcm(mode, "public", _public_filters(mode))]}],
                 },
                 {
                     "name": "internal",
                     "address": _address(mode.internal_host, topology.internal_port),
-                    "filter_chains": [
-                        {"filters": [_hcm(mode, "internal", _fault_filters(topology))]}
-                    ],
+                    "filter_chains": [{"filters": [_hcm(mode, "internal", _fault_filters(topology))]}],
                 },
             ]
         },
     }
 
 
-def _cluster(
-    topology: Topology, service: Service, lang: str, mode: Mode
-) -> dict[str, Any]:
+def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dict[str, Any]:
     impl = service.implementations[lang]
     port = topology.port_of(impl) if mode.name == "local" else impl.port
     health_service = "" if service.name == "reflection" else service.proto
@@ -295,24 +283,12 @@ def _cluster(
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {
-                    "http2_protocol_options": {"max_concurrent_streams": 1024}
-                },
+                "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 1024}},
             }
         },
         "load_assignment": {
             "cluster_name": impl.cluster,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": _address(mode.upstream(impl.cluster), port)
-                            }
-                        }
-                    ]
-                }
-            ],
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(mode.upstream(impl.cluster), port)}}]}],
         },
         # grpc.health.v1 every second: a draining service (NOT_SERVING) stops
         # receiving new calls after two failed checks.
@@ -373,9 +349,7 @@ def clusters(topology: Topology, routing: Routing, mode: Mode) -> dict[str, Any]
     return {"resources": resources}
 
 
-def _route_action(
-    service: Service, method: Method | None, targets: Mapping[str, int]
-) -> dict[str, Any]:
+def _route_action(service: Service, method: Method | None, targets: Mapping[str, int]) -> dict[str, Any]:
     action: dict[str, Any]
     live = {lang: w for lang, w in targets.items() if w > 0}
     if len(live) == 1:
@@ -385,8 +359,7 @@ def _route_action(
         action = {
             "weighted_clusters": {
                 "clusters": [
-                    {"name": service.implementations[lang].cluster, "weight": w}
-                    for lang, w in sorted(live.items())
+                    {"name": service.implementations[lang].cluster, "weight": w} for lang, w in sorted(live.items())
                 ]
             }
         }
@@ -396,9 +369,7 @@ def _route_action(
     else:
         action["timeout"] = _duration(service.timeout_seconds)
         # The caller's grpc-timeout is honoured up to the route's timeout.
-        action["max_stream_duration"] = {
-            "grpc_timeout_header_max": _duration(service.timeout_seconds)
-        }
+        action["max_stream_duration"] = {"grpc_timeout_header_max": _duration(service.timeout_seconds)}
         if method is not None and method.retry_safe:
             action["retry_policy"] = {
                 "retry_on": "unavailable,reset,connect-failure,refused-stream",
@@ -426,9 +397,7 @@ def _denied(path: str, service: Service) -> dict[str, Any]:
         # grpc-status 7 (PERMISSION_DENIED) with this text as grpc-message.
         "direct_response": {
             "status": 403,
-            "body": {
-                "inline_string": f"{path} is internal to the shop; call it on the internal listener"
-            },
+            "body": {"inline_string": f"{path} is internal to the shop; call it on the internal listener"},
         },
     }
 
@@ -459,9 +428,7 @@ def routes(
                         "match": {
                             "path": method.path,
                             "grpc": {},
-                            "headers": [
-                                {"name": IMPL_HEADER, "string_match": {"exact": lang}}
-                            ],
+                            "headers": [{"name": IMPL_HEADER, "string_match": {"exact": lang}}],
                         },
                         "route": _route_action(service, method, {lang: 1}),
                     }
@@ -488,11 +455,7 @@ def routes(
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
                 # Browsers on a local development origin may call the API.
                 "allow_origin_string_match": [
-                    {
-                        "safe_regex": {
-                            "regex": r"https?://(localhost|127\.0\.0\.1)(:[0-9]+)?"
-                        }
-                    }
+                    {"safe_regex": {"regex": r"https?://(localhost|127\.0\.0\.1)(:[0-9]+)?"}}
                 ],
                 "allow_methods": "GET, POST, OPTIONS",
                 "allow_headers": _CORS_ALLOW_HEADERS,
@@ -511,9 +474,7 @@ def routes(
     }
 
 
-def static_bootstrap(
-    topology: Topology, mode: Mode, routing: Routing | None = None
-) -> dict[str, Any]:
+def static_bootstrap(topology: Topology, mode: Mode, routing: Routing | None = None) -> dict[str, Any]:
     """The same configuration with clusters and routes inlined.
 
     `envoy --mode validate` checks only a bootstrap's static parts, so the
@@ -524,8 +485,7 @@ def static_bootstrap(
     config = bootstrap(topology, mode)
     del config["dynamic_resources"]
     config["static_resources"]["clusters"] = [
-        {k: v for k, v in c.items() if k != "@type"}
-        for c in clusters(topology, routing, mode)["resources"]
+        {k: v for k, v in c.items() if k != "@type"} for c in clusters(topology, routing, mode)["resources"]
     ]
     for listener in config["static_resources"]["listeners"]:
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
@@ -560,8 +520,6 @@ def render(
     # Clusters first: a route must never name a cluster Envoy does not have.
     _write_atomic(out_dir / "cds.yaml", clusters(topology, routing, mode))
     for listener in ("public", "internal"):
-        _write_atomic(
-            out_dir / f"rds_{listener}.yaml", routes(topology, routing, listener, rpcs)
-        )
+        _write_atomic(out_dir / f"rds_{listener}.yaml", routes(topology, routing, listener, rpcs))
     if bootstrap_too:
         _write_atomic(out_dir / "envoy.yaml", bootstrap(topology, mode))

@@ -113,9 +113,7 @@ class Stack:
 
     def addr(self, service: str, lang: str | None = None) -> str:
         """A service implementation's own address, bypassing Envoy."""
-        return (
-            f"127.0.0.1:{self.topology.port_of(self.topology.impl_of(service, lang))}"
-        )
+        return f"127.0.0.1:{self.topology.port_of(self.topology.impl_of(service, lang))}"
 
     @property
     def public_addr(self) -> str:
@@ -158,9 +156,7 @@ class Stack:
         return env
 
     def supervisord_conf(self) -> str:
-        def program(
-            name: str, command: Iterable[str], env: Mapping[str, str], stopwait: int
-        ) -> str:
+        def program(name: str, command: Iterable[str], env: Mapping[str, str], stopwait: int) -> str:
             environment = ",".join(f'{k}="{v}"' for k, v in sorted(env.items()))
             return (
                 f"[program:{name}]\n"
@@ -184,9 +180,7 @@ class Stack:
             f"[supervisorctl]\nserverurl=unix://{self.run_dir}/supervisor.sock\n\n"
         )
         for impl in self.running_impls():
-            command = [
-                part.format(root=ROOT, run=self.run_dir) for part in impl.command
-            ]
+            command = [part.format(root=ROOT, run=self.run_dir) for part in impl.command]
             text += program(impl.cluster, command, self.program_env(impl), stopwait=20)
         envoy_cmd = [
             str(VENV_BIN / "envoy"),
@@ -218,10 +212,7 @@ class Stack:
                 "public": self.topology.public_port,
                 "internal": self.topology.internal_port,
                 "admin": self.topology.admin_port,
-                **{
-                    impl.cluster: self.topology.port_of(impl)
-                    for impl in self.running_impls()
-                },
+                **{impl.cluster: self.topology.port_of(impl) for impl in self.running_impls()},
             },
             "routing": self.routing,
             "env": {k: dict(v) for k, v in self.env.items()},
@@ -276,9 +267,7 @@ class Stack:
         )
         # supervisorctl exits non-zero when a program is not RUNNING; status callers want the text.
         if check and result.returncode not in (0, 3):
-            raise StackError(
-                f"supervisorctl {' '.join(args)} failed: {result.stdout}{result.stderr}"
-            )
+            raise StackError(f"supervisorctl {' '.join(args)} failed: {result.stdout}{result.stderr}")
         return result.stdout
 
     def down(self, timeout: float = 60.0) -> None:
@@ -293,9 +282,7 @@ class Stack:
                 return
             time.sleep(0.1)
         os.kill(pid, signal.SIGKILL)
-        raise StackError(
-            f"supervisord (pid {pid}) did not stop within {timeout:.0f}s and was killed"
-        )
+        raise StackError(f"supervisord (pid {pid}) did not stop within {timeout:.0f}s and was killed")
 
     def stop_program(self, program: str) -> None:
         self.ctl("stop", program)
@@ -314,17 +301,13 @@ class Stack:
     def set_runtime(self, **values: str | int) -> None:
         """Change Envoy runtime values (e.g. the fault filters) through the admin interface."""
         query = "&".join(f"{k.replace('__', '.')}={v}" for k, v in values.items())
-        request = urllib.request.Request(
-            f"{self.admin_url}/runtime_modify?{query}", method="POST"
-        )
+        request = urllib.request.Request(f"{self.admin_url}/runtime_modify?{query}", method="POST")
         with urllib.request.urlopen(request, timeout=5) as resp:
             resp.read()
 
     def envoy_stats(self, prefix: str = "") -> dict[str, int]:
         """Envoy's counters and gauges, optionally only those starting with prefix."""
-        with urllib.request.urlopen(
-            f"{self.admin_url}/stats?format=json", timeout=5
-        ) as resp:
+        with urllib.request.urlopen(f"{self.admin_url}/stats?format=json", timeout=5) as resp:
             data = json.load(resp)
         stats = {}
         for stat in data.get("stats", []):
@@ -338,9 +321,7 @@ class Stack:
         service = self.topology.services[impl.service]
         name = "" if impl.service == "reflection" else service.proto
         try:
-            with grpc.insecure_channel(
-                f"127.0.0.1:{self.topology.port_of(impl)}"
-            ) as channel:
+            with grpc.insecure_channel(f"127.0.0.1:{self.topology.port_of(impl)}") as channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=name), timeout=timeout
                 )
@@ -350,25 +331,19 @@ class Stack:
 
     def envoy_clusters(self) -> dict[str, str]:
         """Each Envoy cluster's host health, from the admin interface."""
-        with urllib.request.urlopen(
-            f"{self.admin_url}/clusters?format=json", timeout=2
-        ) as resp:
+        with urllib.request.urlopen(f"{self.admin_url}/clusters?format=json", timeout=2) as resp:
             data = json.load(resp)
         health = {}
         for cluster in data.get("cluster_statuses", []):
             hosts = cluster.get("host_statuses", [])
-            states = [
-                h.get("health_status", {}).get("eds_health_status", "") for h in hosts
-            ]
+            states = [h.get("health_status", {}).get("eds_health_status", "") for h in hosts]
             failed = any(
                 flag
                 for h in hosts
                 for flag, value in h.get("health_status", {}).items()
                 if flag.startswith("failed") and value
             )
-            health[cluster["name"]] = (
-                "UNHEALTHY" if failed or not hosts else (states[0] or "HEALTHY")
-            )
+            health[cluster["name"]] = "UNHEALTHY" if failed or not hosts else (states[0] or "HEALTHY")
         return health
 
     def wait_healthy(self, timeout: float = 90.0) -> None:
@@ -389,21 +364,13 @@ class Stack:
                 else:
                     for impl in self.running_impls():
                         if clusters.get(impl.cluster) != "HEALTHY":
-                            pending[f"envoy cluster {impl.cluster}"] = clusters.get(
-                                impl.cluster, "missing"
-                            )
+                            pending[f"envoy cluster {impl.cluster}"] = clusters.get(impl.cluster, "missing")
             if not pending:
                 return
             time.sleep(0.2)
         details = "\n".join(f"  {name}: {state}" for name, state in pending.items())
-        tails = "\n".join(
-            self.tail(name, 15)
-            for name in pending
-            if (self.logs_dir / f"{name}.log").exists()
-        )
-        raise StackError(
-            f"the stack did not become healthy within {timeout:.0f}s:\n{details}\n{tails}"
-        )
+        tails = "\n".join(self.tail(name, 15) for name in pending if (self.logs_dir / f"{name}.log").exists())
+        raise StackError(f"the stack did not become healthy within {timeout:.0f}s:\n{details}\n{tails}")
 
     def tail(self, program: str, lines: int = 40) -> str:
         path = self.log_of(program)
@@ -435,9 +402,7 @@ def default_stack() -> Stack:
     stack = Stack(run_dir=run_dir, topology=topology.load())
     if stack.state_file.exists():
         state = json.loads(stack.state_file.read_text())
-        stack.routing = {
-            k: dict(v) for k, v in state.get("routing", {}).items()
-        } or stack.routing
+        stack.routing = {k: dict(v) for k, v in state.get("routing", {}).items()} or stack.routing
     return stack
 
 

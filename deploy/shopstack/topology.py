@@ -94,9 +94,7 @@ class Topology:
         svc = self.services[service]
         return svc.implementations[lang or svc.impl]
 
-    def with_ports(
-        self, public: int, internal: int, admin: int, ports: dict[str, int]
-    ) -> Topology:
+    def with_ports(self, public: int, internal: int, admin: int, ports: dict[str, int]) -> Topology:
         return replace(
             self,
             public_port=public,
@@ -109,9 +107,7 @@ class Topology:
         svc = self.services[service]
         if lang not in svc.implementations:
             known = ", ".join(sorted(svc.implementations))
-            raise ValueError(
-                f"{service} has no {lang!r} implementation (known: {known})"
-            )
+            raise ValueError(f"{service} has no {lang!r} implementation (known: {known})")
         services = dict(self.services)
         services[service] = replace(svc, impl=lang)
         return replace(self, services=services)
@@ -145,9 +141,7 @@ def load(path: Path = STACK_FILE) -> Topology:
             for lang, v in impls.get(name, {}).items()
         }
         if spec["impl"] not in variants:
-            raise ValueError(
-                f"{path}: services.{name}.impl = {spec['impl']!r} has no implementations.{name} entry"
-            )
+            raise ValueError(f"{path}: services.{name}.impl = {spec['impl']!r} has no implementations.{name} entry")
         services[name] = Service(
             name=name,
             proto=spec["proto"],
@@ -172,9 +166,7 @@ def methods(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, list[Method]]:
     try:
         files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
     except FileNotFoundError as exc:
-        raise FileNotFoundError(
-            f"{descriptor_set} is missing; run `make protos`"
-        ) from exc
+        raise FileNotFoundError(f"{descriptor_set} is missing; run `make protos`") from exc
     found: dict[str, list[Method]] = {}
     for file in files.file:
         if not file.package.startswith("shop."):

@@ -19,12 +19,8 @@ TOPOLOGY = topology.load()
 RPCS = topology.methods()
 
 
-def routes_by_path(
-    listener: str, routing: envoy.Routing | None = None
-) -> dict[str, list[dict]]:
-    config = envoy.routes(
-        TOPOLOGY, routing or envoy.default_routing(TOPOLOGY), listener, RPCS
-    )
+def routes_by_path(listener: str, routing: envoy.Routing | None = None) -> dict[str, list[dict]]:
+    config = envoy.routes(TOPOLOGY, routing or envoy.default_routing(TOPOLOGY), listener, RPCS)
     found: dict[str, list[dict]] = {}
     for route in config["resources"][0]["virtual_hosts"][0]["routes"]:
         key = route["match"].get("path") or route["match"]["prefix"]
@@ -33,9 +29,7 @@ def routes_by_path(
 
 
 def all_methods() -> list[topology.Method]:
-    return [
-        m for service in TOPOLOGY.services.values() for m in RPCS.get(service.proto, [])
-    ]
+    return [m for service in TOPOLOGY.services.values() for m in RPCS.get(service.proto, [])]
 
 
 def service_of(method: topology.Method) -> topology.Service:
@@ -62,9 +56,7 @@ def test_internal_rpcs_are_refused_publicly_and_served_internally(
 
 
 def test_internal_rpcs_are_the_ones_the_issue_names() -> None:
-    internal = sorted(
-        m.path for m in all_methods() if service_of(m).is_internal(m.name)
-    )
+    internal = sorted(m.path for m in all_methods() if service_of(m).is_internal(m.name))
     assert internal == sorted(
         [
             "/shop.inventory.v1.InventoryService/Reserve",
@@ -116,13 +108,8 @@ def test_reflection_goes_to_the_api_wide_reflection_server() -> None:
 
 def test_a_canary_splits_by_weight_and_the_header_pins_an_implementation() -> None:
     routing = {**envoy.default_routing(TOPOLOGY), "inventory": {"node": 90, "go": 10}}
-    routes = routes_by_path("public", routing)[
-        "/shop.inventory.v1.InventoryService/GetStock"
-    ]
-    pinned = {
-        r["match"]["headers"][0]["string_match"]["exact"]: r["route"]["cluster"]
-        for r in routes[:-1]
-    }
+    routes = routes_by_path("public", routing)["/shop.inventory.v1.InventoryService/GetStock"]
+    pinned = {r["match"]["headers"][0]["string_match"]["exact"]: r["route"]["cluster"] for r in routes[:-1]}
     assert pinned == {"go": "inventory-go", "node": "inventory-node"}
     split = routes[-1]["route"]["weighted_clusters"]["clusters"]
     assert {c["name"]: c["weight"] for c in split} == {
@@ -132,12 +119,8 @@ def test_a_canary_splits_by_weight_and_the_header_pins_an_implementation() -> No
 
 
 def test_every_cluster_health_checks_ejects_and_limits() -> None:
-    for cluster in envoy.clusters(
-        TOPOLOGY, envoy.default_routing(TOPOLOGY), envoy.docker_mode()
-    )["resources"]:
-        assert cluster["health_checks"][0]["grpc_health_check"] is not None, cluster[
-            "name"
-        ]
+    for cluster in envoy.clusters(TOPOLOGY, envoy.default_routing(TOPOLOGY), envoy.docker_mode())["resources"]:
+        assert cluster["health_checks"][0]["grpc_health_check"] is not None, cluster["name"]
         assert cluster["outlier_detection"]["consecutive_gateway_failure"] > 0
         thresholds = cluster["circuit_breakers"]["thresholds"][0]
         assert {
@@ -149,9 +132,7 @@ def test_every_cluster_health_checks_ejects_and_limits() -> None:
 
 
 @pytest.mark.parametrize("mode_name", ["local", "docker"])
-def test_envoy_accepts_the_generated_configuration(
-    mode_name: str, tmp_path: Path
-) -> None:
+def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Path) -> None:
     """`envoy --mode validate` on each generated configuration, dynamic parts inlined."""
     if mode_name == "local":
         mode = envoy.local_mode(tmp_path, topology.DESCRIPTOR_SET)
