@@ -226,3 +226,33 @@ export function spawnMain(env: Record<string, string>): Promise<Child> {
     });
   });
 }
+
+/**
+ * Fires count concurrent one-unit Reserve calls at sku; returns how many were
+ * granted. Any failure but OUT_OF_STOCK rejects.
+ */
+export async function race(client: InventoryServiceClient, sku: string, prefix: string, count: number): Promise<number> {
+  const outcomes = await Promise.all(
+    Array.from(
+      { length: count },
+      (_, i) =>
+        new Promise<"granted" | "out_of_stock">((resolve, reject) => {
+          client.reserve(
+            { requestId: `${prefix}-${i}`, lines: [{ sku, quantity: 1 }] },
+            new Metadata(),
+            deadline(),
+            (err: ServiceError | null) => {
+              if (err === null) {
+                resolve("granted");
+              } else if (err.code === Code.FAILED_PRECONDITION && decodeFailure(err).errorInfo?.reason === "OUT_OF_STOCK") {
+                resolve("out_of_stock");
+              } else {
+                reject(err);
+              }
+            },
+          );
+        }),
+    ),
+  );
+  return outcomes.filter((o) => o === "granted").length;
+}
