@@ -29,9 +29,10 @@ DESCRIPTOR := protos/gen/shop_api.binpb
 # well-known types from grpcio-tools. Both are pinned in requirements-dev.txt.
 SITE := $(VENV)/lib/python3.11/site-packages
 PROTOC := $(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) -I$(SITE)/grpc_tools/_proto
-# Google protos the Node service needs beyond those the shop protos import:
-# google.rpc.Status and its details travel in grpc-status-details-bin.
-NODE_EXTRA_PROTOS := google/rpc/status.proto google/rpc/error_details.proto
+# google.rpc.Status and its details travel in grpc-status-details-bin: the
+# Node stubs need them, and so does the descriptor set (Envoy's transcoder
+# turns an error's details into JSON, which needs their types).
+STATUS_PROTOS := google/rpc/status.proto google/rpc/error_details.proto
 
 ##@ Help
 
@@ -64,7 +65,7 @@ breaking: $(STAMPS)/buf $(DESCRIPTOR) ## Check the protos for breaking changes a
 
 $(DESCRIPTOR): $(PROTO_FILES) $(STAMPS)/venv
 	@mkdir -p $(dir $@)
-	$(PROTOC) --include_imports --include_source_info --descriptor_set_out=$@ $(PROTO_REL)
+	$(PROTOC) --include_imports --include_source_info --descriptor_set_out=$@ $(PROTO_REL) $(STATUS_PROTOS)
 
 $(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps
 	$(BUF) format -d --exit-code protos
@@ -83,7 +84,7 @@ $(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)
 	$(PROTOC) --plugin=protoc-gen-ts_proto=node_service/node_modules/.bin/protoc-gen-ts_proto \
 	  --ts_proto_out=node_service/src/gen \
 	  --ts_proto_opt=outputServices=grpc-js,env=node,esModuleInterop=true,importSuffix=.js,useOptionals=messages,oneof=unions-value,useDate=false \
-	  $(PROTO_REL) $(NODE_EXTRA_PROTOS)
+	  $(PROTO_REL) $(STATUS_PROTOS)
 	@mkdir -p $(dir $@) && touch $@
 
 ##@ The local stack (no Docker: supervisord runs the services and Envoy)
