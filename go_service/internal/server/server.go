@@ -24,6 +24,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	v1reflectiongrpc "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	v1alphareflectiongrpc "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 )
 
 // Server is a gRPC server with the shop's interceptors, health service and
@@ -37,6 +39,10 @@ type Server struct {
 	// RegisterService; each gets its own health status. Written only before
 	// serving starts.
 	services []string
+	// reflection is what server reflection serves; nil means the services
+	// registered on this server, described from the descriptors linked into
+	// the binary. Written only before serving starts.
+	reflection *reflection.ServerOptions
 }
 
 var _ grpc.ServiceRegistrar = (*Server)(nil)
@@ -59,8 +65,26 @@ func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) *Server {
 	// served until Serve says so.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc) // grpc.reflection.v1 and v1alpha
 	return s
+}
+
+// SetReflection makes server reflection (grpc.reflection.v1 and v1alpha)
+// answer from opts instead of describing the services registered on this
+// server. A server that describes a whole API, loaded from a descriptor set,
+// uses it. Call it before Serve; Serve registers reflection.
+func (s *Server) SetReflection(opts reflection.ServerOptions) {
+	s.reflection = &opts
+}
+
+// registerReflection registers grpc.reflection.v1 and v1alpha, as set by
+// SetReflection or by default for the services registered on this server.
+func (s *Server) registerReflection() {
+	if s.reflection == nil {
+		reflection.Register(s.grpc)
+		return
+	}
+	v1reflectiongrpc.RegisterServerReflectionServer(s.grpc, reflection.NewServerV1(*s.reflection))
+	v1alphareflectiongrpc.RegisterServerReflectionServer(s.grpc, reflection.NewServer(*s.reflection))
 }
 
 // RegisterService registers a service implementation, as the generated
@@ -101,6 +125,7 @@ func (s *Server) Run(ctx context.Context) error {
 // Long-lived streams (a health Watch, a cart being quoted) hold the drain
 // until they end or the grace period runs out.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	s.registerReflection()
 	// SERVING before the first call is accepted, so no health check ever
 	// sees a starting server as NOT_SERVING.
 	s.setServing(healthpb.HealthCheckResponse_SERVING)

@@ -1,0 +1,67 @@
+// Command apireflection answers grpc.reflection v1 and v1alpha for the whole
+// shop API, loaded from the descriptor set `make protos` writes. Envoy routes
+// every reflection request to it, so `grpcurl localhost:8080 list` and
+// `describe` work without proto files. It serves grpc.health.v1 too, and
+// otherwise runs like every shop service (docs/conventions.md);
+// `apireflection -h` lists the flags, each of which mirrors an environment
+// variable.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/polyglot-shop/shop/go_service/internal/apireflection"
+	"github.com/polyglot-shop/shop/go_service/internal/repofile"
+	"github.com/polyglot-shop/shop/go_service/internal/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	err := run(ctx, os.Args[1:])
+	stop()
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0) // -h printed the usage
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "apireflection:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	cfg := server.Config{Service: "reflection"}
+	var descriptorSet string
+	fs := flag.NewFlagSet("apireflection", flag.ContinueOnError)
+	flags := server.NewFlags(fs, os.LookupEnv)
+	cfg.Register(flags, "127.0.0.1:50055")
+	flags.String(&descriptorSet, "descriptor-set", "SHOP_DESCRIPTOR_SET", "",
+		"the FileDescriptorSet to describe (default: "+apireflection.DefaultDescriptorSet+" in the working directory or its nearest parent that has one)")
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := server.NewLogger(os.Stdout, cfg.Service, cfg.LogLevel)
+
+	path, err := repofile.Resolve(descriptorSet, apireflection.DefaultDescriptorSet, "", "SHOP_DESCRIPTOR_SET")
+	if err != nil {
+		return err
+	}
+	api, err := apireflection.Load(path)
+	if err != nil {
+		return err
+	}
+	log.Info("descriptor set loaded", "path", path, "services", api.APIServices)
+
+	srv := server.New(cfg, log)
+	srv.SetReflection(api.ServerOptions())
+	return srv.Run(ctx)
+}
