@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from inventory_support import DEADLINE, DOMAIN, SEED, Stub, fails, levels, reserve_request
+from inventory_support import DEADLINE, DOMAIN, SEED, InventoryNode, Stub, fails, levels, reserve_request
 from shop.inventory.v1 import inventory_service_pb2 as pb
 
 from shop_services.inventory.store import Line, fingerprint, merge_lines
@@ -283,3 +283,23 @@ def test_fingerprint_orders_by_utf8_bytes_and_counts_bytes() -> None:
     merged = merge_lines([Line("é", 1), Line("z", 2)])
     assert merged == [Line("z", 2), Line("é", 1)]
     assert fingerprint(merged) == hashlib.sha256("1:z:2;2:é:1;".encode()).hexdigest()
+
+
+# Undecodable requests
+
+
+async def test_a_request_that_is_not_a_protobuf_is_internal(node: InventoryNode, inventory: Stub) -> None:
+    # As grpc-js (the Node implementation) answers it.
+    assert node.channel is not None
+    raw_unary = node.channel.unary_unary("/shop.inventory.v1.InventoryService/Reserve")
+    error = await fails(raw_unary(b"\xff\xff\xff\xff", timeout=DEADLINE))
+    assert error.code == grpc.StatusCode.INTERNAL, error
+
+    raw_stream = node.channel.stream_unary("/shop.inventory.v1.InventoryService/ImportStock")
+    error = await fails(raw_stream(iter([b"\x0a\x01a", b"\xff\xff\xff\xff"]), timeout=DEADLINE))
+    assert error.code == grpc.StatusCode.INTERNAL, error
+    assert (await fails(inventory.GetStock(pb.GetStockRequest(skus=["a"])))).reason == "SKU_NOT_FOUND"
+
+    raw_watch = node.channel.unary_stream("/shop.inventory.v1.InventoryService/WatchStock")
+    error = await fails(raw_watch(b"\xff\xff\xff\xff", timeout=DEADLINE).read())
+    assert error.code == grpc.StatusCode.INTERNAL, error

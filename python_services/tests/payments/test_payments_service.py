@@ -314,3 +314,15 @@ async def test_tok_flaky_first_attempt_is_remembered_across_a_restart(harness: P
     restarted = await harness.restart()
     payment = await charge(restarted, request)
     assert payment.state == pb.PAYMENT_STATE_SUCCEEDED
+
+
+async def test_a_request_that_is_not_a_protobuf_is_internal_and_the_service_carries_on(
+    harness: PaymentsHarness, payments: Stub
+) -> None:
+    # grpc-go and grpc-js answer undecodable bytes with INTERNAL; so does every Python service.
+    assert harness.channel is not None
+    raw = harness.channel.unary_unary("/shop.payments.v1.PaymentService/Charge")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await raw(b"\xff\xff\xff\xff", timeout=DEADLINE)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL, caught.value
+    assert (await charge(payments, charge_request())).state == pb.PAYMENT_STATE_SUCCEEDED

@@ -4,6 +4,10 @@ One line per finished call: method, code, duration_ms and the x-request-id the
 caller sent (docs/conventions.md). An RpcError raised by a handler becomes the
 call's status with its details; any other exception is logged with its stack
 and becomes INTERNAL, and the server keeps serving.
+
+A request that cannot be deserialized is INTERNAL too, as grpc-go, grpc-js
+and grpcio's synchronous server answer it (grpc.aio alone would say UNKNOWN
+"Unexpected DecodeError"), so every implementation refuses it alike.
 """
 
 from __future__ import annotations
@@ -49,22 +53,56 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method
         metadata = handler_call_details.invocation_metadata
         call = _Call(self._logger, method, request_id_of(metadata))
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                call.wrap(handler.unary_unary), handler.request_deserializer, handler.response_serializer
+                call.wrap(handler.unary_unary), deserializer, handler.response_serializer
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                call.wrap(handler.unary_stream), handler.request_deserializer, handler.response_serializer
+                call.wrap(handler.unary_stream), deserializer, handler.response_serializer
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                call.wrap(handler.stream_unary), handler.request_deserializer, handler.response_serializer
+                call.wrap(handler.stream_unary, streaming_request=True), deserializer, handler.response_serializer
             )
         assert handler.stream_stream is not None
         return grpc.stream_stream_rpc_method_handler(
-            call.wrap(handler.stream_stream), handler.request_deserializer, handler.response_serializer
+            call.wrap(handler.stream_stream, streaming_request=True), deserializer, handler.response_serializer
         )
+
+
+class _Undecodable:
+    """Stands for a request message whose bytes could not be deserialized."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The deserializer, returning _Undecodable instead of raising, so the
+    failure reaches _Call, which answers it with INTERNAL."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is answered, not raised
+            return _Undecodable(exc)
+
+    return deserialize
+
+
+def _check_decoded(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise RpcError(grpc.StatusCode.INTERNAL, f"The request could not be deserialized: {request.error}")
+    return request
+
+
+async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _check_decoded(request)
 
 
 class _Call:
@@ -75,14 +113,17 @@ class _Call:
         self._method = method
         self._request_id = request_id
 
-    def wrap(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(self, behavior: Callable[..., Any], *, streaming_request: bool = False) -> Callable[..., Any]:
+        def checked(request: Any) -> Any:
+            return _checked_stream(request) if streaming_request else _check_decoded(request)
+
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 start = time.perf_counter()
                 code = grpc.StatusCode.OK
                 try:
-                    async for item in behavior(request, context):
+                    async for item in behavior(checked(request), context):
                         yield item
                 except BaseException as exc:  # noqa: BLE001 - re-raised by _fail
                     code = await self._fail(exc, context)
@@ -95,7 +136,7 @@ class _Call:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                return await behavior(request, context)
+                return await behavior(checked(request), context)
             except BaseException as exc:  # noqa: BLE001 - re-raised by _fail
                 code = await self._fail(exc, context)
             finally:
