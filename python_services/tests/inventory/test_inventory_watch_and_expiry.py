@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +14,7 @@ from inventory_support import (
     DEADLINE,
     DOMAIN,
     PRODUCTS_FILE,
+    SCHEMA_FILE,
     SEED,
     InventoryNode,
     Stub,
@@ -23,7 +27,8 @@ from inventory_support import (
 )
 from shop.inventory.v1 import inventory_service_pb2 as pb
 
-from shop_services.inventory.store import read_seed
+from shop_services.inventory.store import InventoryStore, Line, now_ms, read_seed
+from shop_services.inventory.watch import StockWatchHub
 
 # WatchStock
 
@@ -247,3 +252,39 @@ async def test_a_new_database_is_seeded_from_products_json(tmp_path: Path) -> No
         assert {sku: level.on_hand for sku, level in stock.items()} == dict(seed)
     finally:
         await node.stop()
+
+
+async def test_watchers_see_a_commit_whose_caller_was_cancelled(tmp_path: Path, seed_file: Path) -> None:
+    # The store's clock runs inside the write transaction on the database
+    # thread: holding it there lets the test cancel the caller mid-transaction.
+    inside, resume = threading.Event(), threading.Event()
+    hold = False
+
+    def clock() -> int:
+        if hold:
+            inside.set()
+            resume.wait(DEADLINE)
+        return now_ms()
+
+    store = await InventoryStore.open(
+        tmp_path / "inventory.db", seed_file=seed_file, schema_file=SCHEMA_FILE, clock=clock
+    )
+    hub = StockWatchHub(store, logging.getLogger("test"))
+    try:
+        watch = await hub.watch(["sku-a"])
+        events = watch.events()
+        assert (await anext(events)).initial
+        hold = True
+        reserving = asyncio.ensure_future(store.reserve("r-1", [Line("sku-a", 2)], ttl_ms=60_000))
+        await asyncio.to_thread(inside.wait, DEADLINE)
+        hold = False
+        reserving.cancel()
+        resume.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reserving
+        change = await asyncio.wait_for(anext(events), timeout=DEADLINE)
+        assert (change.initial, change.level.reserved) == (False, 2)
+        hub.remove(watch)
+    finally:
+        await hub.close()
+        await store.close()

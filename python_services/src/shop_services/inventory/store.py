@@ -17,9 +17,9 @@ Every method runs one short function on the database thread
 (common.db.Database), so the work of this process is serialised and the event
 loop never waits for another process's lock. Each function that changed stock
 reads the changed levels right after its commit and hands them, with a
-sequence number, to the change listeners (the WatchStock hub): the sequence
-orders the reads, so a listener can drop a read that is older than one it has
-already seen.
+sequence number, to the change listeners (the WatchStock hub), even when the
+caller has gone meanwhile: the sequence orders the reads, so a listener can
+drop a read that is older than one it has already seen.
 
 Business failures are returned by the transaction functions rather than
 raised, so the expiries made on the way are committed; the async methods raise
@@ -28,6 +28,7 @@ them after the commit, as Node's store does.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
@@ -411,20 +412,35 @@ class InventoryStore:
     # Machinery
 
     async def _run(self, work: Callable[[sqlite3.Connection], _Outcome[T]]) -> T:
-        """Run work on the database thread, tell the listeners what its commit
-        changed, then return its result or raise its business error."""
+        """Run work on the database thread, then return its result or raise its
+        business error.
+
+        The listeners hear about what its commit changed even when the caller
+        is cancelled meanwhile (a client gone after the commit): the database
+        thread schedules the notification on the event loop as soon as the
+        work is done, ahead of the caller's resumption.
+        """
+        loop = asyncio.get_running_loop()
+
+        def work_and_notify(conn: sqlite3.Connection) -> _Outcome[T]:
+            outcome = work(conn)
+            if outcome.changes is not None and outcome.changes.levels:
+                loop.call_soon_threadsafe(self._notify, outcome.changes)
+            return outcome
+
         try:
-            outcome = await self._db.run(work)
+            outcome = await self._db.run(work_and_notify)
         except sqlite3.OperationalError as exc:
             if getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
                 raise errors.database_busy() from exc
             raise
-        if outcome.changes is not None and outcome.changes.levels:
-            for listener in list(self._listeners):
-                listener(outcome.changes)
         if isinstance(outcome.result, RpcError):
             raise outcome.result
         return outcome.result
+
+    def _notify(self, changes: StockSnapshot) -> None:
+        for listener in list(self._listeners):
+            listener(changes)
 
     def _write(
         self,
