@@ -188,8 +188,9 @@ class InventoryService(pb_grpc.InventoryServiceServicer):
         _fail(check_import_items(items))
         outcome = await self._store.import_stock([ImportItem(item.sku, item.on_hand) for item in items])
         if not isinstance(outcome, ImportSummary):
-            _fail((f"items[{problem.index}].{problem.field}", problem.description) for problem in outcome)
-            raise AssertionError("unreachable: a failed import has at least one problem")
+            raise errors.invalid_argument(
+                (f"items[{problem.index}].{problem.field}", problem.description) for problem in outcome
+            )
         return pb.ImportStockResponse(
             items_received=len(items), skus_created=outcome.skus_created, skus_updated=outcome.skus_updated
         )

@@ -223,11 +223,6 @@ class InventoryStore:
         """
         return await self._run(lambda conn: self._get_stock(conn, skus))
 
-    async def read_stock(self, skus: Iterable[str]) -> StockSnapshot:
-        """The stored levels of the SKUs that exist, without expiring anything."""
-        unique = list(dict.fromkeys(skus))
-        return await self._run(lambda conn: _Outcome(self._snapshot(conn, unique)))
-
     async def poll(self, skus: Iterable[str], last_data_version: int) -> StockSnapshot | None:
         """The levels of the SKUs if PRAGMA data_version moved from last_data_version.
 
@@ -255,8 +250,8 @@ class InventoryStore:
             ).fetchone()
             if due == 0:
                 return _Outcome(0)
-            outcome = self._write(conn, lambda _conn, _now, _changed: 0)
-            return replace(outcome, result=outcome.expired)
+            swept = self._write(conn, lambda _conn, _now, _changed: None)
+            return _Outcome(swept.expired, swept.changes, swept.expired)
 
         return await self._run(work)
 
