@@ -1,0 +1,200 @@
+"""What the end-to-end and fault suites share: stubs on Envoy's two listeners,
+stock and order helpers, and polling with a deadline (never a bare sleep).
+
+Everything a failing assertion needs to say what it saw is kept in the
+messages: order states and failure reasons, stock levels, payment states.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from shop.catalog.v1 import catalog_service_pb2 as catalog_pb
+from shop.catalog.v1 import catalog_service_pb2_grpc as catalog_pbg
+from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
+from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_pbg
+from shop.orders.v1 import order_service_pb2 as orders_pb
+from shop.orders.v1 import order_service_pb2_grpc as orders_pbg
+from shop.payments.v1 import payment_service_pb2 as payments_pb
+from shop.payments.v1 import payment_service_pb2_grpc as payments_pbg
+from shopstack.stack import Stack
+
+# Every call gets a deadline; generous, because a 2-core machine runs the
+# whole stack (and PlaceOrder's route timeout in Envoy is 20 s).
+CALL_TIMEOUT = 15.0
+ORDER_TIMEOUT = 25.0
+TERMINAL = (orders_pb.ORDER_STATE_CONFIRMED, orders_pb.ORDER_STATE_FAILED)
+# The runtime keys of Envoy's fault filters (internal listener), per service.
+FAULT_KEYS = ("delay_percent", "delay_ms", "abort_percent", "abort_grpc_status")
+FAULT_SERVICES = ("catalog", "inventory", "payments", "orders")
+
+T = TypeVar("T")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4()}"
+
+
+def state_name(order: orders_pb.Order) -> str:
+    return orders_pb.OrderState.Name(order.state)
+
+
+def reason_name(order: orders_pb.Order) -> str:
+    return orders_pb.OrderFailureReason.Name(order.failure_reason)
+
+
+def describe_order(order: orders_pb.Order) -> str:
+    return (
+        f"order {order.order_id} {state_name(order)} reason={reason_name(order)} "
+        f"message={order.failure_message!r} reservation={order.reservation_id!r} payment={order.payment_id!r}"
+    )
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
+    """Poll probe until it returns something truthy; fail naming what and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = probe()
+        except grpc.RpcError as err:
+            value, last = None, f"{err.code().name}: {err.details()}"  # type: ignore[attr-defined]
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last seen: {last}")
+        time.sleep(interval)
+
+
+@dataclass
+class Shop:
+    """Stubs on the public listener (what customers reach) and the internal one."""
+
+    stack: Stack
+    public: grpc.Channel
+    internal: grpc.Channel
+
+    @classmethod
+    def open(cls, stack: Stack) -> Shop:
+        public = grpc.insecure_channel(stack.public_addr)
+        internal = grpc.insecure_channel(stack.internal_addr)
+        grpc.channel_ready_future(public).result(timeout=CALL_TIMEOUT)
+        grpc.channel_ready_future(internal).result(timeout=CALL_TIMEOUT)
+        return cls(stack, public, internal)
+
+    def close(self) -> None:
+        self.public.close()
+        self.internal.close()
+
+    # Stubs.
+    @property
+    def catalog(self) -> catalog_pbg.CatalogServiceStub:
+        return catalog_pbg.CatalogServiceStub(self.public)
+
+    @property
+    def inventory(self) -> inventory_pbg.InventoryServiceStub:
+        return inventory_pbg.InventoryServiceStub(self.public)
+
+    @property
+    def orders(self) -> orders_pbg.OrderServiceStub:
+        return orders_pbg.OrderServiceStub(self.public)
+
+    @property
+    def inventory_internal(self) -> inventory_pbg.InventoryServiceStub:
+        return inventory_pbg.InventoryServiceStub(self.internal)
+
+    @property
+    def payments_internal(self) -> payments_pbg.PaymentServiceStub:
+        return payments_pbg.PaymentServiceStub(self.internal)
+
+    # Stock.
+    def import_stock(self, levels: dict[str, int]) -> None:
+        """Set on_hand of each SKU (ImportStock, internal listener)."""
+        items = [inventory_pb.ImportStockRequest(sku=sku, on_hand=n) for sku, n in levels.items()]
+        self.inventory_internal.ImportStock(iter(items), timeout=CALL_TIMEOUT)
+
+    def stock(self, sku: str) -> inventory_pb.StockLevel:
+        reply = self.inventory.GetStock(inventory_pb.GetStockRequest(skus=[sku]), timeout=CALL_TIMEOUT)
+        return reply.levels[0]
+
+    def set_available(self, sku: str, units: int) -> inventory_pb.StockLevel:
+        """Make exactly `units` available: on_hand = reserved + units."""
+        self.import_stock({sku: self.stock(sku).reserved + units})
+        level = self.stock(sku)
+        assert level.available == units, f"ImportStock did not make {units} available: {level}"
+        return level
+
+    # Orders.
+    def order_request(
+        self, sku: str, quantity: int = 1, token: str = "tok_success", customer: str | None = None
+    ) -> orders_pb.PlaceOrderRequest:
+        return orders_pb.PlaceOrderRequest(
+            request_id=new_id("req"),
+            customer_id=customer or new_id("cust"),
+            lines=[orders_pb.OrderLine(product_id=sku, quantity=quantity)],
+            payment_token=token,
+        )
+
+    def place(
+        self,
+        request: orders_pb.PlaceOrderRequest,
+        timeout: float = ORDER_TIMEOUT,
+        metadata: Iterable[tuple[str, str]] = (),
+    ) -> orders_pb.Order:
+        return self.orders.PlaceOrder(request, timeout=timeout, metadata=tuple(metadata)).order
+
+    def get_order(self, order_id: str) -> orders_pb.Order:
+        return self.orders.GetOrder(orders_pb.GetOrderRequest(order_id=order_id), timeout=CALL_TIMEOUT).order
+
+    def orders_of(self, customer_id: str) -> list[orders_pb.Order]:
+        reply = self.orders.ListOrders(orders_pb.ListOrdersRequest(customer_id=customer_id), timeout=CALL_TIMEOUT)
+        return list(reply.orders)
+
+    def wait_terminal(self, order_id: str, timeout: float = 60.0) -> orders_pb.Order:
+        def probe() -> orders_pb.Order | None:
+            order = self.get_order(order_id)
+            return order if order.state in TERMINAL else None
+
+        return wait_for(f"order {order_id} to reach CONFIRMED or FAILED", probe, timeout, interval=0.2)
+
+    # Payments.
+    def payment(self, payment_id: str) -> payments_pb.Payment:
+        reply = self.payments_internal.GetPayment(
+            payments_pb.GetPaymentRequest(payment_id=payment_id), timeout=CALL_TIMEOUT
+        )
+        return reply.payment
+
+    def assert_no_money_kept(self, order: orders_pb.Order) -> None:
+        """A FAILED order keeps no money: no payment id, or the payment REFUNDED."""
+        if not order.payment_id:
+            return
+        payment = self.payment(order.payment_id)
+        assert payment.state == payments_pb.PAYMENT_STATE_REFUNDED, (
+            f"{describe_order(order)} kept money: payment is {payments_pb.PaymentState.Name(payment.state)}"
+        )
+
+    # Envoy runtime faults.
+    def reset_faults(self) -> None:
+        self.stack.set_runtime(
+            **{f"fault.{svc}.{key}": 0 for svc in FAULT_SERVICES for key in FAULT_KEYS}
+        )
+
+
+def log_lines(stack: Stack, program: str) -> Iterator[dict[str, object]]:
+    """The JSON lines of a program's log (non-JSON lines are skipped)."""
+    path = stack.log_of(program)
+    if not path.exists():
+        return
+    for raw in path.read_text(errors="replace").splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(line, dict):
+            yield line
