@@ -101,13 +101,19 @@ export class StockWatchHub {
     }
   }
 
+  // Runs right after a write committed: a failure here must not turn that
+  // write's answer into an error, so it is logged instead.
   private onLocalChange(skus: readonly string[]): void {
     const changed = new Set(skus);
-    for (const subscription of this.subscriptions) {
-      const watched = subscription.skus.filter((sku) => changed.has(sku));
-      if (watched.length > 0) {
-        this.refresh(subscription, watched);
+    try {
+      for (const subscription of this.subscriptions) {
+        const watched = subscription.skus.filter((sku) => changed.has(sku));
+        if (watched.length > 0) {
+          this.refresh(subscription, watched);
+        }
       }
+    } catch (err) {
+      this.logger.error({ err }, "watch update failed");
     }
   }
 
