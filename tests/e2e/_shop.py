@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-from shop.catalog.v1 import catalog_service_pb2 as catalog_pb
 from shop.catalog.v1 import catalog_service_pb2_grpc as catalog_pbg
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_pbg
@@ -181,9 +180,7 @@ class Shop:
 
     # Envoy runtime faults.
     def reset_faults(self) -> None:
-        self.stack.set_runtime(
-            **{f"fault.{svc}.{key}": 0 for svc in FAULT_SERVICES for key in FAULT_KEYS}
-        )
+        self.stack.set_runtime(**{f"fault.{svc}.{key}": 0 for svc in FAULT_SERVICES for key in FAULT_KEYS})
 
 
 def log_lines(stack: Stack, program: str) -> Iterator[dict[str, object]]:
