@@ -93,6 +93,21 @@ def service_targets(stack: Stack, service: str) -> Iterator[Target]:
         yield _target(stack, service, label, lang, via_envoy)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "disruptive: makes a service answer UNAVAILABLE on purpose (tok_unavailable); "
+        "runs after every other contract test, so that a proxy which takes that for a "
+        "sick host and ejects it cannot fail unrelated tests",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    calm = [item for item in items if item.get_closest_marker("disruptive") is None]
+    disruptive = [item for item in items if item.get_closest_marker("disruptive") is not None]
+    items[:] = calm + disruptive
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" not in metafunc.fixturenames:
         return

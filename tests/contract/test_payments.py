@@ -231,9 +231,7 @@ def test_unknown_method_is_unimplemented(channel: grpc.Channel) -> None:
     check_unknown_method(channel, FULL_NAME)
 
 
-# Last in the module on purpose: if the proxy mistakes the card network's
-# UNAVAILABLE for a sick host, this is where it shows, and it should not
-# cascade into the other tests of the module.
+@pytest.mark.disruptive
 def test_charge_with_tok_unavailable_is_unavailable_every_time_and_the_service_carries_on(
     stub: pbg.PaymentServiceStub,
 ) -> None:
