@@ -96,7 +96,7 @@ FOLLOW ?=
 
 .PHONY: build
 build: $(STAMPS)/py-package ## Build every service implementation
-	cd go_service && go build -o $(BIN)/shop-catalog ./cmd/catalog
+	cd go_service && for cmd in $$(ls cmd); do go build -o $(BIN)/shop-$$cmd ./cmd/$$cmd; done
 	cd node_service && npm run --silent build
 
 .PHONY: up

@@ -47,6 +47,8 @@ def free_port() -> int:
 def port_holder(port: int) -> str | None:
     """Who listens on a TCP port ("envoy (pid 123)"), or None if nobody does."""
     with socket.socket() as sock:
+        # Like the servers themselves: connections in TIME_WAIT do not block a bind.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
