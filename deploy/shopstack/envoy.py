@@ -303,12 +303,20 @@ def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dic
             }
         ],
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
-        # A host whose calls keep failing at the connection level is ejected
-        # for a while; with one host per cluster that means failing fast with
-        # UNAVAILABLE ("no healthy upstream") instead of piling up timeouts.
+        # A host that cannot be reached (connect failures, resets, timeouts:
+        # errors Envoy itself sees) is ejected for a while; with one host per
+        # cluster that means failing fast with UNAVAILABLE instead of piling
+        # up timeouts. gRPC errors a healthy host answers with (payments'
+        # UNAVAILABLE for a card network that is down, say) are the
+        # application's business and never eject it.
         "outlier_detection": {
-            "consecutive_5xx": 5,
-            "consecutive_gateway_failure": 3,
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 3,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "enforcing_local_origin_success_rate": 0,
             "interval": "2s",
             "base_ejection_time": "10s",
             "max_ejection_percent": 100,

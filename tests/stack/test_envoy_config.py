@@ -121,7 +121,11 @@ def test_a_canary_splits_by_weight_and_the_header_pins_an_implementation() -> No
 def test_every_cluster_health_checks_ejects_and_limits() -> None:
     for cluster in envoy.clusters(TOPOLOGY, envoy.default_routing(TOPOLOGY), envoy.docker_mode())["resources"]:
         assert cluster["health_checks"][0]["grpc_health_check"] is not None, cluster["name"]
-        assert cluster["outlier_detection"]["consecutive_gateway_failure"] > 0
+        outlier = cluster["outlier_detection"]
+        # Unreachable hosts are ejected; a host answering gRPC errors is not.
+        assert outlier["consecutive_local_origin_failure"] > 0
+        assert outlier["split_external_local_origin_errors"] is True
+        assert outlier["enforcing_consecutive_5xx"] == outlier["enforcing_consecutive_gateway_failure"] == 0
         thresholds = cluster["circuit_breakers"]["thresholds"][0]
         assert {
             "max_connections",
