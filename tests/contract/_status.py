@@ -42,9 +42,7 @@ class SeenError:
             if self.field_paths:
                 lines.append(f"BadRequest field paths: {self.field_paths}")
             if self.reason is not None:
-                lines.append(
-                    f"ErrorInfo: reason={self.reason!r} domain={self.domain!r} metadata={self.metadata}"
-                )
+                lines.append(f"ErrorInfo: reason={self.reason!r} domain={self.domain!r} metadata={self.metadata}")
         return "\n  ".join(lines)
 
 
@@ -89,9 +87,7 @@ def fails(call: Callable[[], Any]) -> SeenError:
 
 def assert_code(seen: SeenError, code: grpc.StatusCode | Iterable[grpc.StatusCode]) -> None:
     codes = {code} if isinstance(code, grpc.StatusCode) else set(code)
-    assert seen.code in codes, (
-        f"expected {' or '.join(sorted(c.name for c in codes))}, got:\n  {seen.describe()}"
-    )
+    assert seen.code in codes, f"expected {' or '.join(sorted(c.name for c in codes))}, got:\n  {seen.describe()}"
 
 
 def assert_bad_request(seen: SeenError, *paths: str) -> None:
@@ -117,9 +113,7 @@ def assert_error_info(
         f"expected ErrorInfo reason={reason!r} domain={domain!r}, got:\n  {seen.describe()}"
     )
     for key, value in (metadata or {}).items():
-        assert key in seen.metadata, (
-            f"expected ErrorInfo metadata key {key!r}, got:\n  {seen.describe()}"
-        )
+        assert key in seen.metadata, f"expected ErrorInfo metadata key {key!r}, got:\n  {seen.describe()}"
         if "," in value or "," in seen.metadata[key]:
             assert sorted(seen.metadata[key].split(",")) == sorted(value.split(",")), (
                 f"expected ErrorInfo metadata {key}={value!r} (any order), got:\n  {seen.describe()}"

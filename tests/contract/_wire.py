@@ -37,16 +37,12 @@ def money(m: money_pb2.Money) -> tuple[str, Decimal]:
 
 
 def seed_money(price: dict[str, Any]) -> tuple[str, Decimal]:
-    return price["currency_code"], Decimal(price.get("units", 0)) + Decimal(
-        price.get("nanos", 0)
-    ) / Decimal(10**9)
+    return price["currency_code"], Decimal(price.get("units", 0)) + Decimal(price.get("nanos", 0)) / Decimal(10**9)
 
 
 def raw_unary(channel: grpc.Channel, path: str, payload: bytes, timeout: float = 10.0) -> bytes:
     """Call path with payload as the serialized request, bypassing any stub."""
-    call = channel.unary_unary(
-        path, request_serializer=lambda b: b, response_deserializer=lambda b: b
-    )
+    call = channel.unary_unary(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
     return call(payload, timeout=timeout)
 
 

@@ -70,9 +70,7 @@ def _target(stack: Stack, service: str, label: str, lang: str | None, via_envoy:
     if not via_envoy:
         return Target(address=stack.addr(service, lang), label=label)
     metadata = ((IMPL_HEADER, lang),) if lang else ()
-    return Target(
-        address=stack.internal_addr, label=label, metadata=metadata, via_envoy=True, direct=False
-    )
+    return Target(address=stack.internal_addr, label=label, metadata=metadata, via_envoy=True, direct=False)
 
 
 def inventory_targets(stack: Stack) -> Iterator[Target]:

@@ -122,9 +122,7 @@ def test_batch_get_with_unknown_ids_is_not_found_naming_every_missing_id(
     first, second = unique("sku-missing-a"), unique("sku-missing-b")
     ids = [IDS[0], first, IDS[1], second]
     seen = fails(lambda: stub.BatchGetProducts(pb.BatchGetProductsRequest(product_ids=ids)))
-    assert_error_info(
-        seen, NOT_FOUND, "PRODUCT_NOT_FOUND", DOMAIN, {"product_ids": f"{first},{second}"}
-    )
+    assert_error_info(seen, NOT_FOUND, "PRODUCT_NOT_FOUND", DOMAIN, {"product_ids": f"{first},{second}"})
 
 
 # -- ListProducts -------------------------------------------------------------
@@ -135,9 +133,7 @@ def list_all(stub: pbg.CatalogServiceStub, page_size: int, tag: str = "") -> lis
     pages: list[list[str]] = []
     token = ""
     while True:
-        reply = stub.ListProducts(
-            pb.ListProductsRequest(page_size=page_size, page_token=token, tag=tag)
-        )
+        reply = stub.ListProducts(pb.ListProductsRequest(page_size=page_size, page_token=token, tag=tag))
         pages.append([p.id for p in reply.products])
         token = reply.next_page_token
         if not token:
@@ -205,9 +201,7 @@ def test_list_products_token_of_another_tag_is_invalid_page_token(
 ) -> None:
     token = stub.ListProducts(pb.ListProductsRequest(page_size=2, tag="tea")).next_page_token
     assert token
-    seen = fails(
-        lambda: stub.ListProducts(pb.ListProductsRequest(page_size=2, page_token=token, tag="kitchen"))
-    )
+    seen = fails(lambda: stub.ListProducts(pb.ListProductsRequest(page_size=2, page_token=token, tag="kitchen")))
     assert_error_info(seen, INVALID, "INVALID_PAGE_TOKEN", DOMAIN)
 
 
@@ -234,9 +228,7 @@ class Cart:
 
     def __init__(self, stub: pbg.CatalogServiceStub, timeout: float = 15.0) -> None:
         self.feeder = Feeder()
-        self.replies: Iterator[pb.QuoteCartResponse] = stub.QuoteCart(
-            iter(self.feeder), timeout=timeout
-        )
+        self.replies: Iterator[pb.QuoteCartResponse] = stub.QuoteCart(iter(self.feeder), timeout=timeout)
 
     def change(self, product_id: str, quantity: int = 0, remove: bool = False) -> pb.QuoteCartResponse:
         self.feeder.send(pb.QuoteCartRequest(product_id=product_id, quantity=quantity, remove=remove))

@@ -48,9 +48,7 @@ def level(stub: pbg.InventoryServiceStub, sku: str) -> tuple[int, int, int]:
     return got.on_hand, got.reserved, got.available
 
 
-def reserve(
-    stub: pbg.InventoryServiceStub, *lines: tuple[str, int], request_id: str | None = None
-) -> pb.Reservation:
+def reserve(stub: pbg.InventoryServiceStub, *lines: tuple[str, int], request_id: str | None = None) -> pb.Reservation:
     request = pb.ReserveRequest(
         request_id=request_id or unique("req"),
         lines=[pb.ReservationLine(sku=s, quantity=q) for s, q in lines],
@@ -94,9 +92,7 @@ def test_import_stock_bad_item_fails_the_whole_import_naming_its_index(
     # names the item as items[<zero-based index>].<field>.
     assert_bad_request(seen, f"items[2].{field}")
     assert level(stub, existing) == (4, 0, 4)  # nothing applied
-    assert_error_info(
-        fails(lambda: level(stub, new)), NOT_FOUND, "SKU_NOT_FOUND", DOMAIN, {"skus": new}
-    )
+    assert_error_info(fails(lambda: level(stub, new)), NOT_FOUND, "SKU_NOT_FOUND", DOMAIN, {"skus": new})
 
 
 def test_import_stock_accepts_the_bounds(stub: pbg.InventoryServiceStub) -> None:
@@ -124,15 +120,11 @@ def test_import_stock_cancelled_before_half_close_applies_nothing(
     future = stub.ImportStock.future(iter(feeder))
     try:
         feeder.send(pb.ImportStockRequest(sku=sku, on_hand=5))
-        assert_error_info(
-            fails(lambda: level(stub, sku)), NOT_FOUND, "SKU_NOT_FOUND", DOMAIN, {"skus": sku}
-        )
+        assert_error_info(fails(lambda: level(stub, sku)), NOT_FOUND, "SKU_NOT_FOUND", DOMAIN, {"skus": sku})
         # Cancelled, never half-closed: nothing may be applied.
         future.cancel()
         assert future.cancelled() or future.code() == grpc.StatusCode.CANCELLED
-        assert_error_info(
-            fails(lambda: level(stub, sku)), NOT_FOUND, "SKU_NOT_FOUND", DOMAIN, {"skus": sku}
-        )
+        assert_error_info(fails(lambda: level(stub, sku)), NOT_FOUND, "SKU_NOT_FOUND", DOMAIN, {"skus": sku})
     finally:
         feeder.close()
 
@@ -179,9 +171,7 @@ def test_get_stock_unknown_skus_are_not_found_naming_each(stub: pbg.InventorySer
     [([], "skus"), (["sku-a", ""], "skus[1]"), ([f"sku-{i}" for i in range(101)], "skus")],
     ids=["no-skus", "empty-sku", "101-skus"],
 )
-def test_get_stock_bad_input_is_invalid_argument(
-    stub: pbg.InventoryServiceStub, skus: list[str], path: str
-) -> None:
+def test_get_stock_bad_input_is_invalid_argument(stub: pbg.InventoryServiceStub, skus: list[str], path: str) -> None:
     assert_bad_request(fails(lambda: stub.GetStock(pb.GetStockRequest(skus=skus))), path)
 
 
@@ -227,9 +217,7 @@ def test_reserve_short_line_reserves_nothing_and_names_every_short_sku(
 ) -> None:
     plenty, short1, short2 = fresh_sku(stub, 10), fresh_sku(stub, 2), fresh_sku(stub, 0)
     seen = fails(lambda: reserve(stub, (plenty, 5), (short1, 3), (short2, 1)))
-    assert_error_info(
-        seen, FAILED_PRECONDITION, "OUT_OF_STOCK", DOMAIN, {"skus": f"{short1},{short2}"}
-    )
+    assert_error_info(seen, FAILED_PRECONDITION, "OUT_OF_STOCK", DOMAIN, {"skus": f"{short1},{short2}"})
     assert level(stub, plenty) == (10, 0, 10)
 
 
@@ -293,9 +281,7 @@ def test_reserve_bad_input_is_invalid_argument_naming_each_field(
     lines: list[pb.ReservationLine],
     paths: list[str],
 ) -> None:
-    request = pb.ReserveRequest(
-        request_id=unique("req") if request_id == "REQ" else request_id, lines=lines
-    )
+    request = pb.ReserveRequest(request_id=unique("req") if request_id == "REQ" else request_id, lines=lines)
     assert_bad_request(fails(lambda: stub.Reserve(request)), *paths)
 
 
@@ -365,9 +351,7 @@ def test_commit_and_release_without_an_id_are_invalid_argument(
 # -- WatchStock ---------------------------------------------------------------
 
 
-def watch(
-    stub: pbg.InventoryServiceStub, *skus: str, timeout: float = 15.0
-) -> Iterator[pb.WatchStockResponse]:
+def watch(stub: pbg.InventoryServiceStub, *skus: str, timeout: float = 15.0) -> Iterator[pb.WatchStockResponse]:
     return stub.WatchStock(pb.WatchStockRequest(skus=list(skus)), timeout=timeout)
 
 
@@ -446,9 +430,7 @@ def test_watch_stock_unknown_sku_is_not_found_before_any_message(
     [([], "skus"), (["sku-a", ""], "skus[1]"), ([f"sku-{i}" for i in range(101)], "skus")],
     ids=["no-skus", "empty-sku", "101-skus"],
 )
-def test_watch_stock_bad_input_is_invalid_argument(
-    stub: pbg.InventoryServiceStub, skus: list[str], path: str
-) -> None:
+def test_watch_stock_bad_input_is_invalid_argument(stub: pbg.InventoryServiceStub, skus: list[str], path: str) -> None:
     assert_bad_request(fails(lambda: list(watch(stub, *skus))), path)
 
 

@@ -100,9 +100,7 @@ def test_charge_with_tok_declined_is_card_declined_every_time(stub: pbg.PaymentS
         assert_error_info(seen, FAILED_PRECONDITION, "CARD_DECLINED", DOMAIN)
 
 
-def test_charge_with_tok_flaky_succeeds_on_the_retry(
-    stub: pbg.PaymentServiceStub, target: Target
-) -> None:
+def test_charge_with_tok_flaky_succeeds_on_the_retry(stub: pbg.PaymentServiceStub, target: Target) -> None:
     request = charge_request("tok_flaky")
     if not target.via_envoy:
         seen = fails(lambda: stub.Charge(request))
