@@ -44,6 +44,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def process_alive(pid: int) -> bool:
+    """True while pid runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
 def port_holder(port: int) -> str | None:
     """Who listens on a TCP port ("envoy (pid 123)"), or None if nobody does."""
     with socket.socket() as sock:
@@ -228,11 +237,7 @@ class Stack:
             pid = int((self.run_dir / "supervisord.pid").read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return pid if process_alive(pid) else None
 
     def check_ports(self) -> None:
         busy = []
@@ -280,7 +285,8 @@ class Stack:
         self.ctl("shutdown", check=False)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.supervisord_pid() is None:
+            # supervisord removes its pidfile a moment before it exits: wait for the process.
+            if not process_alive(pid):
                 return
             time.sleep(0.1)
         os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,78 @@
+"""The local stack's lifecycle, as `make up` / `make down` run it.
+
+A private stack on free ports: up waits until everything is healthy, down
+leaves no process behind, data survives a down and an up, and a port that is
+already taken is refused with a message naming it and its holder.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from conftest import make_stack
+from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
+from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
+from shopstack.stack import Stack, StackError, process_alive
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = make_stack(tmp_path_factory.mktemp("lifecycle"))
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+def program_pids(stack: Stack) -> dict[str, int]:
+    pids = {}
+    for impl in stack.running_impls():
+        pid = stack.pid_of(impl.cluster)
+        assert pid, f"{impl.cluster} has no pid"
+        pids[impl.cluster] = pid
+    pid = stack.pid_of("envoy")
+    assert pid, "envoy has no pid"
+    pids["envoy"] = pid
+    return pids
+
+
+def test_up_then_down_leaves_no_process_and_keeps_the_data(shop: Stack) -> None:
+    shop.up(timeout=120)
+    sku = f"sku-lifecycle-{uuid.uuid4().hex[:8]}"
+    with grpc.insecure_channel(shop.internal_addr) as channel:
+        inventory_grpc.InventoryServiceStub(channel).ImportStock(
+            iter([inventory_pb.ImportStockRequest(sku=sku, on_hand=7)]), timeout=15
+        )
+    pids = program_pids(shop)
+    supervisord = shop.supervisord_pid()
+    assert supervisord
+
+    shop.down()
+    left = {name: pid for name, pid in {**pids, "supervisord": supervisord}.items() if process_alive(pid)}
+    assert not left, f"still running after down: {left}"
+
+    shop.up(timeout=120)
+    with grpc.insecure_channel(shop.public_addr) as channel:
+        reply = inventory_grpc.InventoryServiceStub(channel).GetStock(
+            inventory_pb.GetStockRequest(skus=[sku]), timeout=15
+        )
+    assert reply.levels[0].on_hand == 7
+    shop.down()
+
+
+def test_a_taken_port_is_refused_naming_the_port_and_its_holder(shop: Stack) -> None:
+    assert shop.supervisord_pid() is None
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", shop.topology.public_port))
+        squatter.listen()
+        with pytest.raises(StackError) as refused:
+            shop.up(timeout=30)
+    message = str(refused.value)
+    assert f"port {shop.topology.public_port} (envoy public listener)" in message
+    assert f"pid {os.getpid()}" in message, message
+    assert shop.supervisord_pid() is None
