@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
+from shop.catalog.v1 import catalog_service_pb2 as catalog_pb
 from shop.catalog.v1 import catalog_service_pb2_grpc as catalog_pbg
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_pbg
@@ -177,6 +178,41 @@ class Shop:
         assert payment.state == payments_pb.PAYMENT_STATE_REFUNDED, (
             f"{describe_order(order)} kept money: payment is {payments_pb.PaymentState.Name(payment.state)}"
         )
+
+    def wait_routable(self, timeout: float = 30.0) -> None:
+        """Wait until Envoy routes a call to every service on both listeners.
+
+        Stack.wait_healthy() reads the host flags of Envoy's admin /clusters;
+        right after a host turns healthy there, Envoy can still answer "no
+        healthy upstream" for about a second (seen after SIGCONT and restarts).
+        This waits on what callers see: a cheap call to each service that
+        Envoy does not refuse with UNAVAILABLE (NOT_FOUND for a made-up id is
+        an answer from the service, so it counts).
+        """
+        unknown = f"probe-{uuid.uuid4()}"
+        product = catalog_pb.GetProductRequest(product_id="sku-aeropress")
+        probes: dict[str, Callable[[], object]] = {
+            "catalog (public)": lambda: self.catalog.GetProduct(product, timeout=5),
+            "catalog (internal)": lambda: catalog_pbg.CatalogServiceStub(self.internal).GetProduct(product, timeout=5),
+            "inventory (internal)": lambda: self.inventory_internal.GetStock(
+                inventory_pb.GetStockRequest(skus=["sku-aeropress"]), timeout=5
+            ),
+            "payments (internal)": lambda: self.payments_internal.GetPayment(
+                payments_pb.GetPaymentRequest(payment_id=unknown), timeout=5
+            ),
+            "orders (public)": lambda: self.orders.GetOrder(orders_pb.GetOrderRequest(order_id=unknown), timeout=5),
+        }
+        for name, probe in probes.items():
+
+            def answered(p: Callable[[], object] = probe) -> bool:
+                try:
+                    p()
+                except grpc.RpcError as err:
+                    if err.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                        raise
+                return True
+
+            wait_for(f"Envoy to route {name} calls again", answered, timeout)
 
     # Envoy runtime faults.
     def reset_faults(self) -> None:

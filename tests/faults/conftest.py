@@ -52,6 +52,7 @@ def _restored(shop: Shop) -> Iterator[None]:
         if shop.stack.pid_of(impl.cluster) is None:
             shop.stack.start_program(impl.cluster)
     shop.stack.wait_healthy(90)
+    shop.wait_routable()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -28,6 +28,7 @@ def test_stopped_inventory_fails_orders_with_dependency_unavailable_then_recover
     finally:
         private_stack.start_program("inventory-node")
     private_stack.wait_healthy(60)
+    shop.wait_routable()
 
     # Whatever the caller was told, the order must settle with nothing kept.
     order_id = wait_for(

@@ -61,6 +61,7 @@ def test_orders_killed_mid_saga_finishes_it_after_restart_with_consistent_totals
         timeout=30,
     )
     private_stack.wait_healthy(60)
+    shop.wait_routable()
 
     final = shop.wait_terminal(seen.order_id, timeout=60)
     caller.join(timeout=90)
