@@ -223,9 +223,19 @@ export function createInventoryService(deps: ServiceDeps): InventoryServiceServe
         items.push(item);
       });
       call.on("end", () => {
-        if (call.cancelled) {
-          return;
-        }
+        // A reset stream (the client cancelled, or its deadline passed) also
+        // ends the readable side, and grpc-js marks the call cancelled only
+        // when the stream closes, a moment later. Look again after the
+        // current I/O events, so a reset is never taken for a half-close:
+        // nothing is applied unless the client really finished sending.
+        setImmediate(() => {
+          if (call.cancelled || deadlinePassed(call.getDeadline())) {
+            return;
+          }
+          applyImport();
+        });
+      });
+      const applyImport = (): void => {
         let outcome: ReturnType<InventoryStore["importStock"]>;
         try {
           fail(checkImportItems(items));
@@ -243,7 +253,13 @@ export function createInventoryService(deps: ServiceDeps): InventoryServiceServe
           return;
         }
         callback(null, { itemsReceived: items.length, ...outcome });
-      });
+      };
     },
   };
+}
+
+/** True when a call's deadline (a Date, a number of ms since the epoch, or Infinity) is in the past. */
+function deadlinePassed(deadline: Date | number): boolean {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(at) && at <= Date.now();
 }

@@ -21,6 +21,7 @@ from google.protobuf import timestamp_pb2
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 
+from shop_services.common.errors import RpcError
 from shop_services.common.server import Running, Service, create_server
 from shop_services.inventory import errors
 from shop_services.inventory.store import (
@@ -185,6 +186,17 @@ class InventoryService(pb_grpc.InventoryServiceServicer):
         context: grpc.aio.ServicerContext[pb.ImportStockRequest, pb.ImportStockResponse],
     ) -> pb.ImportStockResponse:
         items = [item async for item in request_iterator]
+        # A reset stream (the client cancelled, or its deadline passed) ends
+        # the request iterator just as a half-close does; grpc.aio learns of
+        # the reset from the core's completion queue a few milliseconds later.
+        # Import is a bulk operation: wait that long, then apply only an import
+        # the client really finished sending.
+        await asyncio.sleep(_RESET_GRACE_SECONDS)
+        remaining = context.time_remaining()
+        if context.cancelled() or (remaining is not None and remaining <= 0):
+            raise RpcError(
+                grpc.StatusCode.CANCELLED, "The import was cancelled before it finished; nothing was applied."
+            )
         _fail(check_import_items(items))
         outcome = await self._store.import_stock([ImportItem(item.sku, item.on_hand) for item in items])
         if not isinstance(outcome, ImportSummary):
@@ -194,6 +206,10 @@ class InventoryService(pb_grpc.InventoryServiceServicer):
         return pb.ImportStockResponse(
             items_received=len(items), skus_created=outcome.skus_created, skus_updated=outcome.skus_updated
         )
+
+
+# How long ImportStock waits after the last item for a reset to surface.
+_RESET_GRACE_SECONDS = 0.05
 
 
 def sweep_interval_seconds(ttl_ms: int) -> float:
