@@ -163,7 +163,9 @@ def test_sigterm_to_orders_lets_the_sagas_in_flight_finish(private_stack: Stack,
         try:
             placed.append(future.result())
         except grpc.RpcError as err:
-            raise AssertionError(f"a PlaceOrder in flight at SIGTERM failed: {err.code().name} {err.details()}")
+            raise AssertionError(
+                f"a PlaceOrder in flight at SIGTERM failed: {err.code().name} {err.details()}"
+            ) from None
     for reply in placed:
         assert reply.order.state == orders_pb.ORDER_STATE_CONFIRMED, describe_order(reply.order)
 
