@@ -172,8 +172,7 @@ func TestSIGTERMEndsOpenWatchesTurnsHealthNotServingAndExitsZero(t *testing.T) {
 		t.Fatalf("first health status = %v, %v; want SERVING", resp.GetStatus(), err)
 	}
 	client := inventoryv1.NewInventoryServiceClient(conn)
-	reserved, err := client.Reserve(ctx, &inventoryv1.ReserveRequest{RequestId: "req-ttl", Lines: []*inventoryv1.ReservationLine{{Sku: "sku-decaf-beans-500g", Quantity: 1}}},
-)
+	reserved, err := client.Reserve(ctx, &inventoryv1.ReserveRequest{RequestId: "req-ttl", Lines: []*inventoryv1.ReservationLine{{Sku: "sku-decaf-beans-500g", Quantity: 1}}})
 	if err != nil {
 		t.Fatalf("Reserve: %v", err)
 	}

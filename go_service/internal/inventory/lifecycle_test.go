@@ -98,8 +98,8 @@ func TestConcurrentReservesAtOneSKUGrantExactlyTheAvailableUnits(t *testing.T) {
 func race(t *testing.T, c inventoryv1.InventoryServiceClient, sku, label string, n int) (granted, short int) {
 	t.Helper()
 	var (
-		wg sync.WaitGroup
-		mu sync.Mutex // guards granted, short and errs
+		wg   sync.WaitGroup
+		mu   sync.Mutex // guards granted, short and errs
 		errs []error
 	)
 	for i := range n {

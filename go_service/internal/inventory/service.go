@@ -254,7 +254,7 @@ func (s *Server) rpcError(ctx context.Context, method string, err error) error {
 	if ctx.Err() != nil {
 		return status.FromContextError(ctx.Err()).Err()
 	}
-	if IsBusy(err) {
+	if isBusy(err) {
 		return status.Error(codes.Unavailable, "The inventory database is busy; retry the call.")
 	}
 	s.log.ErrorContext(ctx, "handler failed", "method", method, "error", err.Error())

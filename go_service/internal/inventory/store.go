@@ -305,10 +305,10 @@ func (s *Store) notify(changed skuSet) {
 	}
 }
 
-// DataVersionConn returns a dedicated connection for polling PRAGMA
+// dataVersionConn returns a dedicated connection for polling PRAGMA
 // data_version, whose value moves whenever another connection (another
 // process, or another connection of this pool) commits. The caller closes it.
-func (s *Store) DataVersionConn(ctx context.Context) (*sql.Conn, error) {
+func (s *Store) dataVersionConn(ctx context.Context) (*sql.Conn, error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("open a data_version connection: %w", err)
@@ -316,8 +316,8 @@ func (s *Store) DataVersionConn(ctx context.Context) (*sql.Conn, error) {
 	return conn, nil
 }
 
-// DataVersion reads PRAGMA data_version on conn.
-func DataVersion(ctx context.Context, conn *sql.Conn) (int64, error) {
+// dataVersion reads PRAGMA data_version on conn.
+func dataVersion(ctx context.Context, conn *sql.Conn) (int64, error) {
 	var v int64
 	if err := conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v); err != nil {
 		return 0, fmt.Errorf("read data_version: %w", err)
@@ -835,9 +835,9 @@ func queryStrings(ctx context.Context, q querier, query string, args ...any) ([]
 	return out, rows.Err()
 }
 
-// IsBusy reports whether err is SQLite's "database is busy/locked": another
+// isBusy reports whether err is SQLite's "database is busy/locked": another
 // writer held the lock past busy_timeout. The call can be retried.
-func IsBusy(err error) bool {
+func isBusy(err error) bool {
 	var e *sqlite.Error
 	if !errors.As(err, &e) {
 		return false

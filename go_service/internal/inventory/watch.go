@@ -151,7 +151,7 @@ func (h *hub) run(ctx context.Context) {
 			continue
 		}
 		if conn == nil {
-			c, err := h.store.DataVersionConn(ctx)
+			c, err := h.store.dataVersionConn(ctx)
 			if err != nil {
 				if ctx.Err() == nil {
 					h.log.Error("watch poll failed", "error", err.Error())
@@ -160,7 +160,7 @@ func (h *hub) run(ctx context.Context) {
 			}
 			conn = c
 		}
-		v, err := DataVersion(ctx, conn)
+		v, err := dataVersion(ctx, conn)
 		if err != nil {
 			if ctx.Err() == nil {
 				h.log.Error("watch poll failed", "error", err.Error())
