@@ -15,12 +15,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from shopstack import topology
+from shopstack import envoy, topology
 from shopstack.stack import Stack, free_port
 
 # Short enough that TTL expiry is observable in a test, long enough that a
 # saga under load never loses its reservation.
 RESERVATION_TTL_SECONDS = "20"
+
+
+def session_routing() -> dict[str, dict[str, int]]:
+    """The session stack's routing: the default implementations take the
+    traffic, and every other inventory implementation runs beside them with
+    weight 0, on the same database, reachable directly and through Envoy with
+    `x-shop-impl`. The inventory contract suite runs against each of them."""
+    routing = envoy.default_routing(topology.load())
+    inventory = topology.load().services["inventory"]
+    routing["inventory"] = {lang: (100 if lang == inventory.impl else 0) for lang in inventory.implementations}
+    return routing
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,7 +63,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     """The whole shop, started once for the session."""
     if request.config.getoption("--target"):
         pytest.skip("--target given: this test needs the whole stack")
-    shop = make_stack(tmp_path_factory.mktemp("stack"))
+    shop = make_stack(tmp_path_factory.mktemp("stack"), session_routing())
     try:
         shop.up(timeout=120)
     except Exception:

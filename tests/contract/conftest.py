@@ -26,7 +26,8 @@ from typing import Any
 
 import grpc
 import pytest
-from shopstack import envoy, topology
+from conftest import session_routing
+from shopstack import envoy
 from shopstack.stack import Stack
 
 # Every call without its own timeout gets this one: generous for a 2-core
@@ -115,9 +116,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.config.getoption("--target"):
         labels = ["target"]
     else:
-        # The stack fixture starts with the default routing of deploy/stack.toml;
-        # the labels are known before it starts, the addresses only after.
-        routing = envoy.default_routing(topology.load())
+        # The labels are known before the session stack starts, the
+        # addresses only after: both come from the one session routing.
+        routing = session_routing()
         labels = [label for label, _, _ in _planned(service, routing)]
     metafunc.parametrize("target", labels, indirect=True, scope="module", ids=labels)
 

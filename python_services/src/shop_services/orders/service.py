@@ -168,13 +168,16 @@ class OrderService(pb_grpc.OrderServiceServicer):
             )
         final = self._store.get(record.order_id)
         assert final is not None
-        if not final.terminal:
+        if not final.terminal and final.state != pb.ORDER_STATE_COMPENSATING:
             raise RpcError(
                 grpc.StatusCode.UNAVAILABLE,
-                f"Order {final.order_id} could not be finished now because a service it depends on is "
-                f"unavailable; it is {pb.OrderState.Name(final.state)} and is retried in the background. "
-                "Retrying PlaceOrder with the same request_id is safe.",
+                f"Order {final.order_id} could not be finished now; it is {pb.OrderState.Name(final.state)} and "
+                "is retried in the background. Retrying PlaceOrder with the same request_id is safe.",
             )
+        # A failed saga whose compensation waits for a dependency that is down
+        # is answered now, COMPENSATING with its failure_reason: the caller
+        # learns at once that the order failed, and recovery finishes undoing
+        # it in the background (WatchOrder follows it to FAILED).
         return pb.PlaceOrderResponse(order=to_proto(final))
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
@@ -271,7 +274,7 @@ def _validate_place_order(request: pb.PlaceOrderRequest) -> tuple[Line, ...]:
 
 
 def to_proto(record: OrderRecord) -> pb.Order:
-    """The Order a client sees; the failure fields only once the order is FAILED."""
+    """The Order a client sees; the failure fields only once the order has failed (COMPENSATING or FAILED)."""
     order = pb.Order(
         order_id=record.order_id,
         request_id=record.request_id,
@@ -282,7 +285,7 @@ def to_proto(record: OrderRecord) -> pb.Order:
         create_time=_timestamp(record.create_time_ns),
         update_time=_timestamp(record.update_time_ns),
     )
-    if record.state == pb.ORDER_STATE_FAILED:
+    if record.state in (pb.ORDER_STATE_COMPENSATING, pb.ORDER_STATE_FAILED):
         order.failure_reason = record.failure_reason
         order.failure_message = record.failure_message
     for line in record.lines:
