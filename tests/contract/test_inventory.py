@@ -139,7 +139,11 @@ def test_import_stock_never_half_closed_ends_with_deadline_exceeded(
         seen = fails(lambda: stub.ImportStock(iter(feeder), timeout=0.5))
     finally:
         feeder.close()
-    assert_code(seen, grpc.StatusCode.DEADLINE_EXCEEDED)
+    # The client's deadline ends the call. A server that resets the stream at
+    # its own copy of the deadline (grpc-go does) can beat the client's timer
+    # on a loaded machine, and the client then reports CANCELLED: either way
+    # the call ends promptly and nothing is applied.
+    assert seen.code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED), seen
     assert_error_info(fails(lambda: level(stub, sku)), NOT_FOUND, "SKU_NOT_FOUND", DOMAIN)
 
 
