@@ -27,7 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shopstack import envoy
-from shopstack.topology import DESCRIPTOR_SET, ROOT, Implementation, Topology
+from shopstack.topology import DESCRIPTOR_SET, ROOT, Implementation, Topology, methods
 
 VENV_BIN = ROOT / ".venv" / "bin"
 ENVOY_PROGRAM = "envoy"
@@ -374,11 +374,37 @@ class Stack:
                         if clusters.get(impl.cluster) != "HEALTHY":
                             pending[f"envoy cluster {impl.cluster}"] = clusters.get(impl.cluster, "missing")
             if not pending:
+                pending = self._unroutable()
+            if not pending:
                 return
             time.sleep(0.2)
         details = "\n".join(f"  {name}: {state}" for name, state in pending.items())
         tails = "\n".join(self.tail(name, 15) for name in pending if (self.logs_dir / f"{name}.log").exists())
         raise StackError(f"the stack did not become healthy within {timeout:.0f}s:\n{details}\n{tails}")
+
+    def _unroutable(self) -> dict[str, str]:
+        """Implementations Envoy does not route to yet, though its admin says healthy.
+
+        Envoy's workers pick up a host's health a moment after the admin page
+        shows it, so send each implementation a real call through the internal
+        listener: its first read-only unary RPC with an empty request, pinned
+        with x-shop-impl. Any answer but UNAVAILABLE means it is routed.
+        """
+        rpcs = methods()
+        pending = {}
+        with grpc.insecure_channel(self.internal_addr) as channel:
+            for impl in self.running_impls():
+                service = self.topology.services[impl.service]
+                probe = next((m for m in rpcs.get(service.proto, []) if m.retry_safe and not m.streaming), None)
+                if probe is None:
+                    continue
+                call = channel.unary_unary(probe.path, request_serializer=None, response_deserializer=None)
+                try:
+                    call(b"", timeout=2, metadata=[(envoy.IMPL_HEADER, impl.lang)])
+                except grpc.RpcError as err:
+                    if err.code() == grpc.StatusCode.UNAVAILABLE:
+                        pending[f"envoy route to {impl.cluster}"] = f"UNAVAILABLE ({err.details()})"
+        return pending
 
     def tail(self, program: str, lines: int = 40) -> str:
         path = self.log_of(program)
