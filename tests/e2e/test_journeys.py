@@ -1,26 +1,56 @@
 """A customer's journeys across the three languages, through Envoy's public
 listener: browse (Go catalog), quote a cart (Go), order (Python orders saga
-over Node inventory and Python payments), watch the order and the stock.
+over the inventory and Python payments), watch the order and the stock.
 
-Each test that asserts exact stock owns one catalog SKU (ImportStock sets it),
-so tests never race each other on the shared session stack.
+Every journey runs once with each inventory implementation in place (Node,
+Python, Go): the `inventory_in_place` fixture routes all inventory traffic to
+one of them, live, before the module's tests run again. Each test that asserts
+exact stock owns one catalog SKU (ImportStock sets it), so tests never race
+each other on the shared session stack.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import grpc
+import pytest
+from conftest import session_routing
 from google.type import money_pb2
 from shop.catalog.v1 import catalog_service_pb2 as catalog_pb
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
+from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
 from shop.orders.v1 import order_service_pb2 as orders_pb
+from shopstack import swap
+from shopstack.stack import Stack
 
 from ._shop import CALL_TIMEOUT, ORDER_TIMEOUT, Shop, describe_order, new_id, reason_name, state_name, wait_for
 
 SEED_PRODUCTS = 55  # data/products.json
+
+
+@pytest.fixture(scope="module", autouse=True, params=sorted(session_routing()["inventory"]))
+def inventory_in_place(request: pytest.FixtureRequest, stack: Stack) -> Iterator[str]:
+    """Every inventory call, the saga's included, goes to one implementation."""
+    lang: str = request.param
+    before = dict(stack.routing["inventory"])
+    swap.canary(stack, "inventory", lang, 100)
+    cluster = f"cluster.inventory-{lang}.upstream_rq_total"
+    probe = inventory_pb.GetStockRequest(skus=["sku-tote-bag"])
+    with grpc.insecure_channel(stack.public_addr) as channel:
+        stub = inventory_grpc.InventoryServiceStub(channel)
+
+        def routed() -> bool:
+            seen = stack.envoy_stats(cluster).get(cluster, 0)
+            stub.GetStock(probe, timeout=CALL_TIMEOUT)
+            return stack.envoy_stats(cluster).get(cluster, 0) > seen
+
+        wait_for(f"Envoy to route inventory to {lang}", routed)
+    yield lang
+    swap.canary(stack, "inventory", max(before, key=lambda k: before[k]), 100)
 
 
 def money(m: money_pb2.Money) -> Decimal:
