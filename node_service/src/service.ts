@@ -198,7 +198,8 @@ export function createInventoryService(deps: ServiceDeps): InventoryServiceServe
       let initial: StockRow[];
       try {
         fail(checkSkus(call.request.skus));
-        initial = store.getStock(call.request.skus);
+        // One message per SKU, however often the request names it.
+        initial = store.getStock([...new Set(call.request.skus)]);
       } catch (err) {
         call.emit("error", toServiceError(err, logger, "WatchStock"));
         return;

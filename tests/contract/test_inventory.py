@@ -382,6 +382,21 @@ def test_watch_stock_sends_every_initial_level_then_each_change_in_order(
         stream.cancel()  # type: ignore[attr-defined]
 
 
+def test_watch_stock_sends_one_initial_message_per_sku_however_often_it_is_named(
+    stub: pbg.InventoryServiceStub,
+) -> None:
+    a, b = fresh_sku(stub, 10), fresh_sku(stub, 20)
+    stream = watch(stub, a, b, a, a)
+    try:
+        initial = [as_tuple(next(stream)) for _ in range(2)]
+        assert sorted(initial) == sorted([(a, 10, 0, 10, True), (b, 20, 0, 20, True)])
+        # The next message is a change, not a third initial one.
+        import_stock(stub, (a, 11))
+        assert as_tuple(next(stream)) == (a, 11, 0, 11, False)
+    finally:
+        stream.cancel()  # type: ignore[attr-defined]
+
+
 def test_watch_stock_ignores_changes_to_other_skus(stub: pbg.InventoryServiceStub) -> None:
     watched, other = fresh_sku(stub, 10), fresh_sku(stub, 10)
     stream = watch(stub, watched)

@@ -165,15 +165,16 @@ func (s *Server) WatchStock(req *inventoryv1.WatchStockRequest, stream grpc.Serv
 		return invalidArgument(vs)
 	}
 	ctx := stream.Context()
+	skus := distinct(req.GetSkus()) // one message per SKU, however often the request names it
 	// Subscribe before reading the initial levels, so a change committed in
 	// between wakes the loop below rather than being missed.
-	sub, ok := s.hub.subscribe(req.GetSkus())
+	sub, ok := s.hub.subscribe(skus)
 	if !ok {
 		return errShuttingDown
 	}
 	defer s.hub.unsubscribe(sub)
 
-	initial, err := s.store.GetStock(ctx, req.GetSkus())
+	initial, err := s.store.GetStock(ctx, skus)
 	if err != nil {
 		return s.rpcError(ctx, "WatchStock", err)
 	}
@@ -295,4 +296,17 @@ func toReservation(r *Reservation) *inventoryv1.Reservation {
 		CreateTime:    timestamp(r.CreateTime),
 		ExpireTime:    timestamp(r.ExpireTime),
 	}
+}
+
+// distinct returns values without repeats, in the order each first appears.
+func distinct(values []string) []string {
+	seen := make(map[string]bool, len(values))
+	out := make([]string, 0, len(values))
+	for _, v := range values {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
 }

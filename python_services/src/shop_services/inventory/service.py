@@ -173,7 +173,8 @@ class InventoryService(pb_grpc.InventoryServiceServicer):
         context: grpc.aio.ServicerContext[pb.WatchStockRequest, pb.WatchStockResponse],
     ) -> AsyncIterator[pb.WatchStockResponse]:
         _fail(check_skus(request.skus))
-        watch = await self._hub.watch(request.skus)
+        # One message per SKU, however often the request names it.
+        watch = await self._hub.watch(list(dict.fromkeys(request.skus)))
         try:
             async for event in watch.events():
                 yield pb.WatchStockResponse(level=to_level(event.level), initial=event.initial)
