@@ -9,12 +9,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/polyglot-shop/shop/go_service/internal/apireflection"
 	"github.com/polyglot-shop/shop/go_service/internal/repofile"
@@ -22,17 +18,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	err := run(ctx, os.Args[1:])
-	stop()
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0) // -h printed the usage
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "apireflection:", err)
-		os.Exit(1)
-	}
+	server.Main("apireflection", run)
 }
 
 func run(ctx context.Context, args []string) error {

@@ -6,12 +6,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	catalogv1 "github.com/polyglot-shop/shop/go_service/gen/shop/catalog/v1"
 	"github.com/polyglot-shop/shop/go_service/internal/catalog"
@@ -19,17 +15,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	err := run(ctx, os.Args[1:])
-	stop()
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0) // -h printed the usage
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "catalog:", err)
-		os.Exit(1)
-	}
+	server.Main("catalog", run)
 }
 
 func run(ctx context.Context, args []string) error {

@@ -9,15 +9,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"math"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	inventoryv1 "github.com/polyglot-shop/shop/go_service/gen/shop/inventory/v1"
@@ -26,17 +23,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	err := run(ctx, os.Args[1:])
-	stop()
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0) // -h printed the usage
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "inventory:", err)
-		os.Exit(1)
-	}
+	server.Main("inventory", run)
 }
 
 func run(ctx context.Context, args []string) error {
