@@ -1,0 +1,247 @@
+"""The report: Markdown tables (report.md) and a small hand-written SVG chart."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape
+
+if TYPE_CHECKING:
+    from bench.run import Row
+
+
+def _by(rows: Sequence[Row], scenario: str) -> dict[str, dict[str, Row]]:
+    """scenario's rows as {target: {path: row}}, in the order they ran."""
+    found: dict[str, dict[str, Row]] = {}
+    for row in rows:
+        if row.scenario == scenario and row.runs:
+            found.setdefault(row.target, {})[row.path] = row
+    return found
+
+
+def _num(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _cell(row: Row, key: str) -> str:
+    """The median, with the spread of the rounds when there were several."""
+    median = row.median(key)
+    if len(row.runs) < 2:
+        return _num(median)
+    low, high = row.spread(key)
+    return f"{_num(median)} ({_num(low)}-{_num(high)})"
+
+
+def _cores(row: Row, key: str = "rps", top: int = 3) -> str:
+    """The busiest processes (cores used) in the round whose figure is the median."""
+    runs = sorted(row.runs, key=lambda run: float(run[key]))  # type: ignore[arg-type]
+    cores = runs[len(runs) // 2].get("cores") or {}
+    assert isinstance(cores, dict)
+    return ", ".join(f"{name} {value:.2f}" for name, value in list(cores.items())[:top])
+
+
+def _envoy(paths: dict[str, Row]) -> Row | None:
+    return next((row for path, row in paths.items() if path.startswith("envoy")), None)
+
+
+def markdown(meta: dict[str, object], rows: Sequence[Row]) -> str:
+    facts = meta["machine"]
+    assert isinstance(facts, dict)
+    plan = meta["plan"]
+    assert isinstance(plan, dict)
+    title = f"# Bench report: {meta['mode']} run, {meta['started']}"
+    if meta.get("label"):
+        title += f" ({meta['label']})"
+    out = [title, ""]
+    out += [
+        f"- CPUs: {facts['cpus']} x {facts['cpu_model']}; load average at start {facts['load_average_at_start']}",
+        f"- envoy: {facts['envoy']}",
+        f"- go: {facts['go']}; node: {facts['node']}; python: {facts['python']}",
+        f"- ghz: {facts['ghz']}",
+        f"- git commit: {facts['git_commit']}",
+        f"- experiment knobs: {meta['knobs']}; run took {meta['duration_seconds']} s",
+        f"- rounds: {plan['rounds']}; each figure is the median of the rounds, (min-max) beside it when there were several",
+    ]
+    skipped = meta.get("skipped") or {}
+    assert isinstance(skipped, dict)
+    for lang, why in skipped.items():
+        out.append(f"- **inventory ({lang}) not measured**: {why}")
+    out.append("")
+
+    unary = _by(rows, "unary")
+    if unary:
+        out += [
+            "## Unary reads, closed loop",
+            "",
+            f"ghz, {plan['concurrency']} concurrent workers on {plan['connections']} HTTP/2 connections, "
+            f"{plan['unary_seconds']} s per run after a {plan['warmup_seconds']} s warm-up whose figures are discarded. "
+            "Latencies in ms. Public RPCs go through Envoy's public listener, GetPayment (internal) through the "
+            "internal one; inventory calls through Envoy are pinned to one implementation with `x-shop-impl`.",
+            "",
+            "| call | path | requests/s | p50 | p90 | p99 | Envoy / direct (requests/s) | Envoy / direct (p50) "
+            "| busiest processes (cores) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for target, paths in unary.items():
+            direct = paths.get("direct")
+            via = _envoy(paths)
+            for path, row in paths.items():
+                ratio_rps = ratio_p50 = ""
+                if row is via and direct is not None:
+                    ratio_rps = f"{row.median('rps') / direct.median('rps'):.2f}"
+                    ratio_p50 = f"{row.median('latency_ms.p50') / direct.median('latency_ms.p50'):.2f}"
+                out.append(
+                    f"| {target} | {path} | {_cell(row, 'rps')} | {_cell(row, 'latency_ms.p50')} | "
+                    f"{_cell(row, 'latency_ms.p90')} | {_cell(row, 'latency_ms.p99')} | {ratio_rps} | {ratio_p50} "
+                    f"| {_cores(row)} |"
+                )
+        out.append("")
+
+    hop = _by(rows, "hop")
+    if hop:
+        out += [
+            "## The Envoy hop at a fixed rate, open loop",
+            "",
+            f"ghz `--rps {plan['hop_rps']}` with {plan['hop_concurrency']} workers (enough that the rate never waits "
+            f"for a reply), {plan['hop_seconds']} s per run. Added = through Envoy minus direct, medians. Latencies in ms.",
+            "",
+            "| call | achieved requests/s (direct / Envoy) | p50 direct | p50 Envoy | p50 added | "
+            "p99 direct | p99 Envoy | p99 added |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for target, paths in hop.items():
+            direct = paths.get("direct")
+            via = _envoy(paths)
+            if direct is None or via is None:
+                continue
+            add50 = via.median("latency_ms.p50") - direct.median("latency_ms.p50")
+            add99 = via.median("latency_ms.p99") - direct.median("latency_ms.p99")
+            out.append(
+                f"| {target} | {direct.median('rps'):.0f} / {via.median('rps'):.0f} | "
+                f"{_cell(direct, 'latency_ms.p50')} | {_cell(via, 'latency_ms.p50')} | {add50:+.2f} | "
+                f"{_cell(direct, 'latency_ms.p99')} | {_cell(via, 'latency_ms.p99')} | {add99:+.2f} |"
+            )
+        out.append("")
+
+    stream = _by(rows, "stream")
+    if stream:
+        out += [
+            "## Server streaming: WatchStock",
+            "",
+            f"{plan['watchers']} WatchStock streams on every SKU but the orders' one; a writer sends ImportStock "
+            f"streams back to back to the same implementation (each item a change), for {plan['stream_seconds']} s. "
+            "messages/s = change messages the watchers received / time from the first write to the last message. "
+            "The client is Python on the same cores.",
+            "",
+            "| stream | path | messages/s | changes written/s | received / expected | busiest processes (cores) |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        for target, paths in stream.items():
+            for path, row in paths.items():
+                received = sum(int(run["received"]) for run in row.runs)  # type: ignore[call-overload]
+                expected = sum(int(run["expected"]) for run in row.runs)  # type: ignore[call-overload]
+                out.append(
+                    f"| {target} | {path} | {_cell(row, 'messages_per_second')} | "
+                    f"{_cell(row, 'changes_per_second')} | {received:,} / {expected:,} "
+                    f"| {_cores(row, 'messages_per_second')} |"
+                )
+        out.append("")
+
+    e2e = _by(rows, "e2e")
+    if e2e:
+        out += [
+            "## End to end: PlaceOrder through Envoy",
+            "",
+            "The whole saga (BatchGetProducts, Reserve, Charge, Commit through Envoy's internal listener, every step "
+            f"committed to SQLite) from Envoy's public listener; each client its own connection; {plan['e2e_seconds']} s "
+            "per run after a warm-up. Every order is checked CONFIRMED afterwards (ListOrders). Latencies in ms.",
+            "",
+            "| scenario | orders/s | p50 | p90 | p99 | busiest processes (cores) |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for target, paths in e2e.items():
+            for row in paths.values():
+                out.append(
+                    f"| {target} | {_cell(row, 'rps')} | {_cell(row, 'latency_ms.p50')} | "
+                    f"{_cell(row, 'latency_ms.p90')} | {_cell(row, 'latency_ms.p99')} | {_cores(row, top=5)} |"
+                )
+        out.append("")
+    out += [
+        "The busiest processes: CPU time each of the stack's processes used during the measured run "
+        "(from /proc; ghz and the Python streaming client are not counted), in cores, out of "
+        f"{facts['cpus']}.",
+        "",
+    ]
+    out += ["![latency and throughput](latency.svg)", ""]
+    return "\n".join(out)
+
+
+# -- the chart ----------------------------------------------------------------
+
+_COLORS = {"direct": "#4878a8", "envoy": "#e0884a"}
+
+
+def _panel(
+    x0: float,
+    title: str,
+    unit: str,
+    series: list[tuple[str, float, float]],
+    width: float = 430,
+) -> list[str]:
+    """Horizontal bars: for each label, a direct bar and an Envoy bar."""
+    top, bar, gap, label_w = 40.0, 12.0, 14.0, 170.0
+    top_value = max([max(d, e) for _, d, e in series] or [1.0]) or 1.0
+    scale = (width - label_w - 60) / top_value
+    parts = [f'<text x="{x0}" y="20" font-weight="bold">{escape(title)}</text>']
+    y = top
+    for label, direct, envoy in series:
+        parts.append(f'<text x="{x0}" y="{y + bar + 2}" font-size="11">{escape(label)}</text>')
+        for i, (kind, value) in enumerate((("direct", direct), ("envoy", envoy))):
+            by = y + i * bar
+            w = max(value * scale, 1)
+            parts.append(
+                f'<rect x="{x0 + label_w}" y="{by}" width="{w:.1f}" height="{bar - 2}" fill="{_COLORS[kind]}"/>'
+            )
+            parts.append(
+                f'<text x="{x0 + label_w + w + 4:.1f}" y="{by + bar - 3}" font-size="10">{_num(value)} {unit}</text>'
+            )
+        y += 2 * bar + gap
+    return parts
+
+
+def svg(rows: Sequence[Row]) -> str:
+    unary = _by(rows, "unary")
+    hop = _by(rows, "hop")
+    throughput = []
+    for target, paths in unary.items():
+        via = _envoy(paths)
+        if "direct" in paths and via is not None:
+            throughput.append((target, paths["direct"].median("rps"), via.median("rps")))
+    latency = []
+    for target, paths in hop.items():
+        via = _envoy(paths)
+        if "direct" in paths and via is not None:
+            for p in ("p50", "p99"):
+                latency.append(
+                    (f"{target} {p}", paths["direct"].median(f"latency_ms.{p}"), via.median(f"latency_ms.{p}"))
+                )
+    rows_n = max(len(throughput), len(latency), 1)
+    height = 40 + rows_n * 38 + 40
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="900" height="{height}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="900" height="{height}" fill="white"/>',
+    ]
+    parts += _panel(10, "Closed-loop throughput (requests/s, median)", "rps", throughput)
+    parts += _panel(460, "Open-loop latency at a fixed rate (ms, median)", "ms", latency)
+    ly = height - 15
+    parts.append(f'<rect x="10" y="{ly - 10}" width="12" height="10" fill="{_COLORS["direct"]}"/>')
+    parts.append(f'<text x="26" y="{ly}">direct</text>')
+    parts.append(f'<rect x="90" y="{ly - 10}" width="12" height="10" fill="{_COLORS["envoy"]}"/>')
+    parts.append(f'<text x="106" y="{ly}">through Envoy</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,506 @@
+"""The bench driver: start a private stack, run every scenario, write the report.
+
+The stack is the one `make up` runs (supervisord, every service, Envoy with
+the configuration deploy/shopstack generates), on free ports in
+results/bench-run/, with fresh databases. Inventory runs every implementation
+that is built: Node takes Envoy's traffic and the Go and Python ones get
+weight 0, so each has its own cluster and `x-shop-impl` pins a call to it.
+
+Scenarios (docs/performance.md says why each is shaped so):
+
+1. unary: the same cheap read in each language, closed loop, fixed
+   concurrency and connections, direct and through Envoy;
+2. hop: the same reads at a fixed moderate rate (open loop), direct and
+   through Envoy: the latency the Envoy hop adds;
+3. stream: WatchStock messages/s while stock changes are written;
+4. e2e: PlaceOrder through Envoy's public listener (the whole saga, durable
+   commits in four databases) at 1 and 16 concurrent clients.
+
+In full mode each measurement is repeated (rounds), the rounds interleaved so
+that a burst of noise from the shared machine lands on every row alike, and
+the report quotes the median of the rounds. Each row's first run is a warm-up
+whose figures are discarded. Any failed request fails the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+from google.type import money_pb2
+from shop.inventory.v1 import inventory_service_pb2 as inv_pb
+from shop.inventory.v1 import inventory_service_pb2_grpc as inv_grpc
+from shop.orders.v1 import order_service_pb2 as ord_pb
+from shop.orders.v1 import order_service_pb2_grpc as ord_grpc
+from shop.payments.v1 import payment_service_pb2 as pay_pb
+from shop.payments.v1 import payment_service_pb2_grpc as pay_grpc
+from shopstack import topology as topo_mod
+from shopstack.envoy import IMPL_HEADER
+from shopstack.stack import Stack, StackError, free_port
+from shopstack.topology import DESCRIPTOR_SET, ROOT
+
+from bench import cpu, machine, report, streaming
+from bench.errors import BenchError
+from bench.ghz import Call, Ghz, Load, Result
+
+RESULTS = ROOT / "results"
+RUN_DIR = RESULTS / "bench-run"
+GHZ = ROOT / ".tmp" / "bench" / "bin" / "ghz"
+VENV_BIN = ROOT / ".venv" / "bin"
+INVENTORY_LANGS = ("node", "go", "python")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long and how often: the only difference between quick and full."""
+
+    name: str
+    rounds: int
+    warmup_seconds: float
+    unary_seconds: float
+    hop_seconds: float
+    stream_seconds: float
+    e2e_seconds: float
+    # Closed loop: ghz workers and the HTTP/2 connections they share.
+    concurrency: int = 8
+    connections: int = 2
+    # Open loop: requests/s, with enough workers that the rate never waits on a slow reply.
+    hop_rps: int = 200
+    hop_concurrency: int = 32
+    watchers: int = 4
+    e2e_clients: tuple[int, ...] = (1, 16)
+
+
+QUICK = Plan("quick", rounds=1, warmup_seconds=0.5, unary_seconds=1, hop_seconds=1, stream_seconds=1, e2e_seconds=2)
+FULL = Plan("full", rounds=3, warmup_seconds=2, unary_seconds=5, hop_seconds=4, stream_seconds=3, e2e_seconds=8)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A cheap read of one implementation."""
+
+    service: str
+    lang: str
+    rpc: str
+    method: str  # for ghz: package.Service.Method
+    data: str
+    internal: bool  # only Envoy's internal listener serves it
+
+    @property
+    def label(self) -> str:
+        return f"{self.service} {self.rpc} ({self.lang})"
+
+
+@dataclass
+class Row:
+    """One measured row: the runs of every round, and how they summarise."""
+
+    scenario: str
+    target: str
+    path: str  # "direct" or "envoy public" / "envoy internal"
+    runs: list[dict[str, object]] = field(default_factory=list)
+    note: str = ""
+
+    def median(self, key: str) -> float:
+        values = [_dig(run, key) for run in self.runs]
+        return statistics.median(values)
+
+    def spread(self, key: str) -> tuple[float, float]:
+        values = [_dig(run, key) for run in self.runs]
+        return min(values), max(values)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "scenario": self.scenario,
+            "target": self.target,
+            "path": self.path,
+            "note": self.note,
+            "runs": self.runs,
+        }
+
+
+def _dig(run: dict[str, object], key: str) -> float:
+    value: object = run
+    for part in key.split("."):
+        assert isinstance(value, dict), key
+        value = value[part]
+    assert isinstance(value, (int, float)), key
+    return float(value)
+
+
+# -- the stack ----------------------------------------------------------------
+
+
+def available_inventory() -> tuple[list[str], dict[str, str]]:
+    """The inventory implementations that can run here, and why the others cannot."""
+    skipped = {}
+    if not (ROOT / "node_service" / "dist" / "src" / "main.js").is_file():
+        skipped["node"] = "node_service/dist/src/main.js is not built"
+    if not (ROOT / ".tmp" / "bin" / "shop-inventory").is_file():
+        skipped["go"] = ".tmp/bin/shop-inventory is not built (go_service/cmd/inventory)"
+    probe = "import importlib.util,sys; sys.exit(importlib.util.find_spec('shop_services.inventory.__main__') is None)"
+    if subprocess.run([str(VENV_BIN / "python"), "-c", probe], check=False).returncode != 0:
+        skipped["python"] = "shop_services.inventory is not installed in .venv"
+    return [lang for lang in INVENTORY_LANGS if lang not in skipped], skipped
+
+
+@dataclass
+class BenchStack(Stack):
+    """The stack as `make up` runs it, plus the knobs an experiment may turn."""
+
+    envoy_concurrency: int | None = None
+
+    def supervisord_conf(self) -> str:
+        text = super().supervisord_conf()
+        if self.envoy_concurrency is not None:
+            if "--concurrency 2" not in text:
+                raise BenchError("cannot set Envoy's concurrency: shopstack no longer passes --concurrency 2")
+            text = text.replace("--concurrency 2", f"--concurrency {self.envoy_concurrency}")
+        return text
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """What an experiment changes in the bench's private stack (nothing by default)."""
+
+    log_level: str = "info"
+    envoy_concurrency: int | None = None
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def make_stack(langs: list[str], knobs: Knobs) -> Stack:
+    topo = topo_mod.load()
+    ports = {impl.cluster: free_port() for svc in topo.services.values() for impl in svc.implementations.values()}
+    topo = topo.with_ports(free_port(), free_port(), free_port(), ports)
+    routing = {name: {svc.impl: 100} for name, svc in topo.services.items()}
+    routing["inventory"] = {lang: (100 if i == 0 else 0) for i, lang in enumerate(langs)}
+    return BenchStack(
+        run_dir=RUN_DIR,
+        topology=topo,
+        routing=routing,
+        log_level=knobs.log_level,
+        env=knobs.service_env,
+        envoy_concurrency=knobs.envoy_concurrency,
+    )
+
+
+def start_stack(knobs: Knobs) -> tuple[Stack, dict[str, str]]:
+    """Start a fresh private stack; drop an inventory implementation that cannot become healthy."""
+    Stack(run_dir=RUN_DIR, topology=topo_mod.load()).down()
+    langs, skipped = available_inventory()
+    if "node" not in langs:
+        raise BenchError(f"the default inventory cannot run: {skipped['node']}; run `make build`")
+    while True:
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+        stack = make_stack(langs, knobs)
+        try:
+            stack.up(timeout=120)
+            return stack, skipped
+        except StackError as err:
+            stack.down()
+            broken = [lang for lang in langs[1:] if f"inventory-{lang}" in str(err)]
+            if not broken:
+                raise BenchError(f"the bench stack did not start:\n{err}") from None
+            for lang in broken:
+                skipped[lang] = f"inventory-{lang} did not become healthy (see {RUN_DIR}/logs/inventory-{lang}.log)"
+                langs.remove(lang)
+            print(f"bench: {', '.join(broken)} inventory not healthy; continuing without", file=sys.stderr)
+
+
+# -- seeding ------------------------------------------------------------------
+
+
+def seed(stack: Stack, order_sku: str) -> str:
+    """Stock for the orders and one payment to read; returns the payment id."""
+    with grpc.insecure_channel(stack.internal_addr) as channel:
+        summary = inv_grpc.InventoryServiceStub(channel).ImportStock(
+            iter([inv_pb.ImportStockRequest(sku=order_sku, on_hand=1_000_000)]), timeout=10
+        )
+        if summary.items_received != 1:
+            raise BenchError(f"ImportStock of {order_sku} received {summary.items_received} items")
+        payment = pay_grpc.PaymentServiceStub(channel).Charge(
+            pay_pb.ChargeRequest(
+                request_id=f"bench-seed-{time.time_ns()}",
+                amount=money_pb2.Money(currency_code="EUR", units=1),
+                payment_token="tok_success",
+                reference="bench seed",
+            ),
+            timeout=10,
+        )
+    return payment.payment.payment_id
+
+
+def check_orders(stack: Stack, customer_id: str, expected: int) -> None:
+    """Every order a PlaceOrder run made must be CONFIRMED: a failed saga is a failed request."""
+    states: dict[str, int] = {}
+    token = ""
+    with grpc.insecure_channel(stack.public_addr) as channel:
+        stub = ord_grpc.OrderServiceStub(channel)
+        while True:
+            page = stub.ListOrders(
+                ord_pb.ListOrdersRequest(customer_id=customer_id, page_size=100, page_token=token), timeout=30
+            )
+            for order in page.orders:
+                name = ord_pb.OrderState.Name(order.state)
+                states[name] = states.get(name, 0) + 1
+            token = page.next_page_token
+            if not token:
+                break
+    confirmed = states.get("ORDER_STATE_CONFIRMED", 0)
+    if confirmed != expected or len(states) > 1:
+        raise BenchError(f"PlaceOrder for {customer_id}: ghz counted {expected} OK calls, the orders are {states}")
+
+
+# -- scenarios ----------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, plan: Plan, stack: Stack, ghz: Ghz, payment_id: str, langs: list[str], skus: list[str]) -> None:
+        self.plan = plan
+        self.stack = stack
+        self.ghz = ghz
+        self.rows: dict[tuple[str, str, str], Row] = {}
+        self.order_sku = skus[0]
+        self.watch_skus = skus[1:]
+        self.langs = langs
+        self.stock_value = 1000
+        self.pids = cpu.programs(stack)
+        read_sku = skus[1]
+        self.targets = [
+            Target(
+                "catalog",
+                "go",
+                "GetProduct",
+                "shop.catalog.v1.CatalogService.GetProduct",
+                json.dumps({"product_id": read_sku}),
+                internal=False,
+            ),
+            *[
+                Target(
+                    "inventory",
+                    lang,
+                    "GetStock",
+                    "shop.inventory.v1.InventoryService.GetStock",
+                    json.dumps({"skus": [read_sku]}),
+                    internal=False,
+                )
+                for lang in langs
+            ],
+            Target(
+                "payments",
+                "python",
+                "GetPayment",
+                "shop.payments.v1.PaymentService.GetPayment",
+                json.dumps({"payment_id": payment_id}),
+                internal=True,
+            ),
+        ]
+
+    def row(self, scenario: str, target: str, path: str) -> Row:
+        key = (scenario, target, path)
+        if key not in self.rows:
+            self.rows[key] = Row(scenario, target, path)
+        return self.rows[key]
+
+    def pin(self, service: str, lang: str) -> dict[str, str]:
+        """x-shop-impl, when Envoy runs more than one implementation of the service."""
+        return {IMPL_HEADER: lang} if len(self.stack.routing.get(service, {})) > 1 else {}
+
+    def calls(self, target: Target) -> list[tuple[str, Call]]:
+        direct = Call(target.method, self.stack.addr(target.service, target.lang), target.data)
+        envoy_addr = self.stack.internal_addr if target.internal else self.stack.public_addr
+        via = Call(target.method, envoy_addr, target.data, self.pin(target.service, target.lang))
+        return [("direct", direct), ("envoy internal" if target.internal else "envoy public", via)]
+
+    def ghz_run(self, row: Row, call: Call, load: Load, warm: bool) -> None:
+        what = f"{row.scenario}: {row.target} {row.path}"
+        if warm:
+            self.ghz.run(call, Load(load.concurrency, load.connections, self.plan.warmup_seconds, load.rps), what=what)
+        result = self.measured(call, load, what, row)
+        print(
+            f"  {what:58} {result.rps:9.1f} rps  p50 {result.latency_ms[50]:7.2f} ms  p99 {result.latency_ms[99]:7.2f} ms"
+        )
+
+    def measured(self, call: Call, load: Load, what: str, row: Row) -> Result:
+        """One measured ghz run, with the cores each process of the stack used meanwhile."""
+        before, start = cpu.sample(self.pids), time.monotonic()
+        result = self.ghz.run(call, load, what=what)
+        used = cpu.cores_used(before, cpu.sample(self.pids), time.monotonic() - start)
+        row.runs.append({**result.to_json(), "cores": used})
+        return result
+
+    def unary(self, round_no: int) -> None:
+        load = Load(self.plan.concurrency, self.plan.connections, self.plan.unary_seconds)
+        for target in self.targets:
+            for path, call in self.calls(target):
+                self.ghz_run(self.row("unary", target.label, path), call, load, warm=round_no == 0)
+
+    def hop(self, round_no: int) -> None:
+        load = Load(self.plan.hop_concurrency, self.plan.connections, self.plan.hop_seconds, self.plan.hop_rps)
+        for target in self.targets:
+            for path, call in self.calls(target):
+                self.ghz_run(self.row("hop", target.label, path), call, load, warm=False)
+
+    def stream(self, round_no: int) -> None:
+        for lang in self.langs:
+            label = f"inventory WatchStock ({lang})"
+            direct = self.stack.addr("inventory", lang)
+            header = self.pin("inventory", lang).get(IMPL_HEADER)
+            for path, watch_addr, pin in (("direct", direct, None), ("envoy public", self.stack.public_addr, header)):
+                row = self.row("stream", label, path)
+                before, start = cpu.sample(self.pids), time.monotonic()
+                result = asyncio.run(
+                    streaming.measure(
+                        watch_addr,
+                        direct,
+                        self.watch_skus,
+                        watchers=self.plan.watchers,
+                        seconds=self.plan.stream_seconds,
+                        impl_header=pin,
+                        first_value=self.stock_value,
+                    )
+                )
+                # Every write sets a value no earlier write set, so each item is a change.
+                self.stock_value += result.writes
+                used = cpu.cores_used(before, cpu.sample(self.pids), time.monotonic() - start)
+                row.runs.append({**result.to_json(), "cores": used})
+                print(
+                    f"  stream: {label} {path:30} {result.messages_per_second:9.1f} msg/s "
+                    f"({result.received}/{result.expected} messages, {result.changes_per_second:.0f} changes/s)"
+                )
+
+    def e2e(self, round_no: int) -> None:
+        for clients in self.plan.e2e_clients:
+            label = f"orders PlaceOrder, {clients} client{'s' if clients > 1 else ''}"
+            row = self.row("e2e", label, "envoy public")
+            load = Load(clients, clients, self.plan.e2e_seconds)
+            runs = [("warm-up", Load(clients, clients, self.plan.warmup_seconds))] if round_no == 0 else []
+            runs.append(("measured", load))
+            for kind, run_load in runs:
+                customer = f"bench-{int(time.time() * 1000)}-c{clients}-r{round_no}-{kind}"
+                data = json.dumps(
+                    {
+                        "request_id": "{{newUUID}}",
+                        "customer_id": customer,
+                        "payment_token": "tok_success",
+                        "lines": [{"product_id": self.order_sku, "quantity": 1}],
+                    }
+                )
+                call = Call("shop.orders.v1.OrderService.PlaceOrder", self.stack.public_addr, data)
+                what = f"e2e: {label}"
+                if kind == "measured":
+                    result = self.measured(call, run_load, what, row)
+                else:
+                    result = self.ghz.run(call, run_load, what=what)
+                check_orders(self.stack, customer, result.count)
+                if kind == "measured":
+                    print(
+                        f"  {what:58} {result.rps:9.1f} orders/s p50 {result.latency_ms[50]:7.2f} ms  "
+                        f"p99 {result.latency_ms[99]:7.2f} ms"
+                    )
+
+
+SCENARIOS: dict[str, Callable[[Bench, int], None]] = {
+    "unary": Bench.unary,
+    "hop": Bench.hop,
+    "stream": Bench.stream,
+    "e2e": Bench.e2e,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one short round of everything (under a minute)")
+    parser.add_argument(
+        "--only", action="append", choices=sorted(SCENARIOS), help="run only these scenarios (repeatable)"
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="override the number of rounds")
+    parser.add_argument(
+        "--log-level", default="info", help="the services' SHOP_LOG_LEVEL (default info, as `make up` runs them)"
+    )
+    parser.add_argument(
+        "--envoy-concurrency", type=int, default=None, help="experiment: Envoy's worker threads (shopstack runs 2)"
+    )
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="SERVICE:NAME=VALUE",
+        help="experiment: an extra environment variable for one service's processes (repeatable)",
+    )
+    parser.add_argument("--label", default="", help="a note for the report's title (e.g. the experiment)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.rounds:
+        plan = Plan(**{**plan.__dict__, "rounds": args.rounds})
+    scenarios = args.only or list(SCENARIOS)
+    service_env: dict[str, dict[str, str]] = {}
+    for item in args.service_env:
+        service, _, assignment = item.partition(":")
+        name, eq, value = assignment.partition("=")
+        if not service or not name or not eq:
+            parser.error(f"--service-env {item!r}: expected SERVICE:NAME=VALUE")
+        service_env.setdefault(service, {})[name] = value
+    knobs = Knobs(args.log_level, args.envoy_concurrency, service_env)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+
+    started = time.monotonic()
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = RESULTS / stamp
+    try:
+        ghz = Ghz(GHZ, DESCRIPTOR_SET)
+        facts = machine.describe(ROOT, VENV_BIN, ghz.version())
+        skus = [p["id"] for p in json.loads((ROOT / "data" / "products.json").read_text())["products"]]
+        print(f"bench: {plan.name} mode, {plan.rounds} round(s); starting a private stack in {RUN_DIR}")
+        stack, skipped = start_stack(knobs)
+        print(f"bench: stack healthy after {time.monotonic() - started:.1f}s")
+        try:
+            payment_id = seed(stack, skus[0])
+            langs = sorted(stack.routing["inventory"], key=INVENTORY_LANGS.index)
+            bench = Bench(plan, stack, ghz, payment_id, langs, skus)
+            for round_no in range(plan.rounds):
+                print(f"bench: round {round_no + 1} of {plan.rounds}")
+                for name in scenarios:
+                    phase = time.monotonic()
+                    SCENARIOS[name](bench, round_no)
+                    print(f"bench: {name} took {time.monotonic() - phase:.1f}s")
+            rows = list(bench.rows.values())
+        finally:
+            stack.down()
+    except (BenchError, grpc.RpcError) as err:
+        print(f"bench: FAILED: {err}", file=sys.stderr)
+        return 1
+    elapsed = time.monotonic() - started
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "mode": plan.name,
+        "label": args.label,
+        "knobs": {
+            "log_level": knobs.log_level,
+            "envoy_concurrency": knobs.envoy_concurrency or "2 (shopstack's default)",
+            "service_env": knobs.service_env,
+        },
+        "started": stamp,
+        "duration_seconds": round(elapsed, 1),
+        "plan": plan.__dict__,
+        "machine": facts,
+        "skipped": skipped,
+        "scenarios": scenarios,
+    }
+    (out_dir / "report.json").write_text(
+        json.dumps({**meta, "rows": [r.to_json() for r in rows]}, indent=2, default=list) + "\n"
+    )
+    (out_dir / "report.md").write_text(report.markdown(meta, rows))
+    (out_dir / "latency.svg").write_text(report.svg(rows))
+    print(f"bench: done in {elapsed:.0f}s; report in {out_dir.relative_to(ROOT)}/report.md")
+    return 0
