@@ -165,7 +165,9 @@ $(GHZ): bench/tools/go.mod bench/tools/go.sum
 ##@ Tests
 
 .PHONY: test
-test: test-protos test-go test-node test-python test-cross ## Run every test: each language's own, then the cross-language suites
+test: ## Run every test: each language's own (in parallel, output kept per target), then the cross-language suites
+	@$(MAKE) --jobs=3 --output-sync=target test-protos test-go test-node test-python
+	@$(MAKE) test-cross
 
 .PHONY: test-protos
 test-protos: lint-protos breaking ## Lint the protos and check them for breaking changes

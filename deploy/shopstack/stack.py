@@ -200,6 +200,7 @@ class Stack:
             "--log-level warn",
             "--drain-time-s 5",
             "--concurrency 2",  # this machine has 2 cores
+            "--file-flush-interval-msecs 500",  # access logs reach `make logs` within half a second
         ]
         text += program(ENVOY_PROGRAM, envoy_cmd, {}, stopwait=10)
         return text
