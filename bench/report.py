@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
@@ -44,6 +45,17 @@ def _cores(row: Row, key: str = "rps", top: int = 3) -> str:
     return ", ".join(f"{name} {value:.2f}" for name, value in list(cores.items())[:top])
 
 
+def _cpu_per_request(row: Row, program: str) -> str:
+    """Median CPU microseconds a process spent per request: steadier than requests/s on a shared machine."""
+    values = []
+    for run in row.runs:
+        cores = run.get("cores") or {}
+        assert isinstance(cores, dict)
+        rps = float(run["rps"])  # type: ignore[arg-type]
+        values.append(float(cores.get(program, 0.0)) / rps * 1e6 if rps else 0.0)
+    return f"{statistics.median(values):.0f}" if values else ""
+
+
 def _envoy(paths: dict[str, Row]) -> Row | None:
     return next((row for path, row in paths.items() if path.startswith("envoy")), None)
 
@@ -80,11 +92,14 @@ def markdown(meta: dict[str, object], rows: Sequence[Row]) -> str:
             f"ghz, {plan['concurrency']} concurrent workers on {plan['connections']} HTTP/2 connections, "
             f"{plan['unary_seconds']} s per run after a {plan['warmup_seconds']} s warm-up whose figures are discarded. "
             "Latencies in ms. Public RPCs go through Envoy's public listener, GetPayment (internal) through the "
-            "internal one; inventory calls through Envoy are pinned to one implementation with `x-shop-impl`.",
+            "internal one; inventory calls through Envoy are pinned to one implementation with `x-shop-impl`. "
+            "CPU µs/request (the process's CPU time over the requests it served, median of the rounds) is the "
+            "steadiest figure on a shared machine: other load slows a process down but does not make it spend more "
+            "CPU per request.",
             "",
             "| call | path | requests/s | p50 | p90 | p99 | Envoy / direct (requests/s) | Envoy / direct (p50) "
-            "| busiest processes (cores) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|",
+            "| server CPU µs/request | Envoy CPU µs/request | supervisord CPU µs/request | busiest processes (cores) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for target, paths in unary.items():
             direct = paths.get("direct")
@@ -97,7 +112,9 @@ def markdown(meta: dict[str, object], rows: Sequence[Row]) -> str:
                 out.append(
                     f"| {target} | {path} | {_cell(row, 'rps')} | {_cell(row, 'latency_ms.p50')} | "
                     f"{_cell(row, 'latency_ms.p90')} | {_cell(row, 'latency_ms.p99')} | {ratio_rps} | {ratio_p50} "
-                    f"| {_cores(row)} |"
+                    f"| {_cpu_per_request(row, row.program)} "
+                    f"| {_cpu_per_request(row, 'envoy') if row is via else ''} "
+                    f"| {_cpu_per_request(row, 'supervisord')} | {_cores(row)} |"
                 )
         out.append("")
 
@@ -172,7 +189,8 @@ def markdown(meta: dict[str, object], rows: Sequence[Row]) -> str:
         out.append("")
     out += [
         "The busiest processes: CPU time each of the stack's processes used during the measured run "
-        "(from /proc; ghz and the Python streaming client are not counted), in cores, out of "
+        "(from /proc; supervisord, which copies every program's log lines to files, included; ghz and the "
+        "Python streaming client are not counted), in cores, out of "
         f"{facts['cpus']}.",
         "",
     ]

@@ -110,6 +110,7 @@ class Row:
     path: str  # "direct" or "envoy public" / "envoy internal"
     runs: list[dict[str, object]] = field(default_factory=list)
     note: str = ""
+    program: str = ""  # the supervisord program serving it, e.g. "catalog-go"
 
     def median(self, key: str) -> float:
         values = [_dig(run, key) for run in self.runs]
@@ -121,6 +122,7 @@ class Row:
 
     def to_json(self) -> dict[str, object]:
         return {
+            "program": self.program,
             "scenario": self.scenario,
             "target": self.target,
             "path": self.path,
@@ -306,10 +308,10 @@ class Bench:
             ),
         ]
 
-    def row(self, scenario: str, target: str, path: str) -> Row:
+    def row(self, scenario: str, target: str, path: str, program: str = "") -> Row:
         key = (scenario, target, path)
         if key not in self.rows:
-            self.rows[key] = Row(scenario, target, path)
+            self.rows[key] = Row(scenario, target, path, program=program)
         return self.rows[key]
 
     def pin(self, service: str, lang: str) -> dict[str, str]:
@@ -343,7 +345,8 @@ class Bench:
         load = Load(self.plan.concurrency, self.plan.connections, self.plan.unary_seconds)
         for target in self.targets:
             for path, call in self.calls(target):
-                self.ghz_run(self.row("unary", target.label, path), call, load, warm=round_no == 0)
+                row = self.row("unary", target.label, path, f"{target.service}-{target.lang}")
+                self.ghz_run(row, call, load, warm=round_no == 0)
 
     def hop(self, round_no: int) -> None:
         load = Load(self.plan.hop_concurrency, self.plan.connections, self.plan.hop_seconds, self.plan.hop_rps)
