@@ -200,7 +200,7 @@ class Stack:
             "--log-level warn",
             "--drain-time-s 5",
             "--concurrency 2",  # this machine has 2 cores
-            "--file-flush-interval-msecs 500",  # access logs reach `make logs` within half a second
+            "--file-flush-interval-msec 500",  # access logs reach `make logs` within half a second
         ]
         text += program(ENVOY_PROGRAM, envoy_cmd, {}, stopwait=10)
         return text
@@ -360,6 +360,10 @@ class Stack:
         deadline = time.monotonic() + timeout
         pending: dict[str, str] = {}
         while time.monotonic() < deadline:
+            fatal = re.findall(r"^(\S+)\s+FATAL", self.ctl("status", check=False), re.MULTILINE)
+            if fatal:
+                tails = "\n".join(self.tail(name, 15) for name in fatal)
+                raise StackError(f"{', '.join(fatal)} kept exiting and supervisord gave up:\n{tails}")
             pending = {}
             for impl in self.running_impls():
                 state = self.service_health(impl, timeout=1.0)
