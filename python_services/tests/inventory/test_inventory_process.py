@@ -13,9 +13,11 @@ from typing import Any
 
 import grpc
 import pytest
-from inventory_support import DEADLINE, SCHEMA_FILE, fails, next_message, wait_serving, write_seed
+from inventory_support import DEADLINE, SCHEMA_FILE, next_message, wait_serving, write_seed
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
+
+from rich_errors import fails
 
 
 class ServiceProcess:

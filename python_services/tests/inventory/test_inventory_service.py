@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from inventory_support import DEADLINE, DOMAIN, SEED, InventoryNode, Stub, fails, levels, reserve_request
+from inventory_support import DEADLINE, DOMAIN, SEED, InventoryNode, Stub, levels, reserve_request
 from shop.inventory.v1 import inventory_service_pb2 as pb
 
+from rich_errors import fails
 from shop_services.inventory.store import Line, fingerprint, merge_lines
 
 # GetStock

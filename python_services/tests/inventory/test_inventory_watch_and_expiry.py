@@ -19,7 +19,6 @@ from inventory_support import (
     InventoryNode,
     Stub,
     eventually,
-    fails,
     levels,
     next_message,
     reserve_request,
@@ -27,6 +26,7 @@ from inventory_support import (
 )
 from shop.inventory.v1 import inventory_service_pb2 as pb
 
+from rich_errors import fails
 from shop_services.inventory.store import InventoryStore, Line, now_ms, read_seed
 from shop_services.inventory.watch import StockWatchHub
 

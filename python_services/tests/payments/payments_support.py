@@ -3,53 +3,13 @@ and decoding the google.rpc.Status a call failed with."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from shop.payments.v1 import payment_service_pb2_grpc
 
 from shop_services.payments import PaymentsServer, create_payments_server
-
-
-@dataclass
-class RichError:
-    """What a failed call carried: its code, message and decoded details."""
-
-    code: grpc.StatusCode
-    message: str
-    reason: str | None = None
-    domain: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    fields: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return (
-            f"{self.code.name}: {self.message!r} reason={self.reason} domain={self.domain} "
-            f"metadata={self.metadata} fields={self.fields}"
-        )
-
-
-def rich_error(error: grpc.aio.AioRpcError) -> RichError:
-    """Decode the grpc-status-details-bin trailer of a failed call."""
-    status = rpc_status.from_call(error)
-    result = RichError(code=error.code(), message=error.details() or "")
-    if status is None:
-        return result
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            result.reason, result.domain, result.metadata = info.reason, info.domain, dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            result.fields = [v.field for v in bad.field_violations]
-    return result
-
 
 # Generous: the test machine has two cores and other builds run beside the tests.
 DEADLINE = 30.0

@@ -9,9 +9,11 @@ from typing import TypeAlias
 import grpc
 import pytest
 from google.type import money_pb2
-from payments_support import DEADLINE, PaymentsHarness, rich_error
+from payments_support import DEADLINE, PaymentsHarness
 from shop.payments.v1 import payment_service_pb2 as pb
 from shop.payments.v1 import payment_service_pb2_grpc as pb_grpc
+
+from rich_errors import rich_error
 
 DOMAIN = "payments.shop.example"
 # The async stub type exists for type checkers only (mypy-protobuf).
