@@ -28,6 +28,15 @@ from shopstack.stack import Stack
 BAD_CODES = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 
 
+def was_reset(call: Call) -> bool:
+    """A call cut off after it reached the service (Envoy says "reset" with a
+    reason other than a failure to connect: "connection termination", a
+    remote reset). Envoy's "reset reason: (remote) connection failure" means
+    the service was down and the call never reached it: UNAVAILABLE, expected."""
+    details = call.details.lower()
+    return "reset" in details and "connection failure" not in details
+
+
 @dataclass
 class Call:
     name: str
@@ -82,7 +91,7 @@ class Load:
         summary = {}
         for c in calls:
             summary[(c.name, c.code.name)] = summary.get((c.name, c.code.name), 0) + 1
-        bad = [c for c in calls if c.code in BAD_CODES or "reset" in c.details.lower()]
+        bad = [c for c in calls if c.code in BAD_CODES or was_reset(c)]
         assert not bad, f"callers saw resets or internal errors: {bad[:5]} (all: {summary})"
         in_flight = [c for c in calls if c.start < signalled < c.end]
         failed = [c for c in in_flight if c.code != grpc.StatusCode.OK]
