@@ -81,7 +81,7 @@ class Plan:
     e2e_clients: tuple[int, ...] = (1, 16)
 
 
-QUICK = Plan("quick", rounds=1, warmup_seconds=0.5, unary_seconds=1, hop_seconds=1, stream_seconds=1, e2e_seconds=2)
+QUICK = Plan("quick", rounds=1, warmup_seconds=0.3, unary_seconds=1, hop_seconds=0.5, stream_seconds=1, e2e_seconds=2)
 FULL = Plan("full", rounds=3, warmup_seconds=2, unary_seconds=5, hop_seconds=4, stream_seconds=3, e2e_seconds=8)
 
 
