@@ -148,19 +148,14 @@ docker-down: ## Stop the Docker Compose stack (named volumes keep the data)
 ##@ Benchmarks
 
 # Not part of `make test`: figures from a shared two-core machine are not a
-# pass/fail signal. ghz is pinned in bench/tools/go.mod (tools/go.mod's ghz
-# v0.93.0 no longer builds against the grpc-go it resolves to).
+# pass/fail signal. ghz is pinned, like every Go tool, in tools/go.mod.
 QUICK ?=
 BENCH_ARGS ?=
-GHZ := $(TMP)/bench/bin/ghz
+GHZ := $(BIN)/ghz
 
 .PHONY: bench
 bench: build $(GHZ) ## Measure each language and the Envoy hop (QUICK=1 for a one-minute run); writes results/<time>/report.md
 	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
-
-$(GHZ): bench/tools/go.mod bench/tools/go.sum
-	cd bench/tools && GOBIN=$(dir $@) go install github.com/bojand/ghz/cmd/ghz
-.tmp/bench/bin/ghz: $(GHZ)
 
 ##@ Tests
 

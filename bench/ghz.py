@@ -1,7 +1,6 @@
 """Run ghz once and read its JSON report; a failed request fails the run.
 
-ghz is pinned in bench/tools/go.mod and built into .tmp/bench/bin by
-`make bench`. Every call goes through the descriptor set (--protoset), so
+ghz is pinned in tools/go.mod and built into .tmp/bin by `make bench`. Every call goes through the descriptor set (--protoset), so
 ghz needs no reflection and measures only the RPC itself.
 """
 

@@ -55,7 +55,7 @@ from bench.ghz import Call, Ghz, Load, Result
 
 RESULTS = ROOT / "results"
 RUN_DIR = RESULTS / "bench-run"
-GHZ = ROOT / ".tmp" / "bench" / "bin" / "ghz"
+GHZ = ROOT / ".tmp" / "bin" / "ghz"
 VENV_BIN = ROOT / ".venv" / "bin"
 INVENTORY_LANGS = ("node", "go", "python")
 
