@@ -10,6 +10,12 @@ transaction) that runs on a dedicated single-thread executor:
 - the work is serialised, so no two transactions of one process interleave and
   the connection is only ever used by the thread that opened it.
 
+Point reads are the exception (`read`): in WAL mode a reader never waits for
+a writer, so a one-statement read runs on the event loop thread itself, on a
+second, read-only connection. That saves the two thread hand-offs per call,
+which `make bench` showed to be a large share of a cheap read's CPU
+(docs/performance.md, "P1").
+
 A caller that is cancelled while its function is queued drops the function; a
 function that has started runs to the end, so a transaction is never cut in
 half.
@@ -38,6 +44,8 @@ class Database:
         self._connection = connection
         self._closed = False
         self.path = path
+        # Opened on first use by the thread that reads: the event loop's.
+        self._reader: sqlite3.Connection | None = None
 
     @classmethod
     async def open(
@@ -64,11 +72,23 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, work, self._connection)
 
+    def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a short read on the calling (event loop) thread, on a read-only
+        connection. Only for reads that cannot wait: WAL readers see the last
+        committed state and never block on a writer."""
+        if self._closed:
+            raise RuntimeError(f"database {self.path} is closed")
+        if self._reader is None:
+            self._reader = _connect_reader(self.path)
+        return work(self._reader)
+
     async def close(self) -> None:
         """Close the connection after the work already queued; idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._reader is not None:
+            self._reader.close()
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._connection.close)
@@ -90,6 +110,15 @@ def _connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
     except BaseException:
         connection.close()
         raise
+    return connection
+
+
+def _connect_reader(path: str) -> sqlite3.Connection:
+    # mode=ro: this connection can never write, so it never takes a write lock.
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, isolation_level=None)
+    connection.row_factory = sqlite3.Row
+    connection.execute("PRAGMA query_only = ON")
     return connection
 
 

@@ -185,8 +185,10 @@ class PaymentStore:
         return await self._db.run(lambda conn: _refund(conn, payment_id))
 
     async def get(self, payment_id: str) -> PaymentRecord:
-        """The payment with the id; raises PaymentNotFoundError."""
-        return await self._db.run(lambda conn: _get(conn, payment_id))
+        """The payment with the id; raises PaymentNotFoundError.
+
+        One indexed SELECT: read on the event loop (see Database.read)."""
+        return self._db.read(lambda conn: _get(conn, payment_id))
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
