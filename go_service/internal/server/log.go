@@ -3,6 +3,7 @@ package server
 import (
 	"io"
 	"log/slog"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 )
@@ -10,8 +11,19 @@ import (
 // NewLogger returns a logger writing one JSON object per line to w, with the
 // "service" key on every line, as docs/conventions.md asks.
 func NewLogger(w io.Writer, service string, level slog.Leveler) *slog.Logger {
-	h := slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})
+	h := slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: lowerLevel})
 	return slog.New(h).With("service", service)
+}
+
+// lowerLevel writes the level as every service in the shop does: "info",
+// not slog's "INFO" (docs/conventions.md).
+func lowerLevel(_ []string, a slog.Attr) slog.Attr {
+	if a.Key == slog.LevelKey {
+		if l, ok := a.Value.Any().(slog.Level); ok {
+			a.Value = slog.StringValue(strings.ToLower(l.String()))
+		}
+	}
+	return a
 }
 
 // codeNames maps each gRPC code to its canonical name as google.rpc.Code

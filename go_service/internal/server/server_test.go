@@ -191,8 +191,8 @@ func TestAPanickingHandlerIsInternalAndTheServerKeepsServing(t *testing.T) {
 			t.Errorf("no \"handler panicked\" line for %s in %v", method, lines)
 		}
 	}
-	if l := findLog(lines, "rpc", "/shop.catalog.v1.CatalogService/QuoteCart"); l == nil || l["code"] != "INTERNAL" || l["level"] != "ERROR" {
-		t.Errorf("QuoteCart rpc line = %v, want code INTERNAL at ERROR", l)
+	if l := findLog(lines, "rpc", "/shop.catalog.v1.CatalogService/QuoteCart"); l == nil || l["code"] != "INTERNAL" || l["level"] != "error" {
+		t.Errorf("QuoteCart rpc line = %v, want code INTERNAL at error", l)
 	}
 }
 
@@ -211,8 +211,8 @@ func TestEveryRPCLogsOneJSONLine(t *testing.T) {
 	if l == nil {
 		t.Fatalf("no rpc line for GetProduct in %v", lines)
 	}
-	if l["service"] != "catalog" || l["code"] != "OK" || l["request_id"] != "req-123" || l["level"] != "INFO" {
-		t.Errorf("GetProduct line = %v, want service catalog, code OK, request_id req-123, level INFO", l)
+	if l["service"] != "catalog" || l["code"] != "OK" || l["request_id"] != "req-123" || l["level"] != "info" {
+		t.Errorf("GetProduct line = %v, want service catalog, code OK, request_id req-123, level info", l)
 	}
 	if _, ok := l["duration_ms"].(float64); !ok {
 		t.Errorf("duration_ms = %#v, want a number", l["duration_ms"])
@@ -321,8 +321,8 @@ func TestShutdownCancelsCallsStillRunningAfterTheGracePeriod(t *testing.T) {
 	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable && status.Code(err) != codes.Canceled {
 		t.Errorf("Recv on a stream cut by the forced stop = %v, want UNAVAILABLE or CANCELLED", err)
 	}
-	if l := findLog(r.logs.lines(t), "stopped; the grace period ended and the calls still in flight were cancelled", ""); l == nil || l["level"] != "WARN" {
-		t.Errorf("forced-stop line = %v, want one at WARN", l)
+	if l := findLog(r.logs.lines(t), "stopped; the grace period ended and the calls still in flight were cancelled", ""); l == nil || l["level"] != "warn" {
+		t.Errorf("forced-stop line = %v, want one at warn", l)
 	}
 }
 
