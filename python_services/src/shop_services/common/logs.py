@@ -9,6 +9,8 @@ import sys
 from typing import Any
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+# The level names every service in the shop writes (Go's slog and pino agree).
+_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn", logging.ERROR: "error"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,7 +23,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
+            "level": _LEVEL_NAMES.get(record.levelno, record.levelname.lower()),
             "service": self._service,
             "msg": record.getMessage(),
         }
