@@ -225,8 +225,16 @@ async def test_steps_are_idempotent_on_their_derived_request_ids(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await orders.PlaceOrder(order_request("r-step-idem"), timeout=3)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, caught.value
-    fakes.inventory.reserve_gate.open()
     [order] = (await orders.ListOrders(pb.ListOrdersRequest(), timeout=DEADLINE)).orders
+    # Open the gate only once the first Reserve has ended by its deadline (the
+    # order is COMPENSATING): opened earlier, that call could still return its
+    # reservation, and there would be nothing in doubt to replay.
+    give_up = time.monotonic() + DEADLINE
+    while order.state != pb.ORDER_STATE_COMPENSATING:
+        assert time.monotonic() < give_up, f"the order never started compensating: {order}"
+        await asyncio.sleep(0.02)
+        order = (await orders.GetOrder(pb.GetOrderRequest(order_id=order.order_id), timeout=DEADLINE)).order
+    fakes.inventory.reserve_gate.open()
     final = (await watch_to_end(orders, order.order_id))[-1]
 
     reserves = fakes.inventory.seen("Reserve")
