@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -21,9 +23,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from shop_services.common.config import ConfigError
 from shop_services.common.interceptors import ObservabilityInterceptor
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+C = TypeVar("C")
 
 # Generous message size limits are set by Envoy at the edge; each service
 # refuses anything over 4 MiB with RESOURCE_EXHAUSTED (the gRPC default).
@@ -122,6 +127,17 @@ def register_reflection(
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(service_name, {"ServerReflectionInfo": handler}),)
         )
+
+
+def service_main(name: str, from_env: Callable[[], C], run: Callable[[C], Coroutine[Any, Any, int]]) -> int:
+    """A service's `main`: read its config (exit 2 naming the bad variable),
+    then run it on a fresh event loop and return its exit code."""
+    try:
+        config = from_env()
+    except ConfigError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(run(config))
 
 
 async def serve(

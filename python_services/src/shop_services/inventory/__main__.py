@@ -17,7 +17,6 @@ implementations apart.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import sqlite3
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 
 from shop_services.common.config import REPO_ROOT, ConfigError, env_float, env_log_level, env_str
 from shop_services.common.logs import setup_logging
-from shop_services.common.server import serve
+from shop_services.common.server import serve, service_main
 from shop_services.inventory.service import create_inventory_server
 
 DEFAULT_ADDR = "127.0.0.1:50072"
@@ -103,12 +102,7 @@ async def run(config: Config) -> int:
 
 
 def main() -> int:
-    try:
-        config = Config.from_env()
-    except ConfigError as exc:
-        print(f"inventory: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(run(config))
+    return service_main("inventory", Config.from_env, run)
 
 
 if __name__ == "__main__":

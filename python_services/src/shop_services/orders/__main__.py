@@ -25,14 +25,13 @@ The saga's knobs (see saga.py):
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import sys
 from dataclasses import dataclass
 
 from shop_services.common.config import ConfigError, env_float, env_str
 from shop_services.common.logs import setup_logging
-from shop_services.common.server import serve
+from shop_services.common.server import serve, service_main
 from shop_services.orders.clients import Dependencies
 from shop_services.orders.saga import SagaSettings
 from shop_services.orders.service import create_orders_server
@@ -100,12 +99,7 @@ async def run(config: Config) -> int:
 
 
 def main() -> int:
-    try:
-        config = Config.from_env()
-    except ConfigError as exc:
-        print(f"orders: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(run(config))
+    return service_main("orders", Config.from_env, run)
 
 
 if __name__ == "__main__":

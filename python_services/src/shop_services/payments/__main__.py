@@ -7,14 +7,13 @@ SHOP_SHUTDOWN_GRACE_SECONDS (default 10) and SHOP_LOG_LEVEL (default info).
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import sys
 from dataclasses import dataclass
 
-from shop_services.common.config import ConfigError, env_float, env_log_level, env_str
+from shop_services.common.config import env_float, env_log_level, env_str
 from shop_services.common.logs import setup_logging
-from shop_services.common.server import serve
+from shop_services.common.server import serve, service_main
 from shop_services.payments.service import create_payments_server
 
 DEFAULT_ADDR = "127.0.0.1:50053"
@@ -55,12 +54,7 @@ async def run(config: Config) -> int:
 
 
 def main() -> int:
-    try:
-        config = Config.from_env()
-    except ConfigError as exc:
-        print(f"payments: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(run(config))
+    return service_main("payments", Config.from_env, run)
 
 
 if __name__ == "__main__":
