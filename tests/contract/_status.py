@@ -101,11 +101,15 @@ DEADLINE_ENDED = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 def assert_deadline_ended(seen: SeenError) -> None:
     """The call was ended by its deadline (see DEADLINE_ENDED), not by anything else.
 
-    Through Envoy the same server-side reset, arriving before any response
-    header, reaches the caller as UNAVAILABLE "... reset before headers ...
-    remote reset": accepted too, and only with that message.
+    Through Envoy the same server-side reset reaches the caller as Envoy
+    relays it: before any response header, UNAVAILABLE "... reset before
+    headers ... remote reset"; on a stream that already answered, a reset of
+    the caller's stream (INTERNAL "... RST_STREAM ..."). Both are accepted,
+    and only with those messages: anything else is a real failure.
     """
     if seen.code == grpc.StatusCode.UNAVAILABLE and "remote reset" in seen.message:
+        return
+    if seen.code == grpc.StatusCode.INTERNAL and "RST_STREAM" in seen.message:
         return
     assert_code(seen, DEADLINE_ENDED)
 
