@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -19,26 +17,7 @@ from payments_support import DEADLINE, wait_serving
 from shop.payments.v1 import payment_service_pb2 as pb
 from shop.payments.v1 import payment_service_pb2_grpc as pb_grpc
 
-
-class ServiceProcess:
-    """A payments process whose JSON log lines the test reads as they come."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[dict[str, Any]] = []
-
-    async def next_line(self, msg: str, **fields: object) -> dict[str, Any]:
-        """Read log lines until one has this msg (and these fields); fail with
-        every line seen if the process ends first."""
-        assert self.process.stdout is not None
-        while True:
-            raw = await asyncio.wait_for(self.process.stdout.readline(), timeout=DEADLINE)
-            if not raw:
-                raise AssertionError(f"the process ended before logging {msg!r}; it logged {self.lines}")
-            line = json.loads(raw)
-            self.lines.append(line)
-            if line.get("msg") == msg and all(line.get(k) == v for k, v in fields.items()):
-                return line
+from service_process import ServiceProcess
 
 
 @pytest.fixture
