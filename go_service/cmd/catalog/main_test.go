@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -12,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	catalogv1 "github.com/polyglot-shop/shop/go_service/gen/shop/catalog/v1"
+	"github.com/polyglot-shop/shop/go_service/internal/proctest"
 )
 
 // runMainEnv makes the test binary run the catalog's main instead of the
@@ -31,96 +29,10 @@ import (
 // exit code without a separate build.
 const runMainEnv = "CATALOG_TEST_RUN_MAIN"
 
-func TestMain(m *testing.M) {
-	if os.Getenv(runMainEnv) == "1" {
-		main()
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { proctest.RunMainIf(m, runMainEnv, main) }
 
 // callTimeout is generous: the tests share two cores with other builds.
 const callTimeout = 60 * time.Second
-
-// catalogProcess is the catalog running as a child process.
-type catalogProcess struct {
-	cmd    *exec.Cmd
-	stderr bytes.Buffer
-	addr   string
-	// mu guards logs, the stdout lines read so far.
-	mu   sync.Mutex
-	logs []string
-	// readDone closes when stdout reaches EOF, that is when the process exits.
-	readDone chan struct{}
-}
-
-// startProcess runs the catalog with env added to the environment and waits
-// for its "listening" line. The process is killed when the test ends if it is
-// still running.
-func startProcess(t *testing.T, env ...string) *catalogProcess {
-	t.Helper()
-	p := &catalogProcess{readDone: make(chan struct{})}
-	p.cmd = exec.Command(os.Args[0])
-	p.cmd.Env = append(append(os.Environ(), runMainEnv+"=1"), env...)
-	p.cmd.Stderr = &p.stderr
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start the catalog: %v", err)
-	}
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			<-p.readDone
-			_ = p.cmd.Wait()
-		}
-	})
-
-	listening := make(chan string, 1)
-	go func() {
-		defer close(p.readDone)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.logs = append(p.logs, line)
-			p.mu.Unlock()
-			var entry struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "listening" {
-				listening <- entry.Addr
-			}
-		}
-	}()
-	select {
-	case p.addr = <-listening:
-		return p
-	case <-p.readDone:
-		t.Fatalf("the catalog exited before listening; stderr:\n%s", p.stderr.String())
-	case <-time.After(callTimeout):
-		t.Fatalf("no listening line after %v; logs:\n%s", callTimeout, p.logText())
-	}
-	return nil
-}
-
-func (p *catalogProcess) logText() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.logs, "\n")
-}
-
-// wait waits for the process to exit and returns its exit code.
-func (p *catalogProcess) wait(t *testing.T) int {
-	t.Helper()
-	<-p.readDone
-	err := p.cmd.Wait()
-	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) {
-		t.Fatalf("wait for the catalog: %v", err)
-	}
-	return p.cmd.ProcessState.ExitCode()
-}
 
 func seedEnv(t *testing.T) []string {
 	t.Helper()
@@ -135,11 +47,12 @@ func seedEnv(t *testing.T) []string {
 }
 
 func TestSIGTERMDrainsTheCallInFlightAndExitsZero(t *testing.T) {
-	p := startProcess(t, append(seedEnv(t), "SHOP_LISTEN_ADDR=127.0.0.1:0", "SHOP_SHUTDOWN_GRACE_SECONDS=120")...)
+	p := proctest.Start(t, "catalog", callTimeout,
+		append(seedEnv(t), runMainEnv+"=1", "SHOP_LISTEN_ADDR=127.0.0.1:0", "SHOP_SHUTDOWN_GRACE_SECONDS=120")...)
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 
-	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
@@ -167,12 +80,10 @@ func TestSIGTERMDrainsTheCallInFlightAndExitsZero(t *testing.T) {
 		t.Fatalf("Recv: %v", err)
 	}
 
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
-	}
+	p.Signal(t, syscall.SIGTERM)
 
 	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Fatalf("health status after SIGTERM = %v, %v; want NOT_SERVING; logs:\n%s", resp.GetStatus(), err, p.logText())
+		t.Fatalf("health status after SIGTERM = %v, %v; want NOT_SERVING; logs:\n%s", resp.GetStatus(), err, p.LogText())
 	}
 	stopWatching() // the watch is an in-flight call too; end it
 
@@ -180,7 +91,7 @@ func TestSIGTERMDrainsTheCallInFlightAndExitsZero(t *testing.T) {
 	// refusal rather than assume when it happens.
 	refused := false
 	for deadline := time.Now().Add(callTimeout); time.Now().Before(deadline); {
-		c, err := net.DialTimeout("tcp", p.addr, time.Second)
+		c, err := net.DialTimeout("tcp", p.Addr, time.Second)
 		if err != nil {
 			refused = true
 			break
@@ -189,9 +100,9 @@ func TestSIGTERMDrainsTheCallInFlightAndExitsZero(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if !refused {
-		t.Fatalf("%s still accepts connections while draining", p.addr)
+		t.Fatalf("%s still accepts connections while draining", p.Addr)
 	}
-	fresh, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	fresh, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
@@ -215,10 +126,10 @@ func TestSIGTERMDrainsTheCallInFlightAndExitsZero(t *testing.T) {
 		t.Fatalf("Recv after CloseSend = %v, want io.EOF", err)
 	}
 
-	if code := p.wait(t); code != 0 {
-		t.Fatalf("exit code %d, want 0; stderr:\n%s\nlogs:\n%s", code, p.stderr.String(), p.logText())
+	if code := p.Wait(t); code != 0 {
+		t.Fatalf("exit code %d, want 0; stderr:\n%s\nlogs:\n%s", code, p.Stderr(), p.LogText())
 	}
-	logs := p.logText()
+	logs := p.LogText()
 	for _, want := range []string{`"msg":"shutting down"`, `"msg":"stopped; every in-flight call finished"`, `"method":"/shop.catalog.v1.CatalogService/QuoteCart","code":"OK"`} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("the logs lack %s:\n%s", want, logs)

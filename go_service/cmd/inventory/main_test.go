@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	inventoryv1 "github.com/polyglot-shop/shop/go_service/gen/shop/inventory/v1"
+	"github.com/polyglot-shop/shop/go_service/internal/proctest"
 )
 
 // runMainEnv makes the test binary run the inventory's main instead of the
@@ -30,27 +28,16 @@ import (
 // signal handling and exit code without a separate build.
 const runMainEnv = "INVENTORY_TEST_RUN_MAIN"
 
-func TestMain(m *testing.M) {
-	if os.Getenv(runMainEnv) == "1" {
-		main()
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { proctest.RunMainIf(m, runMainEnv, main) }
 
 // callTimeout is generous: the tests share two cores with other builds.
 const callTimeout = 60 * time.Second
 
-// process is the inventory running as a child process.
-type process struct {
-	cmd    *exec.Cmd
-	stderr bytes.Buffer
-	addr   string
-	// mu guards logs, the stdout lines read so far.
-	mu   sync.Mutex
-	logs []string
-	// readDone closes when stdout reaches EOF, that is when the process exits.
-	readDone chan struct{}
+// start runs the inventory with baseEnv and env added and waits for its
+// "listening" line.
+func start(t *testing.T, env ...string) *proctest.Process {
+	t.Helper()
+	return proctest.Start(t, "inventory", callTimeout, append(baseEnv(t), env...)...)
 }
 
 // baseEnv points the child at a fresh database and the repository's files.
@@ -68,95 +55,13 @@ func baseEnv(t *testing.T) []string {
 	}
 }
 
-// start runs the inventory with env added and waits for its "listening"
-// line. The process is killed when the test ends if it is still running.
-func start(t *testing.T, env ...string) *process {
-	t.Helper()
-	p := &process{readDone: make(chan struct{})}
-	p.cmd = exec.Command(os.Args[0])
-	p.cmd.Env = append(append(os.Environ(), baseEnv(t)...), env...)
-	p.cmd.Stderr = &p.stderr
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start the inventory: %v", err)
-	}
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			<-p.readDone
-			_ = p.cmd.Wait()
-		}
-	})
-	listening := make(chan string, 1)
-	go func() {
-		defer close(p.readDone)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.logs = append(p.logs, line)
-			p.mu.Unlock()
-			var entry struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &entry) == nil && entry.Msg == "listening" {
-				listening <- entry.Addr
-			}
-		}
-	}()
-	select {
-	case p.addr = <-listening:
-		return p
-	case <-p.readDone:
-		t.Fatalf("the inventory exited before listening; stderr:\n%s", p.stderr.String())
-	case <-time.After(callTimeout):
-		t.Fatalf("no listening line after %v; logs:\n%s", callTimeout, p.logText())
-	}
-	return nil
-}
-
-func (p *process) logText() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.logs, "\n")
-}
-
-// logLines decodes every log line; a line that is not JSON fails the test.
-func (p *process) logLines(t *testing.T) []map[string]any {
-	t.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]map[string]any, 0, len(p.logs))
-	for _, line := range p.logs {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// wait waits for the process to exit and returns its exit code.
-func (p *process) wait(t *testing.T) int {
-	t.Helper()
-	<-p.readDone
-	err := p.cmd.Wait()
-	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) {
-		t.Fatalf("wait for the inventory: %v", err)
-	}
-	return p.cmd.ProcessState.ExitCode()
-}
-
 func TestSIGTERMEndsOpenWatchesTurnsHealthNotServingAndExitsZero(t *testing.T) {
 	// A grace period far longer than the test: only ending the watch lets
 	// the drain finish in time.
 	p := start(t, "SHOP_LISTEN_ADDR=127.0.0.1:0", "SHOP_SHUTDOWN_GRACE_SECONDS=120", "SHOP_RESERVATION_TTL_SECONDS=0.25")
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	conn, err := grpc.NewClient(p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(p.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatalf("NewClient: %v", err)
 	}
@@ -189,9 +94,7 @@ func TestSIGTERMEndsOpenWatchesTurnsHealthNotServingAndExitsZero(t *testing.T) {
 	}
 
 	signalled := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM: %v", err)
-	}
+	p.Signal(t, syscall.SIGTERM)
 	if resp, err := health.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("health after SIGTERM = %v, %v; want NOT_SERVING", resp.GetStatus(), err)
 	}
@@ -206,12 +109,12 @@ func TestSIGTERMEndsOpenWatchesTurnsHealthNotServingAndExitsZero(t *testing.T) {
 		}
 		break
 	}
-	if code := p.wait(t); code != 0 {
-		t.Fatalf("exit code %d, want 0; stderr:\n%s\nlogs:\n%s", code, p.stderr.String(), p.logText())
+	if code := p.Wait(t); code != 0 {
+		t.Fatalf("exit code %d, want 0; stderr:\n%s\nlogs:\n%s", code, p.Stderr(), p.LogText())
 	}
 
 	var sawWatch bool
-	for _, l := range p.logLines(t) {
+	for _, l := range p.LogLines(t) {
 		if l["service"] != "inventory" || l["impl"] != "go" {
 			t.Errorf("log line without service inventory and impl go: %v", l)
 		}
@@ -220,13 +123,13 @@ func TestSIGTERMEndsOpenWatchesTurnsHealthNotServingAndExitsZero(t *testing.T) {
 		}
 	}
 	if !sawWatch {
-		t.Errorf("no WatchStock rpc line with code UNAVAILABLE in:\n%s", p.logText())
+		t.Errorf("no WatchStock rpc line with code UNAVAILABLE in:\n%s", p.LogText())
 	}
 	if elapsed := time.Since(signalled); elapsed > 10*time.Second {
 		t.Errorf("the drain took %v with a grace period of 120s: something held it", elapsed)
 	}
-	if !strings.Contains(p.logText(), `"msg":"stopped; every in-flight call finished"`) {
-		t.Errorf("the drain did not finish in time:\n%s", p.logText())
+	if !strings.Contains(p.LogText(), `"msg":"stopped; every in-flight call finished"`) {
+		t.Errorf("the drain did not finish in time:\n%s", p.LogText())
 	}
 }
 
