@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -37,11 +38,30 @@ class StackError(RuntimeError):
     """Something a user must fix before the stack can run; the message says what."""
 
 
+# Ports handed out by free_port in this process, so two stacks never get one twice.
+_HANDED_OUT: set[int] = set()
+# Below Linux's ephemeral range (32768-60999): a port picked here cannot be
+# taken in the meantime by some outgoing connection's local port, which
+# matters for an implementation started long after its port was chosen (a
+# live swap in the tests).
+_PORT_RANGE = (20000, 32767)
+
+
 def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port that is free on 127.0.0.1, outside the ephemeral range."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randint(*_PORT_RANGE)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise StackError(f"no free port between {_PORT_RANGE[0]} and {_PORT_RANGE[1]}")
 
 
 def process_alive(pid: int) -> bool:

@@ -65,11 +65,14 @@ def _start(
     """Run impl beside the current implementation, with no traffic yet."""
     warming = {**routing, impl.service: {**routing[impl.service], impl.lang: 0}}
     _apply(stack, warming)
-    _wait(
-        lambda: stack.service_health(impl, timeout=1.0) == "SERVING",
-        f"{impl.cluster} to be SERVING",
-        timeout,
-    )
+    try:
+        _wait(
+            lambda: stack.service_health(impl, timeout=1.0) == "SERVING",
+            f"{impl.cluster} to be SERVING",
+            timeout,
+        )
+    except StackError as err:
+        raise StackError(f"{err}\n{stack.tail(impl.cluster, 20)}") from err
     _wait(
         lambda: stack.envoy_clusters().get(impl.cluster) == "HEALTHY",
         f"Envoy to see {impl.cluster} healthy",
