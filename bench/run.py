@@ -182,8 +182,9 @@ class Knobs:
 
 def make_stack(langs: list[str], knobs: Knobs) -> Stack:
     topo = topo_mod.load()
-    ports = {impl.cluster: free_port() for svc in topo.services.values() for impl in svc.implementations.values()}
-    topo = topo.with_ports(free_port(), free_port(), free_port(), ports)
+    impls = [impl for svc in topo.services.values() for impl in svc.implementations.values()]
+    ports = {key: free_port() for impl in impls for key in (impl.cluster, impl.metrics_key)}
+    topo = topo.with_ports(free_port(), free_port(), free_port(), ports, telemetry=(free_port(), free_port()))
     routing = {name: {svc.impl: 100} for name, svc in topo.services.items()}
     routing["inventory"] = {lang: (100 if i == 0 else 0) for i, lang in enumerate(langs)}
     return BenchStack(

@@ -15,6 +15,7 @@ import {
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 
+import type { Telemetry } from "./common/telemetry.js";
 import type { Config } from "./config.js";
 import { InventoryServiceService, protobufPackage } from "./gen/shop/inventory/v1/inventory_service.js";
 import type { Logger } from "./logger.js";
@@ -119,17 +120,42 @@ function sweepIntervalMs(ttlMs: number): number {
   return Math.min(5000, Math.max(50, Math.floor(ttlMs / 2)));
 }
 
-/** Opens the database, builds the server and starts it on config.listenAddr. */
-export async function createServer(config: Config, logger: Logger): Promise<InventoryServer> {
+/**
+ * Opens the database, builds the server and starts it on config.listenAddr.
+ * With telemetry, every RPC is traced and counted, and the inventory series
+ * (reservations by outcome, reservations the sweeper expired, open watchers)
+ * are on its registry.
+ */
+export async function createServer(config: Config, logger: Logger, telemetry?: Telemetry): Promise<InventoryServer> {
   const store = InventoryStore.open({ dbPath: config.dbPath, seedFile: config.seedFile });
   const hub = new StockWatchHub(store, logger);
-  const server = new Server({ interceptors: [loggingInterceptor(logger)] });
+  // The tracing interceptor comes after the logging one: grpc-js runs the
+  // last interceptor outermost, so the span is active when the rpc line is logged.
+  const interceptors = [loggingInterceptor(logger), ...(telemetry === undefined ? [] : [telemetry.interceptor()])];
+  const server = new Server({ interceptors });
+  const reservations = telemetry?.counter(
+    "shop_inventory_reservations_total",
+    "Reservations by what happened to them: reserved, committed or released.",
+    ["outcome"],
+  );
+  const expired = telemetry?.counter(
+    "shop_inventory_reservations_expired_total",
+    "Reservations the sweeper expired because they outlived their TTL.",
+    [],
+  );
+  telemetry?.gauge("shop_inventory_watchers", "Open WatchStock streams.", () => hub.size);
   const health = new HealthImplementation({ "": "NOT_SERVING", [SERVICE_NAME]: "NOT_SERVING" });
   let port: number;
   try {
     server.addService(
       InventoryServiceService,
-      createInventoryService({ store, hub, logger, reservationTtlMs: config.reservationTtlMs }),
+      createInventoryService({
+        store,
+        hub,
+        logger,
+        reservationTtlMs: config.reservationTtlMs,
+        onReservation: (outcome) => reservations?.inc({ outcome }),
+      }),
     );
     health.addToServer(server);
     // Reflection serves the whole shop API (from `make protos`) and health.
@@ -144,9 +170,10 @@ export async function createServer(config: Config, logger: Logger): Promise<Inve
 
   const sweeper = setInterval(() => {
     try {
-      const expired = store.expireDue();
-      if (expired > 0) {
-        logger.debug({ expired }, "expired reservations");
+      const count = store.expireDue();
+      if (count > 0) {
+        expired?.inc(count);
+        logger.debug({ expired: count }, "expired reservations");
       }
     } catch (err) {
       logger.error({ err }, "reservation sweep failed");

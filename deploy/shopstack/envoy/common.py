@@ -21,13 +21,24 @@ class Mode:
     config_dir: str  # where envoy.yaml and the dynamic files live
     descriptor_set: str
     upstream_host: str | None  # None: each cluster's own service name (Docker DNS)
+    # Where Envoy sends its spans (Zipkin's host:port as Envoy sees it); None: no tracing.
+    zipkin: tuple[str, int] | None = None
+    # The share of new traces Envoy records, 0 to 1.
+    sampling_ratio: float = 1.0
 
     def upstream(self, cluster: str) -> str:
         return self.upstream_host or cluster
 
 
-def local_mode(config_dir: Path, descriptor_set: Path) -> Mode:
-    """Everything on loopback: `make up` and the tests."""
+def local_mode(
+    config_dir: Path,
+    descriptor_set: Path,
+    *,
+    zipkin_port: int | None = None,
+    sampling_ratio: float = 1.0,
+) -> Mode:
+    """Everything on loopback: `make up` and the tests. With zipkin_port,
+    Envoy traces every request it samples and sends the spans there."""
     return Mode(
         "local",
         "127.0.0.1",
@@ -36,6 +47,8 @@ def local_mode(config_dir: Path, descriptor_set: Path) -> Mode:
         str(config_dir),
         str(descriptor_set),
         "127.0.0.1",
+        zipkin=None if zipkin_port is None else ("127.0.0.1", zipkin_port),
+        sampling_ratio=sampling_ratio,
     )
 
 

@@ -16,10 +16,10 @@ from shopstack.topology import Method, Service, Topology
 IMPL_HEADER = "x-shop-impl"
 # The gRPC-Web and CORS headers a browser client sends and may read.
 _CORS_ALLOW_HEADERS = (
-    "content-type,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,"
+    "content-type,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,traceparent,tracestate,"
     "x-accept-content-transfer-encoding,x-accept-response-streaming"
 )
-_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id"
+_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id,x-trace-id"
 
 
 def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dict[str, Any]:

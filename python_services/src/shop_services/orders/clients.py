@@ -41,6 +41,7 @@ from shop.payments.v1 import payment_service_pb2_grpc
 
 from shop_services.common.errors import details_of, error_reason
 from shop_services.common.interceptors import REQUEST_ID_HEADER
+from shop_services.common.telemetry import client_interceptors
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -118,7 +119,7 @@ class Clients:
 
     def __init__(self, dependencies: Dependencies) -> None:
         self._channels = [
-            grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS, interceptors=client_interceptors())
             for address in (dependencies.catalog, dependencies.inventory, dependencies.payments)
         ]
         catalog, inventory, payments = self._channels
