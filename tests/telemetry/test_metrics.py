@@ -38,7 +38,10 @@ def test_a_not_found_call_is_counted_under_its_method_with_code_not_found(
     method = 'grpc_service="shop.catalog.v1.CatalogService",grpc_method="GetProduct"'
     services = f'sum(grpc_server_handled_total{{{method},grpc_code="NotFound"}})'
     # Envoy's grpc_stats filter: per cluster, method and gRPC status (5 is NOT_FOUND).
-    edge = 'sum(envoy_cluster_grpc_5{envoy_grpc_bridge_service="shop.catalog.v1.CatalogService",envoy_grpc_bridge_method="GetProduct"})'
+    edge = (
+        'sum(envoy_cluster_grpc_5{envoy_grpc_bridge_service="shop_catalog_v1_CatalogService",'
+        'envoy_grpc_bridge_method="GetProduct"})'
+    )
     before = {q: prometheus.value(q) or 0.0 for q in (services, edge)}
     with pytest.raises(grpc.RpcError) as raised:
         telemetry_shop.catalog.GetProduct(

@@ -54,13 +54,13 @@ var _ grpc.ServiceRegistrar = (*Server)(nil)
 // interceptors are always installed, outermost first, so a recovered panic
 // is logged and counted as INTERNAL.
 func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) *Server {
-	tel, err := newTelemetry(cfg)
+	tel, err := newTelemetry(cfg, log)
 	if err != nil {
 		// Validate rejects a malformed URL first; should the exporter still
 		// refuse it, the server runs and exports nothing rather than not run.
 		log.Error("tracing export disabled", "error", err.Error())
 		cfg.ZipkinURL = ""
-		tel, _ = newTelemetry(cfg)
+		tel, _ = newTelemetry(cfg, log)
 	}
 	opts = append(tel.serverOptions(cfg), append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(UnaryLogging(log), UnaryRecovery(log)),

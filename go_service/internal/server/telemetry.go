@@ -55,7 +55,12 @@ const (
 	batchDelay    = 500 * time.Millisecond
 )
 
-func newTelemetry(cfg Config) (*Telemetry, error) {
+func newTelemetry(cfg Config, log *slog.Logger) (*Telemetry, error) {
+	// A failed export (Zipkin down) is a warning in the service's own log
+	// format, not a line from the standard logger.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("telemetry export failed", "error", err.Error())
+	}))
 	attrs := []attribute.KeyValue{semconv.ServiceName(cfg.Service), semconv.ServiceNamespace("shop")}
 	if cfg.Impl != "" {
 		attrs = append(attrs, attribute.String("shop.impl", cfg.Impl))
