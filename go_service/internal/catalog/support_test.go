@@ -17,6 +17,7 @@ import (
 
 	catalogv1 "github.com/polyglot-shop/shop/go_service/gen/shop/catalog/v1"
 	"github.com/polyglot-shop/shop/go_service/internal/catalog"
+	"github.com/polyglot-shop/shop/go_service/internal/rpcerr"
 	"github.com/polyglot-shop/shop/go_service/internal/server"
 )
 
@@ -119,32 +120,9 @@ func wantStatus(t *testing.T, err error, want codes.Code) *status.Status {
 	return st
 }
 
-// fieldViolations returns the BadRequest field paths in st's details.
-func fieldViolations(st *status.Status) []string {
-	var fields []string
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				fields = append(fields, v.GetField())
-			}
-		}
-	}
-	return fields
-}
-
-// errorInfo returns the ErrorInfo in st's details, or nil.
-func errorInfo(st *status.Status) *errdetails.ErrorInfo {
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			return info
-		}
-	}
-	return nil
-}
-
 func wantFields(t *testing.T, st *status.Status, want ...string) {
 	t.Helper()
-	got := fieldViolations(st)
+	got := rpcerr.Decode(st).FieldPaths
 	if len(got) != len(want) {
 		t.Fatalf("field violations = %q, want %q (status %v, details %v)", got, want, st, st.Details())
 	}
@@ -157,7 +135,7 @@ func wantFields(t *testing.T, st *status.Status, want ...string) {
 
 func wantReason(t *testing.T, st *status.Status, reason string) *errdetails.ErrorInfo {
 	t.Helper()
-	info := errorInfo(st)
+	info := rpcerr.Decode(st).ErrorInfo
 	if info == nil || info.GetReason() != reason || info.GetDomain() != catalog.ErrorDomain {
 		t.Fatalf("ErrorInfo = %v, want reason %s domain %s (status %v)", info, reason, catalog.ErrorDomain, st)
 	}
