@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/genproto/googleapis/type/money"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -140,4 +141,17 @@ func wantReason(t *testing.T, st *status.Status, reason string) *errdetails.Erro
 		t.Fatalf("ErrorInfo = %v, want reason %s domain %s (status %v)", info, reason, catalog.ErrorDomain, st)
 	}
 	return info
+}
+
+func newCatalog(t *testing.T) *catalogServer {
+	t.Helper()
+	return startCatalog(t, filepath.Join(t.TempDir(), "catalog.db"))
+}
+
+func moneyEqual(a, b *money.Money) bool {
+	return a.GetCurrencyCode() == b.GetCurrencyCode() && a.GetUnits() == b.GetUnits() && a.GetNanos() == b.GetNanos()
+}
+
+func eur(units int64, nanos int32) *money.Money {
+	return &money.Money{CurrencyCode: "EUR", Units: units, Nanos: nanos}
 }
