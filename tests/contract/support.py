@@ -17,9 +17,12 @@ from typing import Any
 import grpc
 from google.type import money_pb2
 
+from shop_services.common.config import find_repo_file
 from shop_services.common.errors import ErrorDetails, decode_error
 
-SEED_FILE = Path(__file__).resolve().parents[2] / "data" / "products.json"
+_SEED_FILE = find_repo_file("data/products.json", Path(__file__).parent)
+assert _SEED_FILE is not None, "the contract suites run inside the repository"
+SEED_FILE: Path = _SEED_FILE
 # The size of the oversized field: over gRPC's default 4 MiB receive limit.
 OVERSIZED_BYTES = 5 * 1024 * 1024
 # Bytes that no protobuf parser accepts: field 1, length-delimited, claims

@@ -14,13 +14,14 @@ import grpc
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 
-from shop_services.common.config import REPO_ROOT
+from shop_services.common.config import find_repo_file
 from shop_services.inventory import InventoryServer, create_inventory_server
 from support import DEADLINE, wait_serving
 
 DOMAIN = "inventory.shop.example"
-SCHEMA_FILE = REPO_ROOT / "data" / "inventory_schema.sql"
-PRODUCTS_FILE = REPO_ROOT / "data" / "products.json"
+SCHEMA_FILE = find_repo_file("data/inventory_schema.sql")
+PRODUCTS_FILE = find_repo_file("data/products.json")
+assert SCHEMA_FILE is not None and PRODUCTS_FILE is not None, "run the tests inside the repository"
 
 # The test seed: a few SKUs with known stock.
 SEED = {"sku-a": 10, "sku-b": 5, "sku-c": 0, "sku-d": 100}
