@@ -1,5 +1,6 @@
-// Traces and metrics for the Node service, set up once at start-up
-// (docs/observability.md).
+// Traces and metrics for every Node service, set up once by the bootstrap
+// (main.ts creates it from the settings, server.ts installs its interceptor;
+// docs/observability.md).
 //
 // Traces: OpenTelemetry's SDK with a parent-based ratio sampler; a server
 // interceptor makes one span per RPC (health checks and reflection excepted),
@@ -46,33 +47,7 @@ import {
 } from "@grpc/grpc-js";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
-/** The telemetry settings, from SHOP_ZIPKIN_URL, SHOP_TRACE_SAMPLE_RATIO and SHOP_METRICS_ADDR. */
-export interface TelemetryConfig {
-  /** Zipkin's /api/v2/spans; undefined exports no spans (they are still made and propagated). */
-  zipkinUrl?: string;
-  /** Share of the traces started here that are recorded, 0 to 1. */
-  sampleRatio: number;
-  /** host:port for /metrics; undefined serves none. */
-  metricsAddr?: string;
-}
-
-/** Reads the telemetry settings; a bad value throws naming its variable. */
-export function telemetryConfig(env: NodeJS.ProcessEnv = process.env): TelemetryConfig {
-  const zipkinUrl = env.SHOP_ZIPKIN_URL?.trim() || undefined;
-  if (zipkinUrl !== undefined && !/^https?:\/\/[^/]+/.test(zipkinUrl)) {
-    throw new Error(`SHOP_ZIPKIN_URL must be an http(s) URL; got "${zipkinUrl}"`);
-  }
-  const rawRatio = env.SHOP_TRACE_SAMPLE_RATIO?.trim() || "1";
-  const sampleRatio = Number(rawRatio);
-  if (!Number.isFinite(sampleRatio) || sampleRatio < 0 || sampleRatio > 1) {
-    throw new Error(`SHOP_TRACE_SAMPLE_RATIO must be a number between 0 and 1; got "${rawRatio}"`);
-  }
-  const metricsAddr = env.SHOP_METRICS_ADDR?.trim() || undefined;
-  if (metricsAddr !== undefined && !/^.+:\d+$/.test(metricsAddr)) {
-    throw new Error(`SHOP_METRICS_ADDR must be host:port; got "${metricsAddr}"`);
-  }
-  return { zipkinUrl, sampleRatio, metricsAddr };
-}
+import type { ServerConfig } from "./config.js";
 
 const EXPORT_TIMEOUT_MS = 2000;
 const MAX_QUEUE_SIZE = 4096;
@@ -122,8 +97,8 @@ export class Telemetry {
 
   constructor(
     readonly service: string,
-    readonly impl: string,
-    private readonly config: TelemetryConfig,
+    readonly impl: string | undefined,
+    private readonly config: ServerConfig,
   ) {
     const spanProcessors: SpanProcessor[] = [];
     if (config.zipkinUrl !== undefined) {
@@ -137,8 +112,12 @@ export class Telemetry {
       );
     }
     this.provider = new TracerProvider({
-      resource: resourceFromAttributes({ "service.name": service, "service.namespace": "shop", "shop.impl": impl }),
-      sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.sampleRatio) }),
+      resource: resourceFromAttributes({
+        "service.name": service,
+        "service.namespace": "shop",
+        ...(impl === undefined ? {} : { "shop.impl": impl }),
+      }),
+      sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(config.traceSampleRatio) }),
       spanProcessors,
     });
     trace.setGlobalTracerProvider(this.provider);
@@ -240,7 +219,7 @@ export class Telemetry {
                   "rpc.system": "grpc",
                   "rpc.service": service,
                   "rpc.method": name,
-                  "shop.impl": this.impl,
+                  ...(this.impl === undefined ? {} : { "shop.impl": this.impl }),
                 },
               },
               parent,
