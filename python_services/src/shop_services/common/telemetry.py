@@ -20,6 +20,7 @@ grpc_code (the code's Go name, e.g. NotFound).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,11 +30,13 @@ from opentelemetry import trace
 from opentelemetry.exporter.zipkin.json import ZipkinExporter
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from shop_services.common.config import ConfigError, env_float, env_str
+
+_log = logging.getLogger("shop.telemetry")
 
 # Seconds an export to Zipkin may take before the batch is dropped.
 EXPORT_TIMEOUT_SECONDS = 2
@@ -101,6 +104,28 @@ class TelemetryConfig:
         return cls(zipkin_url=zipkin, sample_ratio=ratio, metrics_addr=metrics)
 
 
+class _WarningExporter(SpanExporter):
+    """Zipkin's exporter, with a failed export (Zipkin down or slow) logged as
+    one warning in the service's own format instead of the SDK's error with a
+    stack trace; the batch is dropped either way."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            return self._inner.export(spans)
+        except OSError as exc:  # requests' errors are OSErrors
+            _log.warning("telemetry export failed", extra={"error": str(exc), "spans": len(spans)})
+            return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
 class Telemetry:
     """The process's tracer provider and metrics server; shutdown() flushes and stops them."""
 
@@ -113,7 +138,7 @@ class Telemetry:
             sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
         )
         if config.zipkin_url is not None:
-            exporter = ZipkinExporter(endpoint=config.zipkin_url, timeout=EXPORT_TIMEOUT_SECONDS)
+            exporter = _WarningExporter(ZipkinExporter(endpoint=config.zipkin_url, timeout=EXPORT_TIMEOUT_SECONDS))
             self.provider.add_span_processor(
                 BatchSpanProcessor(exporter, max_queue_size=MAX_QUEUE_SIZE, schedule_delay_millis=SCHEDULE_DELAY_MS)
             )
