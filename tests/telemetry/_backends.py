@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from e2e._shop import wait_for
+from e2e.support import wait_for
 from shopstack.stack import Stack
 
 # Envoy's spans carry its node's cluster as their service name.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from e2e._shop import CALL_TIMEOUT, Shop, wait_for
+from e2e.support import CALL_TIMEOUT, Shop, wait_for
 from shop.catalog.v1 import catalog_service_pb2 as catalog_pb
 from shopstack.stack import PROMETHEUS_RULES, Stack
 

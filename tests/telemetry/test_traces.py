@@ -13,7 +13,7 @@ import uuid
 
 import grpc
 import pytest
-from e2e._shop import CALL_TIMEOUT, ORDER_TIMEOUT, Shop, describe_order
+from e2e.support import CALL_TIMEOUT, ORDER_TIMEOUT, Shop, describe_order
 from shop.catalog.v1 import catalog_service_pb2 as catalog_pb
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.orders.v1 import order_service_pb2 as orders_pb

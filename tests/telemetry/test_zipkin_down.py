@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from e2e._shop import CALL_TIMEOUT, Shop, describe_order, wait_for
+from e2e.support import CALL_TIMEOUT, Shop, describe_order, wait_for
 from shop.catalog.v1 import catalog_service_pb2 as catalog_pb
 from shop.orders.v1 import order_service_pb2 as orders_pb
 from shopstack.stack import ZIPKIN_PROGRAM, Stack
