@@ -1,5 +1,6 @@
 // Configuration from the environment, as docs/conventions.md lists it. A bad
 // value fails start-up with the variable's name.
+import { readFileSync } from "node:fs";
 import path from "node:path";
 
 import { repoRoot } from "./paths.js";
@@ -20,6 +21,39 @@ export interface Config {
   /** How long SIGTERM waits for in-flight RPCs, in milliseconds. */
   shutdownGraceMs: number;
   logLevel: LogLevel;
+  /**
+   * Mutual TLS (SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE, SHOP_TLS_CA_FILE): the
+   * server's certificate and key and the CA every client certificate must come
+   * from, read at start-up. Undefined means plaintext, which only tests use.
+   */
+  tls?: TlsFiles;
+}
+
+export interface TlsFiles {
+  cert: Buffer;
+  key: Buffer;
+  ca: Buffer;
+}
+
+const TLS_VARIABLES = ["SHOP_TLS_CERT_FILE", "SHOP_TLS_KEY_FILE", "SHOP_TLS_CA_FILE"] as const;
+
+function tlsFiles(env: NodeJS.ProcessEnv): TlsFiles | undefined {
+  const paths = TLS_VARIABLES.map((name) => (env[name] ?? "").trim());
+  const missing = TLS_VARIABLES.filter((_, i) => paths[i] === "");
+  if (missing.length === TLS_VARIABLES.length) {
+    return undefined;
+  }
+  if (missing.length > 0) {
+    throw new ConfigError(missing.join(", "), `must be set too: TLS needs ${TLS_VARIABLES.join(", ")} together`);
+  }
+  const [cert, key, ca] = TLS_VARIABLES.map((name, i) => {
+    try {
+      return readFileSync(paths[i]);
+    } catch (err) {
+      throw new ConfigError(name, `names a file that cannot be read: ${(err as Error).message}`);
+    }
+  }) as [Buffer, Buffer, Buffer];
+  return { cert, key, ca };
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
@@ -68,5 +102,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     reservationTtlMs: Math.round(seconds(env, "SHOP_RESERVATION_TTL_SECONDS", 900, false) * 1000),
     shutdownGraceMs: Math.round(seconds(env, "SHOP_SHUTDOWN_GRACE_SECONDS", 10, true) * 1000),
     logLevel: logLevel as LogLevel,
+    tls: tlsFiles(env),
   };
 }

@@ -1,12 +1,21 @@
 // A grpc.health.v1 probe for the Docker HEALTHCHECK: exits 0 when the server
 // at SHOP_LISTEN_ADDR (a wildcard host is probed on loopback) reports SERVING
-// for the overall server, 1 otherwise.
+// for the overall server, 1 otherwise. With the service's TLS variables set,
+// it connects with the service's own certificate, as the server requires.
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
-import { credentials, loadPackageDefinition, type Client, type ServiceError } from "@grpc/grpc-js";
+import {
+  credentials,
+  loadPackageDefinition,
+  type ChannelCredentials,
+  type Client,
+  type ServiceError,
+} from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { protoPath } from "grpc-health-check";
+
+import { loadConfig, type TlsFiles } from "./config.js";
 
 type HealthClient = Client & {
   check(
@@ -15,7 +24,7 @@ type HealthClient = Client & {
     callback: (err: ServiceError | null, response?: { status: string }) => void,
   ): void;
 };
-type HealthClientConstructor = new (address: string, creds: ReturnType<typeof credentials.createInsecure>) => HealthClient;
+type HealthClientConstructor = new (address: string, creds: ChannelCredentials) => HealthClient;
 
 /** Where to probe: the listen address, with 0.0.0.0 or [::] made loopback. */
 export function probeAddress(listenAddr: string): string {
@@ -28,11 +37,13 @@ export function probeAddress(listenAddr: string): string {
 }
 
 /** Asks the server's health service; resolves to its status name. */
-export function checkHealth(address: string, timeoutMs: number): Promise<string> {
+export function checkHealth(address: string, timeoutMs: number, tls?: TlsFiles): Promise<string> {
   const proto = loadPackageDefinition(loadSync(protoPath, { enums: String })) as unknown as {
     grpc: { health: { v1: { Health: HealthClientConstructor } } };
   };
-  const client = new proto.grpc.health.v1.Health(address, credentials.createInsecure());
+  const creds =
+    tls === undefined ? credentials.createInsecure() : credentials.createSsl(tls.ca, tls.key, tls.cert);
+  const client = new proto.grpc.health.v1.Health(address, creds);
   return new Promise((resolve, reject) => {
     client.check({ service: "" }, { deadline: Date.now() + timeoutMs }, (err, response) => {
       client.close();
@@ -53,7 +64,7 @@ function isMainModule(): boolean {
 if (isMainModule()) {
   const address = probeAddress(process.env["SHOP_LISTEN_ADDR"] ?? "127.0.0.1:50052");
   try {
-    const status = await checkHealth(address, 3000);
+    const status = await checkHealth(address, 3000, loadConfig().tls);
     process.stdout.write(`${address}: ${status}\n`);
     process.exitCode = status === "SERVING" ? 0 : 1;
   } catch (err) {

@@ -15,7 +15,7 @@ import {
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 
-import type { Config } from "./config.js";
+import type { Config, TlsFiles } from "./config.js";
 import { InventoryServiceService, protobufPackage } from "./gen/shop/inventory/v1/inventory_service.js";
 import type { Logger } from "./logger.js";
 import { reflectionPackage } from "./reflection.js";
@@ -102,9 +102,20 @@ export function loggingInterceptor(logger: Logger): ServerInterceptor {
   };
 }
 
-function bind(server: Server, addr: string): Promise<number> {
+/**
+ * Mutual TLS when the configuration names the files: the handshake refuses a
+ * client without a certificate from the CA. Plaintext otherwise (tests only).
+ */
+export function serverCredentials(tls: TlsFiles | undefined): ServerCredentials {
+  if (tls === undefined) {
+    return ServerCredentials.createInsecure();
+  }
+  return ServerCredentials.createSsl(tls.ca, [{ cert_chain: tls.cert, private_key: tls.key }], true);
+}
+
+function bind(server: Server, addr: string, credentials: ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(addr, ServerCredentials.createInsecure(), (err, port) => {
+    server.bindAsync(addr, credentials, (err, port) => {
       if (err !== null) {
         reject(new Error(`bind ${addr}: ${err.message}`, { cause: err }));
         return;
@@ -134,7 +145,7 @@ export async function createServer(config: Config, logger: Logger): Promise<Inve
     health.addToServer(server);
     // Reflection serves the whole shop API (from `make protos`) and health.
     new ReflectionService(reflectionPackage(readFileSync(config.descriptorSet))).addToServer(server);
-    port = await bind(server, config.listenAddr);
+    port = await bind(server, config.listenAddr, serverCredentials(config.tls));
   } catch (err) {
     hub.close();
     server.forceShutdown();
@@ -155,7 +166,7 @@ export async function createServer(config: Config, logger: Logger): Promise<Inve
   sweeper.unref();
 
   const addr = `${config.listenAddr.slice(0, config.listenAddr.lastIndexOf(":"))}:${port}`;
-  logger.info({ addr }, "listening");
+  logger.info({ addr, tls: config.tls === undefined ? "off" : "mutual" }, "listening");
   health.setStatus("", "SERVING");
   health.setStatus(SERVICE_NAME, "SERVING");
 
