@@ -1,10 +1,8 @@
 // A grpc.health.v1 probe for the Docker HEALTHCHECK: exits 0 when the server
 // at SHOP_LISTEN_ADDR (a wildcard host is probed on loopback) reports SERVING
-// for the overall server, 1 otherwise. With the service's TLS variables set,
-// it connects with the service's own certificate, as the server requires.
-import { realpathSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-
+// for the overall server, 1 otherwise. Any Node service's image uses it. With
+// the service's TLS variables set, it connects with the service's own
+// certificate, as the server requires.
 import {
   credentials,
   loadPackageDefinition,
@@ -15,7 +13,8 @@ import {
 import { loadSync } from "@grpc/proto-loader";
 import { protoPath } from "grpc-health-check";
 
-import { loadConfig, type TlsFiles } from "./config.js";
+import { readTlsFiles, type TlsFiles } from "./config.js";
+import { isMainModule } from "./main.js";
 
 type HealthClient = Client & {
   check(
@@ -36,13 +35,20 @@ export function probeAddress(listenAddr: string): string {
   return host === "[::]" ? `[::1]:${port}` : listenAddr;
 }
 
+/** A client that the server's mutual TLS accepts: the service's own certificate. */
+export function clientCredentials(tls: TlsFiles | undefined): ChannelCredentials {
+  return tls === undefined ? credentials.createInsecure() : credentials.createSsl(tls.ca, tls.key, tls.cert);
+}
+
 /** Asks the server's health service; resolves to its status name. */
-export function checkHealth(address: string, timeoutMs: number, tls?: TlsFiles): Promise<string> {
+export function checkHealth(
+  address: string,
+  timeoutMs: number,
+  creds: ChannelCredentials = credentials.createInsecure(),
+): Promise<string> {
   const proto = loadPackageDefinition(loadSync(protoPath, { enums: String })) as unknown as {
     grpc: { health: { v1: { Health: HealthClientConstructor } } };
   };
-  const creds =
-    tls === undefined ? credentials.createInsecure() : credentials.createSsl(tls.ca, tls.key, tls.cert);
   const client = new proto.grpc.health.v1.Health(address, creds);
   return new Promise((resolve, reject) => {
     client.check({ service: "" }, { deadline: Date.now() + timeoutMs }, (err, response) => {
@@ -56,15 +62,10 @@ export function checkHealth(address: string, timeoutMs: number, tls?: TlsFiles):
   });
 }
 
-function isMainModule(): boolean {
-  const script = process.argv.at(1);
-  return script !== undefined && realpathSync(script) === fileURLToPath(import.meta.url);
-}
-
-if (isMainModule()) {
+if (isMainModule(import.meta.url)) {
   const address = probeAddress(process.env["SHOP_LISTEN_ADDR"] ?? "127.0.0.1:50052");
   try {
-    const status = await checkHealth(address, 3000, loadConfig().tls);
+    const status = await checkHealth(address, 3000, clientCredentials(readTlsFiles(process.env)));
     process.stdout.write(`${address}: ${status}\n`);
     process.exitCode = status === "SERVING" ? 0 : 1;
   } catch (err) {
