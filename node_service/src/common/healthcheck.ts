@@ -13,7 +13,7 @@ import {
 import { loadSync } from "@grpc/proto-loader";
 import { protoPath } from "grpc-health-check";
 
-import { readTlsFiles, type TlsFiles } from "./config.js";
+import { readListenAddr, readTlsFiles, type TlsFiles } from "./config.js";
 import { isMainModule } from "./main.js";
 
 type HealthClient = Client & {
@@ -63,7 +63,7 @@ export function checkHealth(
 }
 
 if (isMainModule(import.meta.url)) {
-  const address = probeAddress(process.env["SHOP_LISTEN_ADDR"] ?? "127.0.0.1:50052");
+  const address = probeAddress(readListenAddr(process.env, "SHOP_LISTEN_ADDR", "127.0.0.1:50052"));
   try {
     const status = await checkHealth(address, 3000, clientCredentials(readTlsFiles(process.env)));
     process.stdout.write(`${address}: ${status}\n`);
