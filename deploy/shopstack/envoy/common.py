@@ -21,6 +21,7 @@ class Mode:
     config_dir: str  # where envoy.yaml and the dynamic files live
     descriptor_set: str
     upstream_host: str | None  # None: each cluster's own service name (Docker DNS)
+    certs_dir: str  # the CA, the certificates and the JWKS (`make certs`)
     # Where Envoy sends its spans (Zipkin's host:port as Envoy sees it); None: no tracing.
     zipkin: tuple[str, int] | None = None
     # The share of new traces Envoy records, 0 to 1.
@@ -29,10 +30,26 @@ class Mode:
     def upstream(self, cluster: str) -> str:
         return self.upstream_host or cluster
 
+    def cert(self, name: str) -> dict[str, Any]:
+        """A tls_certificates entry: name's certificate and key."""
+        return {
+            "certificate_chain": {"filename": f"{self.certs_dir}/{name}.crt"},
+            "private_key": {"filename": f"{self.certs_dir}/{name}.key"},
+        }
+
+    @property
+    def trusted_ca(self) -> dict[str, str]:
+        return {"filename": f"{self.certs_dir}/ca.crt"}
+
+    @property
+    def jwks(self) -> str:
+        return f"{self.certs_dir}/jwks.json"
+
 
 def local_mode(
     config_dir: Path,
     descriptor_set: Path,
+    certs_dir: Path,
     *,
     zipkin_port: int | None = None,
     sampling_ratio: float = 1.0,
@@ -47,9 +64,14 @@ def local_mode(
         str(config_dir),
         str(descriptor_set),
         "127.0.0.1",
+        str(certs_dir),
         zipkin=None if zipkin_port is None else ("127.0.0.1", zipkin_port),
         sampling_ratio=sampling_ratio,
     )
+
+
+# Where the containers mount the certificates `make certs` wrote (docker-compose.yml).
+DOCKER_CERTS_DIR = "/etc/shop/certs"
 
 
 def docker_mode() -> Mode:
@@ -62,6 +84,7 @@ def docker_mode() -> Mode:
         "/etc/envoy",
         "/etc/envoy/shop_api.binpb",
         None,
+        DOCKER_CERTS_DIR,
     )
 
 

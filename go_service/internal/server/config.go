@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding"
 	"errors"
 	"flag"
@@ -8,9 +10,12 @@ import (
 	"log/slog"
 	"math"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // Flags is the one settings parser of the Go services. It binds settings to
@@ -129,6 +134,16 @@ type Config struct {
 	TraceSampleRatio float64
 	// MetricsAddr is host:port for Prometheus' /metrics; empty serves none.
 	MetricsAddr string
+
+	// TLSCertFile and TLSKeyFile are the server's certificate (its
+	// SPIFFE-style identity in the SAN) and key; TLSCAFile is the CA every
+	// client certificate must come from. All three set: the server serves
+	// mutual TLS only. None set: plaintext, which only unit tests use.
+	TLSCertFile, TLSKeyFile, TLSCAFile string
+
+	// creds are the transport credentials Validate loaded from the TLS
+	// files; nil means plaintext.
+	creds credentials.TransportCredentials
 }
 
 // DefaultShutdownGrace is SHOP_SHUTDOWN_GRACE_SECONDS's default.
@@ -146,6 +161,9 @@ func (c *Config) Register(f *Flags, defaultAddr string) {
 		"seconds a shutdown waits for in-flight RPCs before cancelling them, fractions allowed")
 	c.LogLevel = slog.LevelInfo
 	f.Text(&c.LogLevel, "log-level", "SHOP_LOG_LEVEL", "lowest level logged: debug, info, warn or error")
+	f.String(&c.TLSCertFile, "tls-cert-file", "SHOP_TLS_CERT_FILE", "", "the server's TLS certificate (PEM); with the key and CA files, serve mutual TLS")
+	f.String(&c.TLSKeyFile, "tls-key-file", "SHOP_TLS_KEY_FILE", "", "the server's TLS private key (PEM)")
+	f.String(&c.TLSCAFile, "tls-ca-file", "SHOP_TLS_CA_FILE", "", "the CA (PEM) that every client certificate must come from")
 	f.String(&c.ZipkinURL, "zipkin-url", "SHOP_ZIPKIN_URL", "",
 		"Zipkin's span endpoint (http://host:9411/api/v2/spans); empty exports no spans")
 	c.TraceSampleRatio = 1
@@ -182,7 +200,44 @@ func (r ratio) MarshalText() ([]byte, error) {
 	return []byte(strconv.FormatFloat(*r.p, 'g', -1, 64)), nil
 }
 
-// Validate checks the settings.
+// loadTLS builds the mutual-TLS server credentials from the three files, or
+// leaves c.creds nil when none is set.
+func (c *Config) loadTLS() error {
+	set := 0
+	for _, f := range []string{c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile} {
+		if f != "" {
+			set++
+		}
+	}
+	switch set {
+	case 0:
+		return nil
+	case 3:
+	default:
+		return errors.New("TLS needs SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE and SHOP_TLS_CA_FILE together; only some are set")
+	}
+	pair, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return fmt.Errorf("load SHOP_TLS_CERT_FILE/SHOP_TLS_KEY_FILE: %w", err)
+	}
+	caPEM, err := os.ReadFile(c.TLSCAFile)
+	if err != nil {
+		return fmt.Errorf("read SHOP_TLS_CA_FILE: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return fmt.Errorf("SHOP_TLS_CA_FILE %s holds no PEM certificate", c.TLSCAFile)
+	}
+	c.creds = credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{pair},
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+	})
+	return nil
+}
+
+// Validate checks the settings and loads the TLS files, if any.
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Service == "" {
@@ -198,6 +253,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.ZipkinURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("SHOP_ZIPKIN_URL (-zipkin-url) %q is not an http(s) URL", c.ZipkinURL))
 		}
+	}
+	if err := c.loadTLS(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
