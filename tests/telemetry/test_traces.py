@@ -143,7 +143,7 @@ def test_a_declined_card_trace_shows_the_failed_charge_and_the_release_compensat
 
 @pytest.mark.parametrize("lang", ["node", "go", "python"])
 def test_a_callers_traceparent_continues_through_envoy_into_each_inventory_implementation(
-    telemetry_shop: Shop, zipkin: Zipkin, lang: str
+    telemetry_shop: Shop, zipkin: Zipkin, stack: Stack, lang: str
 ) -> None:
     trace_id = uuid.uuid4().hex
     parent_id = os.urandom(8).hex()
@@ -151,7 +151,12 @@ def test_a_callers_traceparent_continues_through_envoy_into_each_inventory_imple
     reply, call = telemetry_shop.inventory.GetStock.with_call(
         inventory_pb.GetStockRequest(skus=["sku-aeropress"]),
         timeout=CALL_TIMEOUT,
-        metadata=(("traceparent", traceparent), (IMPL_HEADER, lang)),
+        # Pinning an implementation at the edge takes an operator's token.
+        metadata=(
+            ("traceparent", traceparent),
+            (IMPL_HEADER, lang),
+            ("authorization", f"Bearer {stack.operator_token()}"),
+        ),
     )
     assert reply.levels
     assert dict(call.initial_metadata()).get(TRACE_ID_HEADER) == trace_id
