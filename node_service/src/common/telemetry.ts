@@ -289,10 +289,18 @@ export class Telemetry {
     this.metricsServer = server;
   }
 
-  /** Sends the spans still queued (bounded by the export timeout) and stops serving metrics. */
+  /**
+   * Sends the spans still queued (bounded by the export timeout) and stops
+   * serving metrics. A Zipkin that is down loses those spans; it never fails
+   * the shutdown.
+   */
   async shutdown(): Promise<void> {
     this.metricsServer?.close();
-    await this.provider.shutdown();
+    try {
+      await this.provider.shutdown();
+    } catch {
+      // The last batch could not be exported; nothing else to do with it.
+    }
   }
 }
 
