@@ -1,0 +1,78 @@
+"""What the static bootstrap and the dynamic files share: where Envoy runs, and small builders."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shopstack.topology import Topology
+
+
+@dataclass(frozen=True)
+class Mode:
+    """Where Envoy runs: addresses and paths as Envoy itself sees them."""
+
+    name: str
+    listen_host: str  # public listener
+    internal_host: str  # internal listener
+    admin_host: str
+    config_dir: str  # where envoy.yaml and the dynamic files live
+    descriptor_set: str
+    upstream_host: str | None  # None: each cluster's own service name (Docker DNS)
+
+    def upstream(self, cluster: str) -> str:
+        return self.upstream_host or cluster
+
+
+def local_mode(config_dir: Path, descriptor_set: Path) -> Mode:
+    """Everything on loopback: `make up` and the tests."""
+    return Mode(
+        "local",
+        "127.0.0.1",
+        "127.0.0.1",
+        "127.0.0.1",
+        str(config_dir),
+        str(descriptor_set),
+        "127.0.0.1",
+    )
+
+
+def docker_mode() -> Mode:
+    """Docker Compose: listen on the container's interfaces, reach services by name."""
+    return Mode(
+        "docker",
+        "0.0.0.0",
+        "0.0.0.0",
+        "0.0.0.0",
+        "/etc/envoy",
+        "/etc/envoy/shop_api.binpb",
+        None,
+    )
+
+
+Routing = Mapping[str, Mapping[str, int]]
+"""Per service, the implementations receiving traffic and their weights."""
+
+
+def default_routing(topology: Topology) -> dict[str, dict[str, int]]:
+    return {name: {svc.impl: 100} for name, svc in topology.services.items()}
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def path_source(mode: Mode, filename: str) -> dict[str, Any]:
+    return {
+        "resource_api_version": "V3",
+        "path_config_source": {
+            "path": f"{mode.config_dir}/{filename}",
+            "watched_directory": {"path": mode.config_dir},
+        },
+    }

@@ -1,0 +1,233 @@
+"""The dynamic files: cds.yaml (clusters) and rds_<listener>.yaml (routes).
+
+These are what a swap or a canary rewrites while Envoy runs: one cluster per
+running implementation, and one route per RPC pointing at the implementations
+that receive traffic, with their weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from shopstack.envoy.common import Mode, Routing, address, duration
+from shopstack.topology import Method, Service, Topology
+
+IMPL_HEADER = "x-shop-impl"
+# The gRPC-Web and CORS headers a browser client sends and may read.
+_CORS_ALLOW_HEADERS = (
+    "content-type,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,"
+    "x-accept-content-transfer-encoding,x-accept-response-streaming"
+)
+_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id"
+
+
+def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dict[str, Any]:
+    impl = service.implementations[lang]
+    port = topology.port_of(impl) if mode.name == "local" else impl.port
+    health_service = "" if service.name == "reflection" else service.proto
+    return {
+        "name": impl.cluster,
+        "type": "STATIC" if mode.upstream_host else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {"max_concurrent_streams": 1024}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": impl.cluster,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(mode.upstream(impl.cluster), port)}}]}],
+        },
+        # grpc.health.v1 every second: a draining service (NOT_SERVING) stops
+        # receiving new calls after two failed checks.
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "1s",
+                "no_traffic_interval": "2s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {"service_name": health_service},
+            }
+        ],
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
+        # A host that cannot be reached (connect failures, resets, timeouts:
+        # errors Envoy itself sees) is ejected for a while; with one host per
+        # cluster that means failing fast with UNAVAILABLE instead of piling
+        # up timeouts. gRPC errors a healthy host answers with (payments'
+        # UNAVAILABLE for a card network that is down, say) are the
+        # application's business and never eject it.
+        "outlier_detection": {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 3,
+            "enforcing_consecutive_local_origin_failure": 100,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "enforcing_local_origin_success_rate": 0,
+            "interval": "2s",
+            "base_ejection_time": "10s",
+            "max_ejection_percent": 100,
+        },
+        # Deliberate limits: one HTTP/2 connection multiplexes everything, so
+        # connections stay few; requests are capped well above this machine's
+        # capacity so overload is refused fast rather than queued; retries are
+        # capped by a budget so they cannot multiply an outage.
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_connections": 64,
+                    "max_pending_requests": 256,
+                    "max_requests": 1024,
+                    "retry_budget": {
+                        "budget_percent": {"value": 20.0},
+                        "min_retry_concurrency": 5,
+                    },
+                }
+            ]
+        },
+    }
+
+
+def clusters(topology: Topology, routing: Routing, mode: Mode) -> dict[str, Any]:
+    """cds.yaml: a cluster for every implementation that receives traffic or is warming."""
+    resources = []
+    for name, weights in routing.items():
+        service = topology.services[name]
+        for lang in sorted(weights):
+            resources.append(
+                {
+                    "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+                    **_cluster(topology, service, lang, mode),
+                }
+            )
+    return {"resources": resources}
+
+
+def _route_action(service: Service, method: Method | None, targets: Mapping[str, int]) -> dict[str, Any]:
+    action: dict[str, Any]
+    live = {lang: w for lang, w in targets.items() if w > 0}
+    if len(live) == 1:
+        (lang,) = live
+        action = {"cluster": service.implementations[lang].cluster}
+    else:
+        action = {
+            "weighted_clusters": {
+                "clusters": [
+                    {"name": service.implementations[lang].cluster, "weight": w} for lang, w in sorted(live.items())
+                ]
+            }
+        }
+    streaming = method is None or method.streaming
+    if streaming or service.timeout_seconds == 0:
+        action["timeout"] = "0s"
+    else:
+        action["timeout"] = duration(service.timeout_seconds)
+        # The caller's grpc-timeout is honoured up to the route's timeout.
+        action["max_stream_duration"] = {"grpc_timeout_header_max": duration(service.timeout_seconds)}
+        if method is not None and method.retry_safe:
+            action["retry_policy"] = {
+                "retry_on": "unavailable,reset,connect-failure,refused-stream",
+                "num_retries": 2,
+                "per_try_timeout": duration(service.per_try_timeout_seconds),
+                "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
+                "retry_host_predicate": [
+                    {
+                        "name": "envoy.retry_host_predicates.previous_hosts",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                        },
+                    }
+                ],
+                "host_selection_retry_max_attempts": 3,
+            }
+    return action
+
+
+def _denied(path: str, service: Service) -> dict[str, Any]:
+    return {
+        "name": f"deny {path}",
+        "match": {"path": path, "grpc": {}},
+        # Envoy answers a gRPC request's local reply as gRPC: HTTP 403 becomes
+        # grpc-status 7 (PERMISSION_DENIED) with this text as grpc-message.
+        "direct_response": {
+            "status": 403,
+            "body": {"inline_string": f"{path} is internal to the shop; call it on the internal listener"},
+        },
+    }
+
+
+def routes(
+    topology: Topology,
+    routing: Routing,
+    listener: str,
+    rpcs: Mapping[str, list[Method]],
+) -> dict[str, Any]:
+    """rds_<listener>.yaml: one route per RPC, plus the reflection route."""
+    public = listener == "public"
+    entries: list[dict[str, Any]] = []
+    for name, targets in routing.items():
+        service = topology.services[name]
+        if name == "reflection":
+            continue
+        for method in rpcs.get(service.proto, []):
+            if public and service.is_internal(method.name):
+                entries.append(_denied(method.path, service))
+                continue
+            # While two implementations run, x-shop-impl pins a call to one.
+            pinnable = sorted(targets) if len(targets) > 1 else []
+            for lang in pinnable:
+                entries.append(
+                    {
+                        "name": f"{method.path} pinned to {lang}",
+                        "match": {
+                            "path": method.path,
+                            "grpc": {},
+                            "headers": [{"name": IMPL_HEADER, "string_match": {"exact": lang}}],
+                        },
+                        "route": _route_action(service, method, {lang: 1}),
+                    }
+                )
+            entries.append(
+                {
+                    "name": method.path,
+                    "match": {"path": method.path},
+                    "route": _route_action(service, method, targets),
+                }
+            )
+    reflection = topology.services["reflection"]
+    entries.append(
+        {
+            "name": "api reflection",
+            "match": {"prefix": "/grpc.reflection."},
+            "route": _route_action(reflection, None, routing["reflection"]),
+        }
+    )
+    virtual_host: dict[str, Any] = {"name": "shop", "domains": ["*"], "routes": entries}
+    if public:
+        virtual_host["typed_per_filter_config"] = {
+            "envoy.filters.http.cors": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+                # Browsers on a local development origin may call the API.
+                "allow_origin_string_match": [
+                    {"safe_regex": {"regex": r"https?://(localhost|127\.0\.0\.1)(:[0-9]+)?"}}
+                ],
+                "allow_methods": "GET, POST, OPTIONS",
+                "allow_headers": _CORS_ALLOW_HEADERS,
+                "expose_headers": _CORS_EXPOSE_HEADERS,
+                "max_age": "600",
+            }
+        }
+    return {
+        "resources": [
+            {
+                "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+                "name": listener,
+                "virtual_hosts": [virtual_host],
+            }
+        ]
+    }
