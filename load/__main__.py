@@ -6,7 +6,7 @@ listener from deploy/stack.toml, loopback only unless allowed), the web UI on
 that starts at once and stops by itself after --duration, and stdin detached
 (Locust's keyboard controls would stop a `make load &` in the background).
 Flags it does not know are passed to Locust unchanged: the traffic flags of
-load/plan.py, `--json-file`, `--csv`, `--autoquit`, ...
+load/plan.py, `--json-file`, `--csv`, `--html`, ...
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from load.plan import DEFAULTS, HELP, flag
 HERE = Path(__file__).resolve().parent
 LOCUST = Path(sys.executable).parent / "locust"
 LOCUST_WEB_PORT = 8089  # Locust's usual port, used when it is free
-UI_LINGER_SECONDS = 60  # how long the web UI stays up after the run, to read the final figures
 STOP_TIMEOUT_SECONDS = 5  # at the end, a user may finish the journey it is in for this long
 
 
@@ -43,6 +42,9 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--duration", default="10m", help="how long the load runs, e.g. 60s, 10m (default 10m)")
     parser.add_argument("--headless", action="store_true", help="no web UI; Locust prints its summary at the end")
     parser.add_argument("--web-port", type=int, help=f"the web UI's port (default {LOCUST_WEB_PORT}, or any free one)")
+    parser.add_argument(
+        "--autoquit", type=int, default=60, help="seconds the web UI stays up after the run, to read it (default 60)"
+    )
     parser.add_argument("--allow-remote-target", action="store_true", help="allow a --host that is not loopback")
     return parser.parse_known_args(argv)
 
@@ -99,10 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         port = web_port(args.web_port)
         command += ["--web-host", "127.0.0.1", "--web-port", str(port), "--autostart"]
-        command += ["--autoquit", str(UI_LINGER_SECONDS)]
+        command += ["--autoquit", str(args.autoquit)]
         print(
             f"load: {what}\n"
-            f"load: Locust's web UI: http://127.0.0.1:{port}/ (it closes {UI_LINGER_SECONDS} s after the run ends)",
+            f"load: Locust's web UI: http://127.0.0.1:{port}/ (it closes {args.autoquit} s after the run ends)",
             flush=True,
         )
     command += passthrough  # last, so that they win over the defaults above

@@ -9,7 +9,8 @@
   token, this function is what changes.
 - `Recorder`: times one RPC and reports it to Locust as a request event of
   type "grpc", named after the method, with the failure (the status code and
-  message) when there is one. load/README.md says how outcomes are counted.
+  message) when there is one; `order_outcome` says how a placed order counts.
+  load/README.md says how outcomes are counted.
 
 Nothing here imports Locust, so the launcher (`python -m load`) can use it too.
 """
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from shop.orders.v1 import order_service_pb2 as orders_pb
 
 USER_AGENT = "shop-load (locust)"
 
@@ -181,3 +183,35 @@ class Recorder:
             exception=failure,
             context={},
         )
+
+
+TERMINAL_STATES = (orders_pb.ORDER_STATE_CONFIRMED, orders_pb.ORDER_STATE_FAILED)
+
+
+def order_state(order: orders_pb.Order) -> str:
+    return orders_pb.OrderState.Name(order.state).removeprefix("ORDER_STATE_")
+
+
+def order_reason(order: orders_pb.Order) -> str:
+    return orders_pb.OrderFailureReason.Name(order.failure_reason).removeprefix("ORDER_FAILURE_REASON_")
+
+
+def order_outcome(order: orders_pb.Order, request_id: str, allowed: set[str]) -> str | None:
+    """How an order PlaceOrder returned is counted.
+
+    None for a CONFIRMED order (the method's own row), "FAILED <REASON>" (or
+    "COMPENSATING <REASON>") for an order that failed for a reason in
+    `allowed`: a success, counted apart. Anything else, including CONFIRMED
+    when it is not allowed (a declined card), raises WrongAnswer: a failure.
+    """
+    if order.request_id != request_id:
+        raise WrongAnswer(f"PlaceOrder for request_id {request_id} returned the order of {order.request_id!r}")
+    state, reason = order_state(order), order_reason(order)
+    if order.state == orders_pb.ORDER_STATE_CONFIRMED and "CONFIRMED" in allowed:
+        return None
+    failed = (orders_pb.ORDER_STATE_FAILED, orders_pb.ORDER_STATE_COMPENSATING)
+    if order.state in failed and reason in allowed:
+        return f"{state} {reason}"
+    what = state if order.failure_reason == orders_pb.ORDER_FAILURE_REASON_UNSPECIFIED else f"{state} {reason}"
+    detail = f": {order.failure_message}" if order.failure_message else ""
+    raise WrongAnswer(f"PlaceOrder ended {what}{detail}")

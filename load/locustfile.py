@@ -41,7 +41,19 @@ from shop.orders.v1 import order_service_pb2 as orders_pb
 from shop.orders.v1 import order_service_pb2_grpc as orders_pbg
 from shopstack import topology
 
-from load.client import Connection, Recorder, Target, TargetError, WrongAnswer, connect, default_target, status_code
+from load.client import (
+    TERMINAL_STATES,
+    Connection,
+    Recorder,
+    Target,
+    TargetError,
+    WrongAnswer,
+    connect,
+    default_target,
+    order_outcome,
+    order_state,
+    status_code,
+)
 from load.plan import Plan, PlanError, add_arguments
 
 # Locust has patched the standard library for gevent before it imports this
@@ -56,7 +68,6 @@ TOKEN_DECLINED = "tok_declined"
 UNKNOWN_PREFIX = "sku-load-unknown-"
 # How long the simulated impatient client waits for PlaceOrder before giving up.
 IMPATIENT_SECONDS = 0.02
-TERMINAL = (orders_pb.ORDER_STATE_CONFIRMED, orders_pb.ORDER_STATE_FAILED)
 
 
 @dataclass(frozen=True)
@@ -117,44 +128,24 @@ def _on_test_start(environment: Environment, **_: object) -> None:
             _run = Run(_run.plan, None, _run.unary_timeout, _run.order_timeout)
 
 
-def _state(order: orders_pb.Order) -> str:
-    return orders_pb.OrderState.Name(order.state).removeprefix("ORDER_STATE_")
-
-
-def _reason(order: orders_pb.Order) -> str:
-    return orders_pb.OrderFailureReason.Name(order.failure_reason).removeprefix("ORDER_FAILURE_REASON_")
-
-
-def order_outcome(order: orders_pb.Order, request_id: str, allowed: set[str]) -> str | None:
-    """How a returned order is counted: None for CONFIRMED, "FAILED <REASON>" for
-    a failure whose reason is in `allowed`; anything else is a WrongAnswer."""
-    if order.request_id != request_id:
-        raise WrongAnswer(f"PlaceOrder for request_id {request_id} returned the order of {order.request_id!r}")
-    if order.state == orders_pb.ORDER_STATE_CONFIRMED and "CONFIRMED" in allowed:
-        return None
-    if order.state in (orders_pb.ORDER_STATE_FAILED, orders_pb.ORDER_STATE_COMPENSATING) and _reason(order) in allowed:
-        return f"{_state(order)} {_reason(order)}"
-    detail = f": {order.failure_message}" if order.failure_message else ""
-    raise WrongAnswer(f"PlaceOrder ended {_state(order)} {_reason(order)}{detail}")
-
-
 class Customer(User):
-    """One shopper: one channel to the edge, one customer id, a few journeys a minute."""
+    """One shopper: one channel to the edge, one customer id, a few journeys a minute.
 
-    tasks: list = []  # noqa: RUF012  (Locust's own attribute; set from the plan at every start)
+    Its tasks are the journeys, each as often as its weight in the plan
+    (Customer.tasks is set from the plan before each run starts)."""
 
     conn: Connection
     record: Recorder
-    run: Run
+    shared: Run
 
     def wait_time(self) -> float:
-        low, high = self.run.plan.think_seconds
+        low, high = self.shared.plan.think_seconds
         return random.uniform(low, high)
 
     def on_start(self) -> None:
         if _run is None or _run.target is None:
             raise StopUser()
-        self.run = _run
+        self.shared = _run
         self.customer_id = f"load-{uuid.uuid4().hex[:16]}"
         self.conn = connect(_run.target, self.customer_id)
         self.catalog = catalog_pbg.CatalogServiceStub(self.conn.channel)
@@ -188,7 +179,7 @@ class Customer(User):
             related = [p.id for p in self.products.values() if p.id != product.id and set(p.tags) & set(product.tags)]
             if related:
                 self.batch_get_products(random.sample(related, k=min(len(related), 3)))
-        if random.random() < self.run.plan.unknown_id_share:
+        if random.random() < self.shared.plan.unknown_id_share:
             self.get_unknown_product()
 
     def stock(self) -> None:
@@ -196,8 +187,8 @@ class Customer(User):
         if not skus:
             return
         self.get_stock(skus)
-        if random.random() < self.run.plan.watch_share:
-            self.watch_stock(skus[:3], random.uniform(*self.run.plan.watch_seconds))
+        if random.random() < self.shared.plan.watch_share:
+            self.watch_stock(skus[:3], random.uniform(*self.shared.plan.watch_seconds))
 
     def checkout(self) -> None:
         skus = self.pick_skus(random.randint(1, 3))
@@ -209,7 +200,7 @@ class Customer(User):
         levels = self.get_stock(list(cart))
         if levels is None:
             return
-        plan = self.run.plan
+        plan = self.shared.plan
         roll = random.random()
         token = TOKEN_OK
         allowed = {"CONFIRMED", "OUT_OF_STOCK"}  # stock can run out under anyone's feet
@@ -230,7 +221,7 @@ class Customer(User):
         with self.record.rpc("OrderService/ListOrders") as rpc:
             listed = self.orders.ListOrders(
                 orders_pb.ListOrdersRequest(customer_id=self.customer_id, page_size=10),
-                timeout=self.run.order_timeout,
+                timeout=self.shared.order_timeout,
                 metadata=self.conn.metadata,
             )
             rpc.response_length = listed.ByteSize()
@@ -243,13 +234,13 @@ class Customer(User):
         with self.record.rpc("OrderService/GetOrder") as rpc:
             got = self.orders.GetOrder(
                 orders_pb.GetOrderRequest(order_id=chosen.order_id),
-                timeout=self.run.order_timeout,
+                timeout=self.shared.order_timeout,
                 metadata=self.conn.metadata,
             )
             rpc.response_length = got.ByteSize()
             if got.order.order_id != chosen.order_id:
                 raise WrongAnswer(f"GetOrder {chosen.order_id} returned {got.order.order_id}")
-        if got.order.state not in TERMINAL:
+        if got.order.state not in TERMINAL_STATES:
             self.watch_order(got.order)
 
     # -- one call each ------------------------------------------------------
@@ -262,7 +253,7 @@ class Customer(User):
         with self.record.rpc("CatalogService/ListProducts") as rpc:
             resp = self.catalog.ListProducts(
                 catalog_pb.ListProductsRequest(page_size=random.choice((10, 20)), page_token=page_token, tag=tag),
-                timeout=self.run.unary_timeout,
+                timeout=self.shared.unary_timeout,
                 metadata=self.conn.metadata,
             )
             rpc.response_length = resp.ByteSize()
@@ -277,7 +268,7 @@ class Customer(User):
         with self.record.rpc("CatalogService/GetProduct") as rpc:
             resp = self.catalog.GetProduct(
                 catalog_pb.GetProductRequest(product_id=product_id),
-                timeout=self.run.unary_timeout,
+                timeout=self.shared.unary_timeout,
                 metadata=self.conn.metadata,
             )
             rpc.response_length = resp.ByteSize()
@@ -291,7 +282,7 @@ class Customer(User):
         with self.record.rpc("CatalogService/GetProduct", expected=expected):
             self.catalog.GetProduct(
                 catalog_pb.GetProductRequest(product_id=product_id),
-                timeout=self.run.unary_timeout,
+                timeout=self.shared.unary_timeout,
                 metadata=self.conn.metadata,
             )
             raise WrongAnswer(f"GetProduct {product_id} found a product the catalog cannot have")
@@ -300,7 +291,7 @@ class Customer(User):
         with self.record.rpc("CatalogService/BatchGetProducts") as rpc:
             resp = self.catalog.BatchGetProducts(
                 catalog_pb.BatchGetProductsRequest(product_ids=product_ids),
-                timeout=self.run.unary_timeout,
+                timeout=self.shared.unary_timeout,
                 metadata=self.conn.metadata,
             )
             rpc.response_length = resp.ByteSize()
@@ -312,7 +303,7 @@ class Customer(User):
         with self.record.rpc("InventoryService/GetStock") as rpc:
             resp = self.inventory.GetStock(
                 inventory_pb.GetStockRequest(skus=skus),
-                timeout=self.run.unary_timeout,
+                timeout=self.shared.unary_timeout,
                 metadata=self.conn.metadata,
             )
             rpc.response_length = resp.ByteSize()
@@ -354,7 +345,7 @@ class Customer(User):
         edits.append(catalog_pb.QuoteCartRequest(product_id=changed, quantity=final[changed]))
         with self.record.rpc("CatalogService/QuoteCart") as rpc:
             replies = list(
-                self.catalog.QuoteCart(iter(edits), timeout=self.run.unary_timeout, metadata=self.conn.metadata)
+                self.catalog.QuoteCart(iter(edits), timeout=self.shared.unary_timeout, metadata=self.conn.metadata)
             )
             rpc.response_length = sum(reply.ByteSize() for reply in replies)
             if len(replies) != len(edits):
@@ -380,7 +371,7 @@ class Customer(User):
         with self.record.rpc("OrderService/PlaceOrder") as rpc:
             resp = self.orders.PlaceOrder(
                 self.order_request(request_id, cart, token),
-                timeout=self.run.order_timeout,
+                timeout=self.shared.order_timeout,
                 metadata=self.conn.metadata,
             )
             rpc.response_length = resp.ByteSize()
@@ -406,7 +397,7 @@ class Customer(User):
             first = resp.order
         retried: orders_pb.Order | None = None
         with self.record.rpc("OrderService/PlaceOrder") as rpc:
-            resp = self.orders.PlaceOrder(request, timeout=self.run.order_timeout, metadata=self.conn.metadata)
+            resp = self.orders.PlaceOrder(request, timeout=self.shared.order_timeout, metadata=self.conn.metadata)
             rpc.response_length = resp.ByteSize()
             outcome = order_outcome(resp.order, request_id, allowed)
             if first is not None and resp.order.order_id != first.order_id:
@@ -422,16 +413,16 @@ class Customer(User):
             last: orders_pb.Order | None = None
             for message in self.orders.WatchOrder(
                 orders_pb.WatchOrderRequest(order_id=order.order_id),
-                timeout=self.run.order_timeout,
+                timeout=self.shared.order_timeout,
                 metadata=self.conn.metadata,
             ):
                 rpc.response_length += message.ByteSize()
                 last = message.order
-            if last is None or last.state not in TERMINAL:
-                seen = _state(last) if last is not None else "nothing"
+            if last is None or last.state not in TERMINAL_STATES:
+                seen = order_state(last) if last is not None else "nothing"
                 raise WrongAnswer(f"WatchOrder ended after {seen}, not on a terminal state")
-            if order.state in TERMINAL and last.state != order.state:
-                raise WrongAnswer(f"WatchOrder shows a {_state(order)} order as {_state(last)}")
+            if order.state in TERMINAL_STATES and last.state != order.state:
+                raise WrongAnswer(f"WatchOrder shows a {order_state(order)} order as {order_state(last)}")
 
 
 JOURNEYS = {

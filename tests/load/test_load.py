@@ -27,7 +27,7 @@ from shopstack.stack import VENV_BIN, Stack
 from shopstack.topology import ROOT
 
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT / 'deploy'}:{ROOT}"}
-RUN = "8s"
+RUN = "6s"
 USERS = "8"
 # Every journey often, short pauses and short WatchStock holds: a few seconds cover everything.
 TRAFFIC = [
@@ -100,10 +100,10 @@ def wait_until_settled(stack: Stack, timeout: float = 30) -> None:
 
 @pytest.mark.slow
 def test_headless_run_calls_every_public_rpc_and_counts_no_failure(stack: Stack, tmp_path: Path) -> None:
-    stats_file = tmp_path / "stats.json"
+    stats_file = tmp_path / "stats.json"  # Locust adds ".json" to --json-file
     args = ["--headless", "--host", stack.public_addr, "--users", USERS, "--spawn-rate", USERS, "--duration", RUN]
     try:
-        done = run_load(*args, *TRAFFIC, f"--json-file={stats_file}")
+        done = run_load(*args, *TRAFFIC, f"--json-file={stats_file.with_suffix('')}")
     finally:
         wait_until_settled(stack)
     output = tail(done.stdout + done.stderr)
