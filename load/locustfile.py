@@ -218,30 +218,12 @@ class Customer(User):
             self.watch_order(order)
 
     def my_orders(self) -> None:
-        with self.record.rpc("OrderService/ListOrders") as rpc:
-            listed = self.orders.ListOrders(
-                orders_pb.ListOrdersRequest(customer_id=self.customer_id, page_size=10),
-                timeout=self.shared.order_timeout,
-                metadata=self.conn.metadata,
-            )
-            rpc.response_length = listed.ByteSize()
-            strangers = [o.order_id for o in listed.orders if o.customer_id != self.customer_id]
-            if strangers:
-                raise WrongAnswer(f"ListOrders for one customer returned other customers' orders {strangers}")
-        if not listed.orders:
+        listed = self.list_orders()
+        if not listed:
             return
-        chosen = random.choice(listed.orders)
-        with self.record.rpc("OrderService/GetOrder") as rpc:
-            got = self.orders.GetOrder(
-                orders_pb.GetOrderRequest(order_id=chosen.order_id),
-                timeout=self.shared.order_timeout,
-                metadata=self.conn.metadata,
-            )
-            rpc.response_length = got.ByteSize()
-            if got.order.order_id != chosen.order_id:
-                raise WrongAnswer(f"GetOrder {chosen.order_id} returned {got.order.order_id}")
-        if got.order.state not in TERMINAL_STATES:
-            self.watch_order(got.order)
+        order = self.get_order(random.choice(listed).order_id)
+        if order is not None and order.state not in TERMINAL_STATES:
+            self.watch_order(order)
 
     # -- one call each ------------------------------------------------------
 
@@ -365,6 +347,34 @@ class Customer(User):
             payment_token=token,
             lines=[orders_pb.OrderLine(product_id=sku, quantity=qty) for sku, qty in cart.items()],
         )
+
+    def list_orders(self) -> list[orders_pb.Order] | None:
+        """The customer's newest orders, or None if the call failed."""
+        with self.record.rpc("OrderService/ListOrders") as rpc:
+            resp = self.orders.ListOrders(
+                orders_pb.ListOrdersRequest(customer_id=self.customer_id, page_size=10),
+                timeout=self.shared.order_timeout,
+                metadata=self.conn.metadata,
+            )
+            rpc.response_length = resp.ByteSize()
+            strangers = [o.order_id for o in resp.orders if o.customer_id != self.customer_id]
+            if strangers:
+                raise WrongAnswer(f"ListOrders for one customer returned other customers' orders {strangers}")
+            return list(resp.orders)
+        return None
+
+    def get_order(self, order_id: str) -> orders_pb.Order | None:
+        with self.record.rpc("OrderService/GetOrder") as rpc:
+            resp = self.orders.GetOrder(
+                orders_pb.GetOrderRequest(order_id=order_id),
+                timeout=self.shared.order_timeout,
+                metadata=self.conn.metadata,
+            )
+            rpc.response_length = resp.ByteSize()
+            if resp.order.order_id != order_id:
+                raise WrongAnswer(f"GetOrder {order_id} returned {resp.order.order_id}")
+            return resp.order
+        return None
 
     def place_order(self, cart: dict[str, int], token: str, allowed: set[str]) -> orders_pb.Order | None:
         request_id = f"load-{uuid.uuid4()}"
