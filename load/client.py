@@ -12,7 +12,8 @@
   message) when there is one; `order_outcome` says how a placed order counts.
   load/README.md says how outcomes are counted.
 
-Nothing here imports Locust, so the launcher (`python -m load`) can use it too.
+Nothing here imports Locust (which patches the process for gevent), so the
+launcher (`python -m load`) and the tests can use it too.
 """
 
 from __future__ import annotations
