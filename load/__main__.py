@@ -1,7 +1,8 @@
 """`python -m load`: start Locust on load/locustfile.py against the local edge (`make load` calls this).
 
 It fills in what Locust needs and the shop decides: the target (Envoy's public
-listener from deploy/stack.toml, loopback only unless allowed), the web UI on
+listener from deploy/stack.toml, loopback only unless allowed), the stack
+whose CA and token issuer to use (SHOP_RUN_DIR or .run), the web UI on
 127.0.0.1 (port 8089 if free, else any free port; the URL is printed), a run
 that starts at once and stops by itself after --duration, and stdin detached
 (Locust's keyboard controls would stop a `make load &` in the background).
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from shopstack.stack import free_port, port_holder
 
-from load.client import Target, TargetError, default_target
+from load.client import Target, TargetError, default_target, local_stack
 from load.plan import DEFAULTS, HELP, flag
 
 HERE = Path(__file__).resolve().parent
@@ -46,6 +47,10 @@ def parse(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         "--autoquit", type=int, default=60, help="seconds the web UI stays up after the run, to read it (default 60)"
     )
     parser.add_argument("--allow-remote-target", action="store_true", help="allow a --host that is not loopback")
+    parser.add_argument(
+        "--run-dir",
+        help="the run directory of the stack to load, for its CA and token issuer (default: SHOP_RUN_DIR or .run)",
+    )
     return parser.parse_known_args(argv)
 
 
@@ -68,9 +73,12 @@ def reachable(target: Target) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     args, passthrough = parse(argv)
+    if args.run_dir:
+        os.environ["SHOP_RUN_DIR"] = str(Path(args.run_dir).resolve())  # for the locustfile too
     try:
         target = Target.parse(args.host) if args.host else default_target()
         target.check_local(allow_remote=args.allow_remote_target)
+        local_stack()
     except TargetError as err:
         raise SystemExit(f"load: {err}") from None
     if not reachable(target):

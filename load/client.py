@@ -3,10 +3,11 @@
 - `Target`: the address the load goes to. By default Envoy's public listener on
   127.0.0.1 at the port deploy/stack.toml gives it; anything that does not
   resolve to loopback is refused unless the caller allows it on purpose.
-- `connect`: the one place that decides how a user talks to the edge (the
-  channel's credentials and the metadata every call carries). Today that is a
-  plaintext channel and no credentials; when the edge wants TLS and a customer
-  token, this function is what changes.
+- `connect`: the one place that decides how a user talks to the edge: TLS
+  trusting the stack's CA (no client certificate: customers have tokens, not
+  certificates), and on every call `authorization: Bearer <token>` for the
+  user's own customer id, from the stack's local issuer (docs/security.md).
+  `local_stack` finds that stack's run directory (SHOP_RUN_DIR, else .run).
 - `Recorder`: times one RPC and reports it to Locust as a request event of
   type "grpc", named after the method, with the failure (the status code and
   message) when there is one; `order_outcome` says how a placed order counts.
@@ -19,6 +20,7 @@ launcher (`python -m load`) and the tests can use it too.
 from __future__ import annotations
 
 import ipaddress
+import math
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +30,8 @@ from typing import Any
 
 import grpc
 from shop.orders.v1 import order_service_pb2 as orders_pb
+from shopstack import channels, topology  # deploy/ on PYTHONPATH, as every Makefile target sets it
+from shopstack.stack import Stack, default_stack
 
 USER_AGENT = "shop-load (locust)"
 
@@ -76,32 +80,55 @@ class Target:
 
 def default_target() -> Target:
     """Envoy's public listener of the local stack, from deploy/stack.toml."""
-    from shopstack import topology  # deploy/ on PYTHONPATH, as every Makefile target sets it
-
     return Target("127.0.0.1", topology.load().public_port)
+
+
+def local_stack() -> Stack:
+    """The stack whose CA and token issuer the load uses: `make up`'s (.run), or SHOP_RUN_DIR's."""
+    stack = default_stack()
+    if not stack.certs.ca.exists() or not stack.certs.jwt_key.exists():
+        raise TargetError(
+            f"no certificates in {stack.certs.directory}: start the shop there first (make up), "
+            "or point SHOP_RUN_DIR at the run directory of the stack to load"
+        )
+    return stack
 
 
 @dataclass
 class Connection:
-    """One user's channel to the edge and the metadata its calls carry."""
+    """One user's channel to the edge, and the metadata its calls carry."""
 
     channel: grpc.Channel
-    metadata: tuple[tuple[str, str], ...]
+    sign_in: Callable[[], str]  # a fresh token for the user's customer id
+    token_ttl_seconds: float
+    _token: str = ""
+    _signed_at: float = -math.inf
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The customer's token, renewed once half its lifetime has passed (a run may outlast a token)."""
+        now = time.monotonic()
+        if now - self._signed_at >= self.token_ttl_seconds / 2:
+            self._token, self._signed_at = self.sign_in(), now
+        return (("authorization", f"Bearer {self._token}"),)
 
     def close(self) -> None:
         self.channel.close()
 
 
-def connect(target: Target, customer_id: str) -> Connection:
-    """Open the channel one load user keeps for its whole life.
+def connect(target: Target, customer_id: str, stack: Stack) -> Connection:
+    """Open the channel one load user keeps for its whole life, signed in as customer_id.
 
-    This is the only place that knows how the edge is reached: switching to
-    TLS means grpc.secure_channel with the edge's CA here, and signing in means
-    adding ("authorization", "Bearer <token for customer_id>") to the metadata.
+    This is the only place that knows how the edge is reached: TLS trusting
+    the stack's CA, and a customer token from the stack's local issuer.
     """
-    del customer_id  # the edge does not authenticate customers (yet): nothing to sign in with
-    channel = grpc.insecure_channel(target.address, options=[("grpc.primary_user_agent", USER_AGENT)])
-    return Connection(channel=channel, metadata=())
+    credentials = channels.credentials(stack.certs, identity=None)
+    channel = grpc.secure_channel(target.address, credentials, options=[("grpc.primary_user_agent", USER_AGENT)])
+    return Connection(
+        channel=channel,
+        sign_in=lambda: stack.token(customer_id),
+        token_ttl_seconds=stack.topology.security.token_ttl_seconds,
+    )
 
 
 class RpcFailure(Exception):

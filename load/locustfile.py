@@ -26,7 +26,7 @@ import random
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 import grpc.experimental.gevent
@@ -40,6 +40,7 @@ from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_pbg
 from shop.orders.v1 import order_service_pb2 as orders_pb
 from shop.orders.v1 import order_service_pb2_grpc as orders_pbg
 from shopstack import topology
+from shopstack.stack import Stack
 
 from load.client import (
     TERMINAL_STATES,
@@ -50,6 +51,7 @@ from load.client import (
     WrongAnswer,
     connect,
     default_target,
+    local_stack,
     order_outcome,
     order_state,
     status_code,
@@ -76,6 +78,7 @@ class Run:
 
     plan: Plan
     target: Target | None  # None: the target was refused, users stop at once
+    stack: Stack  # whose CA the edge's certificate comes from, and whose issuer signs the tokens
     unary_timeout: float  # Envoy's route timeout for catalog and inventory (deploy/stack.toml)
     order_timeout: float  # Envoy's route timeout for orders: PlaceOrder runs a saga
 
@@ -96,11 +99,13 @@ def _prepare(environment: Environment) -> Run:
         environment.host = default_target().address
     target = Target.parse(environment.host)
     target.check_local(allow_remote=bool(getattr(options, "allow_remote_target", False)))
+    stack = local_stack()
     services = topology.load().services
     Customer.tasks = plan.task_list(JOURNEYS)
     return Run(
         plan=plan,
         target=target,
+        stack=stack,
         unary_timeout=max(services["catalog"].timeout_seconds, services["inventory"].timeout_seconds),
         order_timeout=services["orders"].timeout_seconds,
     )
@@ -125,7 +130,7 @@ def _on_test_start(environment: Environment, **_: object) -> None:
     except (PlanError, TargetError) as err:
         log.error("not starting any user: %s", err)
         if _run is not None:
-            _run = Run(_run.plan, None, _run.unary_timeout, _run.order_timeout)
+            _run = replace(_run, target=None)
 
 
 class Customer(User):
@@ -147,7 +152,7 @@ class Customer(User):
             raise StopUser()
         self.shared = _run
         self.customer_id = f"load-{uuid.uuid4().hex[:16]}"
-        self.conn = connect(_run.target, self.customer_id)
+        self.conn = connect(_run.target, self.customer_id, _run.stack)
         self.catalog = catalog_pbg.CatalogServiceStub(self.conn.channel)
         self.inventory = inventory_pbg.InventoryServiceStub(self.conn.channel)
         self.orders = orders_pbg.OrderServiceStub(self.conn.channel)

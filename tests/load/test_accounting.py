@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
-from load.client import Recorder, Target, TargetError, WrongAnswer, order_outcome
+from load.client import Connection, Recorder, Target, TargetError, WrongAnswer, order_outcome
 from load.plan import Plan, PlanError
 from shop.orders.v1 import order_service_pb2 as orders_pb
 
@@ -171,3 +171,19 @@ def test_the_default_plan_and_its_weights() -> None:
 def test_a_bad_flag_is_refused_naming_it(values: dict[str, str], message: str) -> None:
     with pytest.raises(PlanError, match=message):
         Plan.from_options(Options(**values))
+
+
+def test_a_users_token_is_renewed_once_half_its_lifetime_has_passed() -> None:
+    signed: list[int] = []
+
+    def sign_in() -> str:
+        signed.append(1)
+        return f"token-{len(signed)}"
+
+    with grpc.insecure_channel("127.0.0.1:1") as channel:  # never connected: channels are lazy
+        lasting = Connection(channel, sign_in, token_ttl_seconds=3600)
+        assert lasting.metadata == (("authorization", "Bearer token-1"),)
+        assert lasting.metadata == (("authorization", "Bearer token-1"),)
+        expiring = Connection(channel, sign_in, token_ttl_seconds=0)
+        assert expiring.metadata == (("authorization", "Bearer token-2"),)
+        assert expiring.metadata == (("authorization", "Bearer token-3"),)

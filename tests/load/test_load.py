@@ -18,7 +18,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 from shop.orders.v1 import order_service_pb2 as orders_pb
 from shop.orders.v1 import order_service_pb2_grpc as orders_pbg
@@ -78,8 +77,9 @@ def tail(text: str, lines: int = 60) -> str:
 
 
 def wait_until_settled(stack: Stack, timeout: float = 30) -> None:
-    """Leave the shared stack calm: no order of the load's customers still mid-saga."""
-    with grpc.insecure_channel(stack.public_addr) as channel:
+    """Leave the shared stack calm: no order of the load's customers still mid-saga.
+    (The internal listener, with the operator's certificate, lists every customer's orders.)"""
+    with stack.internal_channel() as channel:
         stub = orders_pbg.OrderServiceStub(channel)
         deadline = time.monotonic() + timeout
         while True:
@@ -101,7 +101,8 @@ def wait_until_settled(stack: Stack, timeout: float = 30) -> None:
 @pytest.mark.slow
 def test_headless_run_calls_every_public_rpc_and_counts_no_failure(stack: Stack, tmp_path: Path) -> None:
     stats_file = tmp_path / "stats.json"  # Locust adds ".json" to --json-file
-    args = ["--headless", "--host", stack.public_addr, "--users", USERS, "--spawn-rate", USERS, "--duration", RUN]
+    args = ["--headless", "--host", stack.public_addr, "--run-dir", str(stack.run_dir)]
+    args += ["--users", USERS, "--spawn-rate", USERS, "--duration", RUN]
     try:
         done = run_load(*args, *TRAFFIC, f"--json-file={stats_file.with_suffix('')}")
     finally:
