@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/google/uuid v1.6.0
+	github.com/polyglot-shop/shop/go_service/gen v0.0.0-00010101000000-000000000000
 	google.golang.org/genproto v0.0.0-20261026165753-2ffab32bce7e
 	google.golang.org/genproto/googleapis/api v0.0.0-20261110000943-09e21b237f2c
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c
@@ -24,3 +25,7 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
+
+// The generated code is a module of its own (go_service/gen/go.mod), so that
+// other modules can import it too; here it is always the local copy.
+replace github.com/polyglot-shop/shop/go_service/gen => ./gen

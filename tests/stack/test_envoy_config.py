@@ -141,8 +141,16 @@ def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Pat
     if mode_name == "local":
         mode = envoy.local_mode(tmp_path, topology.DESCRIPTOR_SET)
     else:
-        # The container's descriptor path does not exist here; everything else is the Docker config.
-        mode = replace(envoy.docker_mode(), descriptor_set=str(topology.DESCRIPTOR_SET))
+        # The container's files (the descriptor set, the OpenAPI document and
+        # its page's renderer) are not at their container paths here;
+        # everything else is the Docker config.
+        local = envoy.local_mode(tmp_path, topology.DESCRIPTOR_SET)
+        mode = replace(
+            envoy.docker_mode(),
+            descriptor_set=local.descriptor_set,
+            openapi=local.openapi,
+            docs_assets=local.docs_assets,
+        )
     config = tmp_path / "envoy-static.yaml"
     config.write_text(yaml.safe_dump(envoy.static_bootstrap(TOPOLOGY, mode)))
     result = subprocess.run(

@@ -7,7 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shopstack.topology import Topology
+from shopstack.topology import ROOT, Topology
+
+# The npm-pinned renderer of the OpenAPI page (tools/package.json).
+DOCS_ASSETS = ROOT / "tools" / "node_modules" / "swagger-ui-dist"
+# The files of it the page loads.
+DOCS_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
 
 
 @dataclass(frozen=True)
@@ -21,13 +26,19 @@ class Mode:
     config_dir: str  # where envoy.yaml and the dynamic files live
     descriptor_set: str
     upstream_host: str | None  # None: each cluster's own service name (Docker DNS)
+    openapi: str  # the OpenAPI document `make protos` writes, served at /openapi.json
+    docs_assets: str  # swagger-ui-dist's files, for the page that renders it at /docs
 
     def upstream(self, cluster: str) -> str:
         return self.upstream_host or cluster
 
 
 def local_mode(config_dir: Path, descriptor_set: Path) -> Mode:
-    """Everything on loopback: `make up` and the tests."""
+    """Everything on loopback: `make up` and the tests.
+
+    The OpenAPI document lies beside the descriptor set (both from `make
+    protos`); the page's renderer is the npm-pinned swagger-ui-dist in tools/.
+    """
     return Mode(
         "local",
         "127.0.0.1",
@@ -36,6 +47,8 @@ def local_mode(config_dir: Path, descriptor_set: Path) -> Mode:
         str(config_dir),
         str(descriptor_set),
         "127.0.0.1",
+        str(descriptor_set.parent / "openapi.json"),
+        str(DOCS_ASSETS),
     )
 
 
@@ -49,6 +62,8 @@ def docker_mode() -> Mode:
         "/etc/envoy",
         "/etc/envoy/shop_api.binpb",
         None,
+        "/etc/envoy/openapi.json",
+        "/etc/envoy/docs",
     )
 
 
