@@ -51,13 +51,13 @@ help: ## Show this list of targets
 protos: $(STAMPS)/py-package ## Lint the protos; generate Python, Go and Node stubs, the descriptor set and the OpenAPI document
 
 .PHONY: lint-protos
-lint-protos: $(STAMPS)/buf $(DESCRIPTOR) ## Run buf lint and buf format on the protos
-	$(BUF) format -d --exit-code protos
+lint-protos: $(STAMPS)/buf $(DESCRIPTOR) $(GOOGLEAPIS) ## Run buf lint and buf format on the protos
+	$(BUF) format -d --exit-code protos --path protos/shop
 	$(BUF) lint $(DESCRIPTOR) --path shop
 
 BREAKING_AGAINST ?= main
 .PHONY: breaking
-breaking: $(STAMPS)/buf $(DESCRIPTOR) ## Check the protos for breaking changes against BREAKING_AGAINST (default main)
+breaking: $(STAMPS)/buf $(DESCRIPTOR) $(GOOGLEAPIS) ## Check the protos for breaking changes against BREAKING_AGAINST (default main)
 	@rm -rf $(TMP)/against && mkdir -p $(TMP)/against
 	@if ! git cat-file -e '$(BREAKING_AGAINST):protos/shop' 2>/dev/null; then \
 	  echo "breaking: $(BREAKING_AGAINST) has no protos/shop yet; nothing to compare"; exit 0; fi; \
@@ -68,12 +68,19 @@ breaking: $(STAMPS)/buf $(DESCRIPTOR) ## Check the protos for breaking changes a
 	$(BUF) breaking $(DESCRIPTOR) --against $(TMP)/against/api.binpb --path shop; \
 	echo "breaking: no breaking change against $(BREAKING_AGAINST)"
 
+# buf's workspace (buf.yaml) reads the googleapis protos from a local module:
+# a copy of those in the pinned googleapis-common-protos.
+GOOGLEAPIS := protos/gen/googleapis/google/api/annotations.proto
+$(GOOGLEAPIS): $(STAMPS)/venv
+	rm -rf protos/gen/googleapis
+	for dir in api rpc type; do mkdir -p protos/gen/googleapis/google/$$dir && cp $(SITE)/google/$$dir/*.proto protos/gen/googleapis/google/$$dir/; done
+
 $(DESCRIPTOR): $(PROTO_FILES) $(STAMPS)/venv
 	@mkdir -p $(dir $@)
 	$(PROTOC) --include_imports --include_source_info --descriptor_set_out=$@ $(PROTO_REL) $(STATUS_PROTOS)
 
-$(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) tools/openapi.py $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps
-	$(BUF) format -d --exit-code protos
+$(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(GOOGLEAPIS) tools/openapi.py $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps
+	$(BUF) format -d --exit-code protos --path protos/shop
 	$(BUF) lint $(DESCRIPTOR) --path shop
 	rm -rf python_services/gen go_service/gen/shop node_service/src/gen
 	mkdir -p python_services/gen go_service/gen node_service/src/gen
@@ -94,6 +101,24 @@ $(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) tools/openapi.py $(STAMP
 	  --openapi_opt='$(OPENAPI_OPT)' $(PROTO_REL)
 	$(PY) tools/openapi.py protos/gen/openapi.yaml $(OPENAPI)
 	@mkdir -p $(dir $@) && touch $@
+
+##@ Client packages (clients/README.md)
+
+.PHONY: clients
+clients: $(STAMPS)/clients ## Generate the client packages: Python (clients/python), npm (clients/npm); Go is go_service/gen
+
+$(STAMPS)/clients: $(STAMPS)/protos buf.gen.yaml clients/package.json clients/package-lock.json clients/python/pyproject.toml
+	cd clients && npm ci --no-audit --no-fund --loglevel=error
+	rm -rf clients/python/gen clients/npm/gen
+	mkdir -p clients/python/gen
+	$(PROTOC) --python_out=clients/python/gen --grpc_python_out=clients/python/gen \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=clients/python/gen \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=clients/python/gen \
+	  $(PROTO_REL)
+	find clients/python/gen/shop -type d -exec touch {}/__init__.py \;
+	touch clients/python/gen/shop/py.typed
+	$(BUF) generate
+	@touch $@
 
 ##@ The local stack (no Docker: supervisord runs the services and Envoy)
 
@@ -212,8 +237,14 @@ test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
 	cd python_services && $(VENV)/bin/pytest -q
 
 .PHONY: test-cross
-test-cross: build ## The cross-language suites in tests/
-	$(VENV)/bin/pytest -q tests
+test-cross: build ## The cross-language suites in tests/ (but tests/clients: make test-clients)
+	$(VENV)/bin/pytest -q tests --ignore=tests/clients
+
+# Not in `make test` (about a minute and a half: a stack, a virtualenv, a Go
+# build, an npm install); .ci/run calls it after `make test`.
+.PHONY: test-clients
+test-clients: build clients ## Build a tiny client per language against each client package and call a stack with it
+	$(VENV)/bin/pytest -q tests/clients
 
 ##@ Setup
 
@@ -256,4 +287,5 @@ tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(BIN
 
 .PHONY: clean
 clean: ## Remove generated code, tools and build output (keeps the run directory)
-	rm -rf $(TMP) python_services/gen go_service/gen/shop node_service/src/gen node_service/dist protos/gen
+	rm -rf $(TMP) python_services/gen go_service/gen/shop node_service/src/gen node_service/dist protos/gen \
+	  clients/python/gen clients/npm/gen
