@@ -231,8 +231,8 @@ test-node: $(STAMPS)/protos ## Type-check, lint and test node_service
 
 .PHONY: test-python
 test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
-	$(VENV)/bin/ruff check python_services deploy tests
-	$(VENV)/bin/ruff format --check python_services deploy tests
+	$(VENV)/bin/ruff check python_services deploy tests tools/openapi.py
+	$(VENV)/bin/ruff format --check python_services deploy tests tools/openapi.py
 	cd python_services && $(VENV)/bin/mypy
 	cd python_services && $(VENV)/bin/pytest -q
 

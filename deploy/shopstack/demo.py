@@ -129,6 +129,20 @@ def tour(stack: Stack) -> None:
     t.run(["curl", "-s", f"{t.public}/v1/products?page_size=2"], ['"products"', '"nextPageToken"'])
     t.run(["curl", "-s", f"{t.public}/v1/products/nope"], ['"code": 5', "PRODUCT_NOT_FOUND"])
     t.run(
+        [
+            "curl",
+            "-s",
+            "-X",
+            "POST",
+            f"{t.public}/v1/orders",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            "{not json",
+        ],
+        ['"code":3'],
+    )
+    t.run(
         ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{content_type}\\n", f"{t.public}/openapi.json"],
         ["200 application/json"],
     )
