@@ -17,7 +17,7 @@ import pytest
 from shopstack.envoy.common import DOCS_ASSETS
 from shopstack.topology import ROOT
 
-from ._shop import Shop
+from .support import Shop
 
 OPENAPI = ROOT / "protos" / "gen" / "openapi.json"
 
