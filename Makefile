@@ -174,6 +174,18 @@ canary: ## Split a service's traffic to another implementation (SERVICE=inventor
 demo: $(STAMPS)/py-package $(BIN)/grpcurl ## A scripted tour of the running stack: each command and its answer
 	@$(STACK) demo
 
+.PHONY: certs
+certs: $(STAMPS)/venv ## Issue (rotate) the local CA's certificates and the token signing key into .run/certs
+	@$(STACK) certs
+
+CUSTOMER ?=
+SCOPE ?=
+
+.PHONY: token
+token: $(STAMPS)/venv ## Print a customer token from the local issuer (CUSTOMER=ada, SCOPE=shop.operator for an operator)
+	@if [ -z '$(CUSTOMER)' ]; then echo "usage: make token CUSTOMER=<customer id> [SCOPE=shop.operator]" >&2; exit 2; fi
+	@$(STACK) token '$(CUSTOMER)' $(if $(SCOPE),--scope '$(SCOPE)')
+
 .PHONY: clean-data
 clean-data: $(STAMPS)/py-package ## Delete the stack's databases (the stack must be down)
 	@$(STACK) clean-data
@@ -185,7 +197,8 @@ render-examples: $(STAMPS)/py-package ## Re-render the committed default configu
 ##@ Docker (for machines with a Docker engine; this one has none)
 
 .PHONY: docker-config
-docker-config: $(STAMPS)/py-package $(STAMPS)/buf ## Render Envoy's Docker Compose configuration into envoy/gen/docker
+docker-config: $(STAMPS)/py-package $(STAMPS)/buf ## Render Envoy's Docker Compose configuration into envoy/gen/docker (and the certificates)
+	@$(STACK) certs --if-missing
 	@$(STACK) render-docker envoy/gen/docker
 	cp $(DESCRIPTOR) $(OPENAPI) envoy/gen/docker/
 	mkdir -p envoy/gen/docker/docs

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from shopstack import envoy, topology
 from shopstack.stack import Stack
-from shopstack.topology import DESCRIPTOR_SET, ROOT
+from shopstack.topology import ROOT
 
 PLACEHOLDER = "/path/to/shop"
 ENVOY_DIR = Path("envoy") / "local"
@@ -39,7 +39,7 @@ def render() -> dict[Path, str]:
     files: dict[Path, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        envoy.render(stack.topology, out, envoy.local_mode(stack.envoy_dir, DESCRIPTOR_SET), stack.routing)
+        envoy.render(stack.topology, out, stack.envoy_mode(), stack.routing)
         for path in sorted(out.glob("*.yaml")):
             header, _, body = path.read_text().partition("\n")
             files[ENVOY_DIR / path.name] = f"{header}\n{_NOTE}{_stable(body)}"

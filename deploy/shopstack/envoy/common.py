@@ -28,12 +28,28 @@ class Mode:
     upstream_host: str | None  # None: each cluster's own service name (Docker DNS)
     openapi: str  # the OpenAPI document `make protos` writes, served at /openapi.json
     docs_assets: str  # swagger-ui-dist's files, for the page that renders it at /docs
+    certs_dir: str  # the CA, the certificates and the JWKS (`make certs`)
 
     def upstream(self, cluster: str) -> str:
         return self.upstream_host or cluster
 
+    def cert(self, name: str) -> dict[str, Any]:
+        """A tls_certificates entry: name's certificate and key."""
+        return {
+            "certificate_chain": {"filename": f"{self.certs_dir}/{name}.crt"},
+            "private_key": {"filename": f"{self.certs_dir}/{name}.key"},
+        }
 
-def local_mode(config_dir: Path, descriptor_set: Path) -> Mode:
+    @property
+    def trusted_ca(self) -> dict[str, str]:
+        return {"filename": f"{self.certs_dir}/ca.crt"}
+
+    @property
+    def jwks(self) -> str:
+        return f"{self.certs_dir}/jwks.json"
+
+
+def local_mode(config_dir: Path, descriptor_set: Path, certs_dir: Path) -> Mode:
     """Everything on loopback: `make up` and the tests.
 
     The OpenAPI document lies beside the descriptor set (both from `make
@@ -49,7 +65,12 @@ def local_mode(config_dir: Path, descriptor_set: Path) -> Mode:
         "127.0.0.1",
         str(descriptor_set.parent / "openapi.json"),
         str(DOCS_ASSETS),
+        str(certs_dir),
     )
+
+
+# Where the containers mount the certificates `make certs` wrote (docker-compose.yml).
+DOCKER_CERTS_DIR = "/etc/shop/certs"
 
 
 def docker_mode() -> Mode:
@@ -64,6 +85,7 @@ def docker_mode() -> Mode:
         None,
         "/etc/envoy/openapi.json",
         "/etc/envoy/docs",
+        DOCKER_CERTS_DIR,
     )
 
 
