@@ -64,6 +64,7 @@ def _finish(node: Any) -> None:
 # maps each gRPC code to one HTTP status; Envoy's own replies use the same).
 ERRORS = {
     "400": "INVALID_ARGUMENT, FAILED_PRECONDITION or OUT_OF_RANGE: the request cannot be served as it is",
+    "401": "UNAUTHENTICATED: a customer token is missing or not valid (placing and reading orders needs one)",
     "404": "NOT_FOUND: what the request names does not exist (or no route has this path)",
     "409": "ALREADY_EXISTS or ABORTED: the request conflicts with what is stored",
     "429": "RESOURCE_EXHAUSTED: too many requests",

@@ -14,7 +14,8 @@ import subprocess
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from shopstack import swap
 from shopstack.stack import Stack, StackError
@@ -34,6 +35,13 @@ class DemoError(StackError):
 class Tour:
     stack: Stack
     out_lines: int = 20
+    # Values shown by name in the printed commands: {value: "$NAME"}.
+    names: dict[str, str] = field(default_factory=dict)
+
+    def shown(self, command: str) -> str:
+        for value, name in self.names.items():
+            command = command.replace(value, name)
+        return command
 
     @property
     def public(self) -> str:
@@ -45,7 +53,7 @@ class Tour:
     def run(self, argv: Sequence[str], expect: Sequence[str] = (), shell: bool = False) -> str:
         """Print the command, run it from the repository, print its output, check it."""
         command = argv[0] if shell else shlex.join(argv)
-        print(f"$ {command}", flush=True)
+        print(f"$ {self.shown(command)}", flush=True)
         result = subprocess.run(
             command if shell else list(argv),
             shell=shell,
@@ -63,18 +71,25 @@ class Tour:
         print("\n".join(f"  {line}" for line in shown), flush=True)
         missing = [text for text in expect if text not in output]
         if missing:
-            raise DemoError(f"`{command}` did not answer with {missing}:\n{output}")
+            raise DemoError(f"`{self.shown(command)}` did not answer with {missing}:\n{output}")
         return output
 
     def grpcurl(
         self, method: str, body: dict | None = None, headers: Sequence[str] = (), expect: Sequence[str] = ()
     ) -> str:
-        argv = [GRPCURL, "-plaintext"]
+        argv = [GRPCURL, "-cacert", self.ca]
         for header in headers:
             argv += ["-H", header]
         if body is not None:
             argv += ["-d", json.dumps(body)]
         return self.run([*argv, self.public, method], expect)
+
+    @property
+    def ca(self) -> str:
+        return self.relative(self.stack.certs.ca)
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
     def logs_path(self) -> str:
         logs = self.stack.logs_dir
@@ -84,7 +99,6 @@ class Tour:
 def _order(request_id: str, token: str) -> dict:
     return {
         "request_id": request_id,
-        "customer_id": "ada",
         "payment_token": token,
         "lines": [{"product_id": SKU, "quantity": 1}],
     }
@@ -95,11 +109,21 @@ def tour(stack: Stack) -> None:
     t = Tour(stack)
     tag = uuid.uuid4().hex[:8]
     trace = f"demo-trace-{tag}"
+    # The edge is TLS (trust the stack's CA); orders belong to the customer
+    # whose token signs the call; x-shop-impl needs an operator's token.
+    token, operator = stack.token("ada"), stack.operator_token()
+    t.names = {token: "$TOKEN", operator: "$OPERATOR_TOKEN", t.ca: "$CA"}
+    print(f"CA={t.ca}", flush=True)
+    print("TOKEN=$(make -s token CUSTOMER=ada)", flush=True)
+    print("OPERATOR_TOKEN=$(make -s token CUSTOMER=operator SCOPE=shop.operator)", flush=True)
+    signed_in = f"authorization: Bearer {token}"
 
     t.say("1. The whole API through the edge, with no proto files: reflection lists and describes it")
-    t.run([GRPCURL, "-plaintext", t.public, "list"], ["shop.catalog.v1.CatalogService", "shop.orders.v1.OrderService"])
     t.run(
-        [GRPCURL, "-plaintext", t.public, "describe", "shop.orders.v1.PlaceOrderRequest"],
+        [GRPCURL, "-cacert", t.ca, t.public, "list"], ["shop.catalog.v1.CatalogService", "shop.orders.v1.OrderService"]
+    )
+    t.run(
+        [GRPCURL, "-cacert", t.ca, t.public, "describe", "shop.orders.v1.PlaceOrderRequest"],
         ["request_id", "payment_token"],
     )
 
@@ -110,31 +134,42 @@ def tour(stack: Stack) -> None:
     placed = t.grpcurl(
         "shop.orders.v1.OrderService/PlaceOrder",
         _order(f"demo-{tag}-1", "tok_success"),
-        headers=[f"x-request-id: {trace}"],
+        headers=[signed_in, f"x-request-id: {trace}"],
         expect=["ORDER_STATE_CONFIRMED"],
     )
     order_id = json.loads(placed)["order"]["orderId"]
 
     t.say("4. A server stream: WatchOrder sends the order's state, and ends once it is final")
-    t.grpcurl("shop.orders.v1.OrderService/WatchOrder", {"order_id": order_id}, expect=["ORDER_STATE_CONFIRMED"])
+    t.grpcurl(
+        "shop.orders.v1.OrderService/WatchOrder",
+        {"order_id": order_id},
+        headers=[signed_in],
+        expect=["ORDER_STATE_CONFIRMED"],
+    )
 
     t.say("5. An order that is declined: the card fails, the reservation is released, the order FAILED")
     t.grpcurl(
         "shop.orders.v1.OrderService/PlaceOrder",
         _order(f"demo-{tag}-2", "tok_declined"),
+        headers=[signed_in],
         expect=["ORDER_STATE_FAILED", "ORDER_FAILURE_REASON_CARD_DECLINED"],
     )
 
     t.say("6. JSON over HTTP: the same API through Envoy's transcoder; errors are google.rpc.Status")
-    t.run(["curl", "-s", f"{t.public}/v1/products?page_size=2"], ['"products"', '"nextPageToken"'])
-    t.run(["curl", "-s", f"{t.public}/v1/products/nope"], ['"code": 5', "PRODUCT_NOT_FOUND"])
+    https = f"https://{t.public}"
+    t.run(["curl", "-s", "--cacert", t.ca, f"{https}/v1/products?page_size=2"], ['"products"', '"nextPageToken"'])
+    t.run(["curl", "-s", "--cacert", t.ca, f"{https}/v1/products/nope"], ['"code": 5', "PRODUCT_NOT_FOUND"])
     t.run(
         [
             "curl",
             "-s",
+            "--cacert",
+            t.ca,
             "-X",
             "POST",
-            f"{t.public}/v1/orders",
+            f"{https}/v1/orders",
+            "-H",
+            signed_in,
             "-H",
             "content-type: application/json",
             "-d",
@@ -143,7 +178,17 @@ def tour(stack: Stack) -> None:
         ['"code":3'],
     )
     t.run(
-        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{content_type}\\n", f"{t.public}/openapi.json"],
+        [
+            "curl",
+            "-s",
+            "--cacert",
+            t.ca,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{content_type}\\n",
+            f"{https}/openapi.json",
+        ],
         ["200 application/json"],
     )
 
@@ -159,7 +204,7 @@ def tour(stack: Stack) -> None:
         t.grpcurl(
             "shop.inventory.v1.InventoryService/GetStock",
             {"skus": [SKU]},
-            headers=[f"x-shop-impl: {canary_impl}"],
+            headers=[f"authorization: Bearer {operator}", f"x-shop-impl: {canary_impl}"],
             expect=['"levels"'],
         )
         t.run(

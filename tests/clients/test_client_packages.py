@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import textwrap
 from pathlib import Path
@@ -36,7 +37,11 @@ def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: 
 
 def expected_name(stack: Stack) -> str:
     """The product's name, as the JSON API gives it."""
-    reply = httpx.get(f"http://{stack.public_addr}/v1/products/sku-tote-bag", timeout=10)
+    reply = httpx.get(
+        f"https://{stack.public_addr}/v1/products/sku-tote-bag",
+        timeout=10,
+        verify=ssl.create_default_context(cafile=str(stack.certs.ca)),
+    )
     return str(reply.json()["product"]["name"])
 
 
@@ -67,7 +72,10 @@ def test_python_package_installs_with_pip_and_reads_an_error_info(stack: Stack, 
             from shop.catalog.v1 import catalog_service_pb2 as catalog
             from shop.catalog.v1 import catalog_service_pb2_grpc as catalog_grpc
 
-            with grpc.insecure_channel(sys.argv[1]) as channel:
+            # The edge is TLS: trust the stack's CA (sys.argv[2]).
+            with open(sys.argv[2], "rb") as ca:
+                credentials = grpc.ssl_channel_credentials(root_certificates=ca.read())
+            with grpc.secure_channel(sys.argv[1], credentials) as channel:
                 stub = catalog_grpc.CatalogServiceStub(channel)
                 print(stub.GetProduct(catalog.GetProductRequest(product_id="sku-tote-bag"), timeout=10).product.name)
                 try:
@@ -81,7 +89,9 @@ def test_python_package_installs_with_pip_and_reads_an_error_info(stack: Stack, 
         )
     )
     check_output(
-        run([str(tmp_path / "venv" / "bin" / "python"), "client.py", stack.public_addr], tmp_path), stack, "NOT_FOUND"
+        run([str(tmp_path / "venv" / "bin" / "python"), "client.py", stack.public_addr, str(stack.certs.ca)], tmp_path),
+        stack,
+        "NOT_FOUND",
     )
     # The type stubs come with it.
     stubs = run(
@@ -123,12 +133,17 @@ def test_go_module_is_importable_with_a_replace_directive(stack: Stack, tmp_path
             \tcatalogv1 "github.com/polyglot-shop/shop/go_service/gen/shop/catalog/v1"
             \t"google.golang.org/genproto/googleapis/rpc/errdetails"
             \t"google.golang.org/grpc"
-            \t"google.golang.org/grpc/credentials/insecure"
+            \t"google.golang.org/grpc/credentials"
             \t"google.golang.org/grpc/status"
             )
 
             func main() {
-            \tconn, err := grpc.NewClient(os.Args[1], grpc.WithTransportCredentials(insecure.NewCredentials()))
+            \t// The edge is TLS: trust the stack's CA (os.Args[2]).
+            \ttlsCreds, err := credentials.NewClientTLSFromFile(os.Args[2], "")
+            \tif err != nil {
+            \t\tpanic(err)
+            \t}
+            \tconn, err := grpc.NewClient(os.Args[1], grpc.WithTransportCredentials(tlsCreds))
             \tif err != nil {
             \t\tpanic(err)
             \t}
@@ -154,7 +169,7 @@ def test_go_module_is_importable_with_a_replace_directive(stack: Stack, tmp_path
     )
     env = {"GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
     run(["go", "mod", "tidy"], tmp_path, env)
-    check_output(run(["go", "run", ".", stack.public_addr], tmp_path, env), stack, "NotFound")
+    check_output(run(["go", "run", ".", stack.public_addr, str(stack.certs.ca)], tmp_path, env), stack, "NotFound")
 
 
 def test_npm_package_works_with_connect_and_reads_an_error_info(stack: Stack, tmp_path: Path) -> None:
@@ -182,12 +197,18 @@ def test_npm_package_works_with_connect_and_reads_an_error_info(stack: Stack, tm
     (tmp_path / "client.mjs").write_text(
         textwrap.dedent(
             """\
+            import { readFileSync } from "node:fs";
             import { Code, ConnectError, createClient } from "@connectrpc/connect";
             import { createGrpcTransport } from "@connectrpc/connect-node";
             import { CatalogService } from "@shop/api/shop/catalog/v1/catalog_service_pb";
             import { ErrorInfoSchema } from "@shop/api/google/rpc/error_details_pb";
 
-            const catalog = createClient(CatalogService, createGrpcTransport({ baseUrl: `http://${process.argv[2]}` }));
+            // The edge is TLS: trust the stack's CA (process.argv[3]).
+            const transport = createGrpcTransport({
+              baseUrl: `https://${process.argv[2]}`,
+              nodeOptions: { ca: readFileSync(process.argv[3]) },
+            });
+            const catalog = createClient(CatalogService, transport);
             const ok = await catalog.getProduct({ productId: "sku-tote-bag" }, { timeoutMs: 10000 });
             console.log(ok.product?.name);
             try {
@@ -202,7 +223,7 @@ def test_npm_package_works_with_connect_and_reads_an_error_info(stack: Stack, tm
         )
     )
     run(["npm", "install", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"], tmp_path)
-    check_output(run(["node", "client.mjs", stack.public_addr], tmp_path), stack, "NotFound")
+    check_output(run(["node", "client.mjs", stack.public_addr, str(stack.certs.ca)], tmp_path), stack, "NotFound")
 
 
 def _pinned(package: str) -> str:

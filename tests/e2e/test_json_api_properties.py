@@ -51,4 +51,11 @@ SCHEMA = schemathesis.openapi.from_path(ROOT / "protos" / "gen" / "openapi.json"
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_every_json_operation_answers_as_its_document_says(case: schemathesis.Case, stack: Stack) -> None:
-    case.call_and_validate(base_url=f"http://{stack.public_addr}", timeout=15, checks=CHECKS)
+    # As a signed-in customer would call it: TLS trusting the stack's CA, a token.
+    case.call_and_validate(
+        base_url=f"https://{stack.public_addr}",
+        timeout=15,
+        verify=str(stack.certs.ca),
+        headers={"authorization": f"Bearer {stack.token('schemathesis')}"},
+        checks=CHECKS,
+    )

@@ -9,6 +9,7 @@ every error a service answers with.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 
 import grpc
@@ -24,7 +25,12 @@ OPENAPI = ROOT / "protos" / "gen" / "openapi.json"
 
 @pytest.fixture(scope="module")
 def http(shop: Shop) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"http://{shop.stack.public_addr}", timeout=15) as client:
+    # TLS, trusting the stack's CA, as `curl --cacert .run/certs/ca.crt` does.
+    with httpx.Client(
+        base_url=f"https://{shop.stack.public_addr}",
+        timeout=15,
+        verify=ssl.create_default_context(cafile=str(shop.stack.certs.ca)),
+    ) as client:
         yield client
 
 
@@ -46,7 +52,7 @@ def test_the_document_has_the_error_schema_and_the_examples_from_the_proto_comme
     for operations in document["paths"].values():
         for operation in operations.values():
             errors = {code: r for code, r in operation["responses"].items() if code != "200"}
-            assert set(errors) == {"400", "404", "409", "429", "503", "504"}, operation["operationId"]
+            assert set(errors) == {"400", "401", "404", "409", "429", "503", "504"}, operation["operationId"]
             for response in errors.values():
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/google.rpc.Status"}, operation["operationId"]
@@ -73,16 +79,26 @@ def status_json(reply: httpx.Response) -> dict:
     return body
 
 
-def test_a_body_with_a_wrongly_typed_field_is_a_400_google_rpc_status(http: httpx.Client) -> None:
-    reply = http.post("/v1/orders", content=b'{"lines": "x"}', headers={"content-type": "application/json"})
+def signed_in(shop: Shop) -> dict[str, str]:
+    return {"content-type": "application/json", "authorization": f"Bearer {shop.stack.token('openapi-tests')}"}
+
+
+def test_a_missing_token_is_a_401_google_rpc_status(http: httpx.Client) -> None:
+    reply = http.post("/v1/orders", content=b"{}", headers={"content-type": "application/json"})
+    assert reply.status_code == 401, reply.text
+    assert status_json(reply)["code"] == grpc.StatusCode.UNAUTHENTICATED.value[0]
+
+
+def test_a_body_with_a_wrongly_typed_field_is_a_400_google_rpc_status(shop: Shop, http: httpx.Client) -> None:
+    reply = http.post("/v1/orders", content=b'{"lines": "x"}', headers=signed_in(shop))
     assert reply.status_code == 400, reply.text
     body = status_json(reply)
     assert body["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "lines" in body["message"], body
 
 
-def test_a_body_that_is_not_json_is_a_400_google_rpc_status(http: httpx.Client) -> None:
-    reply = http.post("/v1/orders", content=b"{not json", headers={"content-type": "application/json"})
+def test_a_body_that_is_not_json_is_a_400_google_rpc_status(shop: Shop, http: httpx.Client) -> None:
+    reply = http.post("/v1/orders", content=b"{not json", headers=signed_in(shop))
     assert reply.status_code == 400, reply.text
     assert status_json(reply)["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as inventory_grpc
@@ -92,11 +91,18 @@ class Cli:
         assert result.returncode == 0, output
         return output
 
+    def stack(self) -> Stack:
+        """The private stack (its run directory and ports) as an object of this process."""
+        run_dir = Path(self.env["SHOP_RUN_DIR"])
+        ports = dict(json.loads((run_dir / "state.json").read_text())["ports"])
+        topo = topology.load(Path(self.env["SHOP_STACK_FILE"]))
+        topo = topo.with_ports(ports.pop("public"), ports.pop("internal"), ports.pop("admin"), ports)
+        return Stack(run_dir=run_dir, topology=topo)
+
     def state(self) -> dict[str, Any]:
         """The stack as the commands left it (state.json), with each program's pid."""
-        run_dir = Path(self.env["SHOP_RUN_DIR"])
-        state = json.loads((run_dir / "state.json").read_text())
-        stack = Stack(run_dir=run_dir, topology=topology.load(Path(self.env["SHOP_STACK_FILE"])))
+        stack = self.stack()
+        state = json.loads(stack.state_file.read_text())
         state["pids"] = {name: stack.pid_of(name) for name in state["code"]}
         return state
 
@@ -170,7 +176,7 @@ def test_up_with_another_inventory_on_a_running_stack_swaps_it_live(cli: Cli) ->
     assert "inventory now runs on go" in output, output
     current = cli.state()
     assert current["routing"]["inventory"] == {"go": 100}
-    with grpc.insecure_channel(f"127.0.0.1:{current['ports']['public']}") as channel:
+    with cli.stack().public_channel() as channel:
         reply = inventory_grpc.InventoryServiceStub(channel).GetStock(
             inventory_pb.GetStockRequest(skus=["sku-tote-bag"]), timeout=15
         )
