@@ -65,6 +65,7 @@ def _finish(node: Any) -> None:
 ERRORS = {
     "400": "INVALID_ARGUMENT, FAILED_PRECONDITION or OUT_OF_RANGE: the request cannot be served as it is",
     "401": "UNAUTHENTICATED: a customer token is missing or not valid (placing and reading orders needs one)",
+    "403": "PERMISSION_DENIED: the signed-in customer may not do this (another customer's orders, CUSTOMER_MISMATCH)",
     "404": "NOT_FOUND: what the request names does not exist (or no route has this path)",
     "409": "ALREADY_EXISTS or ABORTED: the request conflicts with what is stored",
     "429": "RESOURCE_EXHAUSTED: too many requests",

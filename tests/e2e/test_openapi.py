@@ -52,7 +52,7 @@ def test_the_document_has_the_error_schema_and_the_examples_from_the_proto_comme
     for operations in document["paths"].values():
         for operation in operations.values():
             errors = {code: r for code, r in operation["responses"].items() if code != "200"}
-            assert set(errors) == {"400", "401", "404", "409", "429", "503", "504"}, operation["operationId"]
+            assert set(errors) == {"400", "401", "403", "404", "409", "429", "503", "504"}, operation["operationId"]
             for response in errors.values():
                 schema = response["content"]["application/json"]["schema"]
                 assert schema == {"$ref": "#/components/schemas/google.rpc.Status"}, operation["operationId"]
@@ -117,6 +117,16 @@ def test_a_path_with_no_route_is_a_404_google_rpc_status(http: httpx.Client) -> 
     body = status_json(reply)
     assert body["code"] == grpc.StatusCode.NOT_FOUND.value[0]
     assert "/openapi.json" in body["message"], body
+
+
+def test_another_customers_orders_are_a_documented_403(shop: Shop, http: httpx.Client) -> None:
+    """schemathesis found it: ListOrders for a customer_id that is not the
+    token's is PERMISSION_DENIED (403), which the document did not list."""
+    reply = http.get("/v1/orders", params={"customerId": "someone-else"}, headers=signed_in(shop))
+    assert reply.status_code == 403, reply.text
+    assert status_json(reply)["code"] == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    document = json.loads(OPENAPI.read_text())
+    assert "403" in document["paths"]["/v1/orders"]["get"]["responses"]
 
 
 def test_query_parameters_work_by_their_documented_json_names(http: httpx.Client) -> None:
