@@ -145,6 +145,12 @@ docker-up: docker-config ## Build the images and start the stack with Docker Com
 docker-down: ## Stop the Docker Compose stack (named volumes keep the data)
 	docker compose down
 
+##@ Kubernetes (deploy/k8s: a kustomize base and a canary overlay)
+
+.PHONY: k8s-manifests
+k8s-manifests: $(STAMPS)/py-package ## Regenerate deploy/k8s from deploy/stack.toml and the protos
+	@$(STACK) k8s-manifests deploy/k8s
+
 ##@ Benchmarks
 
 # Not part of `make test`: figures from a shared two-core machine are not a

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shopstack import envoy, swap, topology
+from shopstack import envoy, k8s, swap, topology
 from shopstack.stack import Stack, StackError, default_stack, die, remove_data
 
 EXAMPLES = """\
@@ -126,6 +126,12 @@ def cmd_render_docker(args: argparse.Namespace) -> None:
     envoy.render(topo, Path(args.out), envoy.docker_mode())
 
 
+def cmd_k8s_manifests(args: argparse.Namespace) -> None:
+    """deploy/k8s/: the kustomize base and overlays, from the topology."""
+    written = k8s.write(Path(args.out), topology.load(), k8s.settings())
+    print(f"wrote {len(written)} files under {args.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="shopstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     docker = sub.add_parser("render-docker", help="write Envoy's Docker Compose configuration")
     docker.add_argument("out")
     docker.set_defaults(func=cmd_render_docker)
+    manifests = sub.add_parser("k8s-manifests", help="write the Kubernetes manifests (deploy/k8s)")
+    manifests.add_argument("out")
+    manifests.set_defaults(func=cmd_k8s_manifests)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -135,14 +135,15 @@ def test_every_cluster_health_checks_ejects_and_limits() -> None:
         } <= set(thresholds)
 
 
-@pytest.mark.parametrize("mode_name", ["local", "docker"])
+@pytest.mark.parametrize("mode_name", ["local", "docker", "kubernetes"])
 def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Path) -> None:
     """`envoy --mode validate` on each generated configuration, dynamic parts inlined."""
     if mode_name == "local":
         mode = envoy.local_mode(tmp_path, topology.DESCRIPTOR_SET)
     else:
-        # The container's descriptor path does not exist here; everything else is the Docker config.
-        mode = replace(envoy.docker_mode(), descriptor_set=str(topology.DESCRIPTOR_SET))
+        # The container's descriptor path does not exist here; everything else is the container's config.
+        container_mode = envoy.docker_mode() if mode_name == "docker" else envoy.kubernetes_mode()
+        mode = replace(container_mode, descriptor_set=str(topology.DESCRIPTOR_SET))
     config = tmp_path / "envoy-static.yaml"
     config.write_text(yaml.safe_dump(envoy.static_bootstrap(TOPOLOGY, mode)))
     result = subprocess.run(

@@ -52,6 +52,24 @@ def docker_mode() -> Mode:
     )
 
 
+def kubernetes_mode() -> Mode:
+    """Kubernetes: like Docker, with the configuration from a ConfigMap.
+
+    Each cluster's name is a headless Service, so Envoy's STRICT_DNS sees every
+    ready pod and balances and health-checks them one by one. The descriptor
+    set is baked into the Envoy image (envoy/Dockerfile), not the ConfigMap.
+    """
+    return Mode(
+        "kubernetes",
+        "0.0.0.0",
+        "0.0.0.0",
+        "0.0.0.0",
+        "/etc/envoy",
+        "/usr/share/shop/shop_api.binpb",
+        None,
+    )
+
+
 Routing = Mapping[str, Mapping[str, int]]
 """Per service, the implementations receiving traffic and their weights."""
 
