@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shopstack import envoy, k8s, swap, topology
+from shopstack import containers, envoy, k8s, swap, topology
 from shopstack.stack import Stack, StackError, default_stack, die, remove_data
 
 EXAMPLES = """\
@@ -132,6 +132,29 @@ def cmd_k8s_manifests(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} files under {args.out}")
 
 
+def cmd_containers(args: argparse.Namespace) -> None:
+    """docker-compose.yml with Docker, or podman where no Docker daemon answers."""
+    try:
+        engine = containers.detect()
+        project = containers.Project()
+        if args.action == "build":
+            seconds = containers.build(engine, project, args.bases)
+            print(f"built every image in {seconds:.0f} s with {engine.name}")
+        elif args.action == "up":
+            containers.up(engine, project)
+            edge = containers.edge_of(engine, project, internal=False)
+            print(f"The shop runs in containers ({engine.name}, project {project.name}).")
+            print(f"  gRPC, gRPC-Web, JSON   {edge['public']}   (Envoy public listener)")
+            print(f"  Envoy admin            http://{edge['admin']}")
+            print("  stop: make docker-down (the named volumes keep the data)")
+        elif args.action == "down":
+            containers.down(engine, project)
+        elif args.action == "test":
+            sys.exit(containers.compose_test(engine, args.bases, args.pytest_args))
+    except containers.ContainerError as err:
+        die(str(err))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="shopstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +188,16 @@ def main(argv: list[str] | None = None) -> None:
     manifests = sub.add_parser("k8s-manifests", help="write the Kubernetes manifests (deploy/k8s)")
     manifests.add_argument("out")
     manifests.set_defaults(func=cmd_k8s_manifests)
+    ctr = sub.add_parser("containers", help="build, start, stop or test the Docker Compose stack")
+    ctr.add_argument("action", choices=["build", "up", "down", "test"])
+    ctr.add_argument(
+        "--bases",
+        default="auto",
+        choices=["auto", "public", "local"],
+        help="base images: public ones, locally built ones, or local only when no registry answers",
+    )
+    ctr.add_argument("pytest_args", nargs="*", help="extra pytest arguments (test)")
+    ctr.set_defaults(func=cmd_containers)
     args = parser.parse_args(argv)
     args.func(args)
 
