@@ -205,6 +205,10 @@ GHZ := $(BIN)/ghz
 bench: build $(GHZ) ## Measure each language and the Envoy hop (QUICK=1 for a one-minute run); writes results/<time>/report.md
 	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 
+.PHONY: bench-replicas
+bench-replicas: build $(GHZ) ## Two catalog replicas behind Envoy against one: throughput and CPU (docs/scaling.md)
+	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench.replicas $(BENCH_ARGS)
+
 ##@ Tests
 
 .PHONY: test

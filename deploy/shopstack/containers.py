@@ -104,7 +104,8 @@ def detect() -> Engine:
         raise ContainerError(
             f"{compose} is missing (`make docker-up` installs it from deploy/containers/requirements.txt)"
         )
-    env = {"CONTAINERS_CONF": str(CONTAINERS_CONF)}
+    # Docker's image format: the OCI one has no HEALTHCHECK, and podman drops it.
+    env = {"CONTAINERS_CONF": str(CONTAINERS_CONF), "BUILDAH_FORMAT": "docker"}
     return Engine("podman", ("podman",), (str(compose), "--podman-path", shutil.which("podman") or "podman"), env)
 
 
