@@ -123,7 +123,11 @@ def cmd_clean_data(_: argparse.Namespace) -> None:
 def cmd_render_docker(args: argparse.Namespace) -> None:
     """Envoy's configuration for Docker Compose: same generator, container addresses."""
     topo = topology.load()
-    envoy.render(topo, Path(args.out), envoy.docker_mode())
+    out = Path(args.out)
+    envoy.render(topo, out, envoy.docker_mode())
+    # The container's Envoy runs as uid 10001: the mounted files must be readable by all.
+    for path in out.iterdir():
+        path.chmod(0o644)
 
 
 def cmd_k8s_manifests(args: argparse.Namespace) -> None:

@@ -274,18 +274,18 @@ def published(engine: Engine, project: Project, service: str, port: int) -> str:
 def container_ids(engine: Engine, project: Project) -> dict[str, str]:
     """Compose service name -> container id, from the project's labels."""
     out = engine.run(
-        "ps",
-        "--all",
-        "--filter",
-        f"label=com.docker.compose.project={project.name}",
-        "--format",
-        '{{.ID}} {{.Label "com.docker.compose.service"}}',
-    )
+        "ps", "--all", "--filter", f"label=com.docker.compose.project={project.name}", "--format", "json"
+    ).strip()
+    # podman prints one JSON list, Docker one JSON object per line (labels as "k=v,k=v").
+    rows = json.loads(out) if out.startswith("[") else [json.loads(line) for line in out.splitlines() if line]
     ids = {}
-    for line in out.splitlines():
-        cid, _, service = line.strip().partition(" ")
+    for row in rows or []:
+        labels = row.get("Labels") or {}
+        if isinstance(labels, str):
+            labels = dict(pair.split("=", 1) for pair in labels.split(",") if "=" in pair)
+        service = labels.get("com.docker.compose.service")
         if service:
-            ids[service] = cid
+            ids[service] = str(row.get("Id") or row.get("ID"))
     return ids
 
 
