@@ -45,6 +45,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the contract suites against this address only (HOST:PORT) instead of a started stack",
     )
     parser.addoption(
+        "--certs",
+        default=None,
+        help="with --target: call it with mutual TLS, the operator's certificate from this directory "
+        "(make certs writes .run/certs)",
+    )
+    parser.addoption(
         "--edge",
         default=None,
         help="run the contract and e2e suites through the Envoy this JSON file describes (shopstack.edge.Edge)",

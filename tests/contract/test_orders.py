@@ -23,8 +23,20 @@ from shop.orders.v1 import order_service_pb2 as pb
 from shop.orders.v1 import order_service_pb2_grpc as pbg
 from shopstack.stack import Stack
 
-from ._status import assert_bad_request, assert_code, assert_deadline_ended, assert_error_info, fails
-from ._wire import OVERSIZED_BYTES, check_malformed, check_unknown_method, money, seed, seed_money, unique
+from .support import (
+    OVERSIZED_BYTES,
+    assert_bad_request,
+    assert_code,
+    assert_deadline_ended,
+    assert_error_info,
+    check_malformed,
+    check_unknown_method,
+    fails,
+    money,
+    seed,
+    seed_money,
+    unique,
+)
 
 SERVICE = "orders"
 FULL_NAME = "shop.orders.v1.OrderService"
@@ -52,7 +64,7 @@ def inventory(full_stack: Stack | None) -> Iterator[inv_pbg.InventoryServiceStub
     if full_stack is None:
         yield None
         return
-    with grpc.insecure_channel(full_stack.internal_addr) as chan:
+    with full_stack.internal_channel() as chan:
         inv = inv_pbg.InventoryServiceStub(chan)
         inv.ImportStock(
             iter([inv_pb.ImportStockRequest(sku=s, on_hand=RESTOCK) for s in (SKU_A, SKU_B)]),

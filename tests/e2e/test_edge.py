@@ -5,6 +5,7 @@ through every service a PlaceOrder touches.
 
 from __future__ import annotations
 
+import ssl
 import struct
 import uuid
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from shop.orders.v1 import order_service_pb2 as orders_pb
 from shop.payments.v1 import payment_service_pb2 as payments_pb
 from shop.payments.v1 import payment_service_pb2_grpc as payments_pbg
 
-from ._shop import CALL_TIMEOUT, Shop, describe_order, log_lines, new_id, wait_for
+from .support import CALL_TIMEOUT, Shop, describe_order, log_lines, new_id, wait_for
 
 SHOP_SERVICES = {
     "shop.catalog.v1.CatalogService",
@@ -135,7 +136,12 @@ def test_reflection_through_envoy_lists_every_shop_service_v1(shop: Shop) -> Non
 
 @pytest.fixture(scope="module")
 def http(shop: Shop) -> httpx.Client:
-    with httpx.Client(base_url=f"http://{shop.stack.public_addr}", timeout=CALL_TIMEOUT) as client:
+    # TLS, trusting the stack's CA, as `curl --cacert .run/certs/ca.crt` does.
+    with httpx.Client(
+        base_url=f"https://{shop.stack.public_addr}",
+        timeout=CALL_TIMEOUT,
+        verify=ssl.create_default_context(cafile=str(shop.stack.certs.ca)),
+    ) as client:
         yield client
 
 
@@ -173,25 +179,26 @@ def test_json_unknown_product_is_a_404_with_a_google_rpc_status(http: httpx.Clie
 def test_json_places_an_order_and_reads_it_back(shop: Shop, http: httpx.Client) -> None:
     sku = "sku-honey-500g"
     shop.import_stock({sku: 100})
+    customer = new_id("cust")
+    signed_in = {"authorization": f"Bearer {shop.stack.token(customer)}"}
     body = {
         "requestId": new_id("req"),
-        "customerId": new_id("cust"),
         "lines": [{"productId": sku, "quantity": 2}],
         "paymentToken": "tok_success",
     }
-    placed = http.post("/v1/orders", json=body, timeout=30)
+    placed = http.post("/v1/orders", json=body, timeout=30, headers=signed_in)
     assert placed.status_code == 200, placed.text
     order = placed.json()["order"]
     assert order["state"] == "ORDER_STATE_CONFIRMED", order
-    assert order["customerId"] == body["customerId"]
+    assert order["customerId"] == customer  # from the token, not the body
     assert order["paymentId"]
     assert shop.stock(sku).on_hand == 98
 
-    fetched = http.get(f"/v1/orders/{order['orderId']}")
+    fetched = http.get(f"/v1/orders/{order['orderId']}", headers=signed_in)
     assert fetched.status_code == 200, fetched.text
     assert fetched.json()["order"] == order
 
-    missing = http.get(f"/v1/orders/ord_{uuid.uuid4().hex}")
+    missing = http.get(f"/v1/orders/ord_{uuid.uuid4().hex}", headers=signed_in)
     assert missing.status_code == 404, missing.text
     assert any(d.get("reason") == "ORDER_NOT_FOUND" for d in missing.json().get("details", [])), missing.text
 

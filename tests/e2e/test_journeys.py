@@ -27,7 +27,7 @@ from shop.orders.v1 import order_service_pb2 as orders_pb
 from shopstack import swap, topology
 from shopstack.stack import Stack
 
-from ._shop import CALL_TIMEOUT, ORDER_TIMEOUT, Shop, describe_order, new_id, reason_name, state_name, wait_for
+from .support import CALL_TIMEOUT, ORDER_TIMEOUT, Shop, describe_order, new_id, reason_name, state_name, wait_for
 
 SEED_PRODUCTS = 55  # data/products.json
 
@@ -49,7 +49,7 @@ def inventory_in_place(request: pytest.FixtureRequest) -> Iterator[str]:
     swap.canary(stack, "inventory", lang, 100)
     cluster = f"cluster.inventory-{lang}.upstream_rq_total"
     probe = inventory_pb.GetStockRequest(skus=["sku-tote-bag"])
-    with grpc.insecure_channel(stack.public_addr) as channel:
+    with stack.public_channel() as channel:
         stub = inventory_grpc.InventoryServiceStub(channel)
 
         def routed() -> bool:

@@ -1,17 +1,24 @@
 package server
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
+	"os"
 	"strconv"
+	"strings"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 )
 
-// Flags binds settings to command-line flags whose defaults come from
-// environment variables, so every setting can be given either way and a flag
+// Flags is the one settings parser of the Go services. It binds settings to
+// command-line flags whose defaults come from environment variables, so every setting can be given either way and a flag
 // wins over the variable (docs/conventions.md names the variables).
 //
 // Values from the environment are parsed while the flags are defined; a bad
@@ -62,27 +69,37 @@ func (f *Flags) Parse(args []string) error {
 	return errors.Join(errs...)
 }
 
-// Seconds adapts a duration to a setting written in whole seconds, as
-// SHOP_SHUTDOWN_GRACE_SECONDS is; pass it to Flags.Text. Negative values are
-// rejected.
-func Seconds(d *time.Duration) interface {
+// Seconds adapts a duration to a setting written in seconds, fractions
+// allowed ("1.5"), as every language reads SHOP_SHUTDOWN_GRACE_SECONDS and
+// SHOP_RESERVATION_TTL_SECONDS; pass it to Flags.Text. The value is kept to
+// the millisecond. Negative values are rejected, and so is zero unless
+// allowZero is set. A blank value keeps the default.
+func Seconds(d *time.Duration, allowZero bool) interface {
 	encoding.TextUnmarshaler
 	encoding.TextMarshaler
 } {
-	return &seconds{d}
+	return &seconds{d: d, allowZero: allowZero}
 }
 
-type seconds struct{ d *time.Duration }
+type seconds struct {
+	d         *time.Duration
+	allowZero bool
+}
 
 func (s seconds) UnmarshalText(text []byte) error {
-	n, err := strconv.Atoi(string(text))
-	if err != nil {
-		return fmt.Errorf("%q is not a whole number of seconds", text)
+	raw := strings.TrimSpace(string(text))
+	if raw == "" {
+		return nil
 	}
-	if n < 0 {
-		return fmt.Errorf("%d is negative; it must be 0 or more seconds", n)
+	v, err := strconv.ParseFloat(raw, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || (v == 0 && !s.allowZero) {
+		bound := "more than zero"
+		if s.allowZero {
+			bound = "zero or more"
+		}
+		return fmt.Errorf("must be a number of seconds, %s (fractions allowed); got %q", bound, text)
 	}
-	*s.d = time.Duration(n) * time.Second
+	*s.d = time.Duration(math.Round(v*1000)) * time.Millisecond
 	return nil
 }
 
@@ -90,7 +107,7 @@ func (s seconds) MarshalText() ([]byte, error) {
 	if s.d == nil {
 		return []byte("0"), nil
 	}
-	return []byte(strconv.Itoa(int(*s.d / time.Second))), nil
+	return []byte(strconv.FormatFloat(s.d.Seconds(), 'f', -1, 64)), nil
 }
 
 // Config is what every shop server needs to run, whatever its service.
@@ -105,6 +122,15 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// LogLevel is the lowest level logged.
 	LogLevel slog.Level
+	// TLSCertFile and TLSKeyFile are the server's certificate (its
+	// SPIFFE-style identity in the SAN) and key; TLSCAFile is the CA every
+	// client certificate must come from. All three set: the server serves
+	// mutual TLS only. None set: plaintext, which only unit tests use.
+	TLSCertFile, TLSKeyFile, TLSCAFile string
+
+	// creds are the transport credentials Validate loaded from the TLS
+	// files; nil means plaintext.
+	creds credentials.TransportCredentials
 }
 
 // DefaultShutdownGrace is SHOP_SHUTDOWN_GRACE_SECONDS's default.
@@ -118,13 +144,53 @@ func (c *Config) Register(f *Flags, defaultAddr string) {
 	f.String(&c.ListenAddr, "listen-addr", "SHOP_LISTEN_ADDR", defaultAddr,
 		"host:port to listen on; port 0 picks a free port")
 	c.ShutdownGrace = DefaultShutdownGrace
-	f.Text(Seconds(&c.ShutdownGrace), "shutdown-grace-seconds", "SHOP_SHUTDOWN_GRACE_SECONDS",
-		"seconds a shutdown waits for in-flight RPCs before cancelling them")
+	f.Text(Seconds(&c.ShutdownGrace, true), "shutdown-grace-seconds", "SHOP_SHUTDOWN_GRACE_SECONDS",
+		"seconds a shutdown waits for in-flight RPCs before cancelling them, fractions allowed")
 	c.LogLevel = slog.LevelInfo
 	f.Text(&c.LogLevel, "log-level", "SHOP_LOG_LEVEL", "lowest level logged: debug, info, warn or error")
+	f.String(&c.TLSCertFile, "tls-cert-file", "SHOP_TLS_CERT_FILE", "", "the server's TLS certificate (PEM); with the key and CA files, serve mutual TLS")
+	f.String(&c.TLSKeyFile, "tls-key-file", "SHOP_TLS_KEY_FILE", "", "the server's TLS private key (PEM)")
+	f.String(&c.TLSCAFile, "tls-ca-file", "SHOP_TLS_CA_FILE", "", "the CA (PEM) that every client certificate must come from")
 }
 
-// Validate checks the settings.
+// loadTLS builds the mutual-TLS server credentials from the three files, or
+// leaves c.creds nil when none is set.
+func (c *Config) loadTLS() error {
+	set := 0
+	for _, f := range []string{c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile} {
+		if f != "" {
+			set++
+		}
+	}
+	switch set {
+	case 0:
+		return nil
+	case 3:
+	default:
+		return errors.New("TLS needs SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE and SHOP_TLS_CA_FILE together; only some are set")
+	}
+	pair, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return fmt.Errorf("load SHOP_TLS_CERT_FILE/SHOP_TLS_KEY_FILE: %w", err)
+	}
+	caPEM, err := os.ReadFile(c.TLSCAFile)
+	if err != nil {
+		return fmt.Errorf("read SHOP_TLS_CA_FILE: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return fmt.Errorf("SHOP_TLS_CA_FILE %s holds no PEM certificate", c.TLSCAFile)
+	}
+	c.creds = credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{pair},
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+	})
+	return nil
+}
+
+// Validate checks the settings and loads the TLS files, if any.
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Service == "" {
@@ -135,6 +201,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, fmt.Errorf("the shutdown grace period is %s; it must not be negative", c.ShutdownGrace))
+	}
+	if err := c.loadTLS(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

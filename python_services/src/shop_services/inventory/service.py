@@ -1,9 +1,10 @@
 """shop.inventory.v1.InventoryService on grpc.aio: the Python implementation.
 
-It implements the same contract as node_service (the reference) on the same
-database layout, so either can replace the other, even on one database file at
-once. Request validation, field paths and messages match
-node_service/src/service.ts; the store does the work.
+It implements the contract every inventory implements (inventory_service.proto,
+held to tests/contract/test_inventory.py) on the shared database layout
+(data/inventory_schema.sql), so any implementation can replace another, even
+on one database file at once. Request validation follows the proto's limits
+and the field paths of docs/conventions.md; the store does the work.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 
 from shop_services.common.errors import RpcError
 from shop_services.common.server import Running, Service, create_server
+from shop_services.common.tls import Tls
 from shop_services.inventory import errors
 from shop_services.inventory.store import (
     ImportItem,
@@ -215,7 +217,7 @@ _RESET_GRACE_SECONDS = 0.05
 
 def sweep_interval_seconds(ttl_ms: int) -> float:
     """How often overdue reservations are expired so that watchers see it:
-    half the time to live, within 50 ms and 5 s (as node_service does)."""
+    half the time to live, within 50 ms and 5 s, in every implementation."""
     return min(5000, max(50, math.floor(ttl_ms / 2))) / 1000
 
 
@@ -260,6 +262,7 @@ async def create_inventory_server(
     reservation_ttl_seconds: float,
     logger: logging.Logger | None = None,
     sweep_interval: float | None = None,
+    tls: Tls | None = None,
 ) -> InventoryServer:
     """Open (create, migrate, seed) the database, then build, bind and start
     the server; port 0 picks a free port.
@@ -277,7 +280,7 @@ async def create_inventory_server(
     servicer = InventoryService(store, hub, ttl_ms)
     service = Service(SERVICE_NAME, lambda server: pb_grpc.add_InventoryServiceServicer_to_server(servicer, server))
     try:
-        running = await create_server(address, [service], logger)
+        running = await create_server(address, [service], logger, tls=tls)
     except BaseException:
         await hub.close()
         await store.close()

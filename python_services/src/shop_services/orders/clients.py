@@ -34,13 +34,13 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
 from shop.catalog.v1 import catalog_service_pb2_grpc
 from shop.inventory.v1 import inventory_service_pb2_grpc
 from shop.payments.v1 import payment_service_pb2_grpc
 
-from shop_services.common.errors import details_of, error_reason
+from shop_services.common.errors import decode_error
 from shop_services.common.interceptors import REQUEST_ID_HEADER
+from shop_services.common.tls import Tls
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -102,25 +102,22 @@ class CallFailedError(Exception):
 
     @classmethod
     def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> CallFailedError:
-        fields: list[str] = []
-        status = details_of(error)
-        if status is not None:
-            for detail in status.details:
-                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    detail.Unpack(bad)
-                    fields.extend(str(v.field) for v in bad.field_violations)
-        return cls(error.code(), error.details() or "", reason=error_reason(error), fields=tuple(fields))
+        details = decode_error(error)
+        return cls(details.code, details.message, reason=details.reason, fields=tuple(details.field_paths))
 
 
 class Clients:
     """One channel and stub per dependency, for the life of the service."""
 
-    def __init__(self, dependencies: Dependencies) -> None:
-        self._channels = [
-            grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
-            for address in (dependencies.catalog, dependencies.inventory, dependencies.payments)
-        ]
+    def __init__(self, dependencies: Dependencies, tls: Tls | None = None) -> None:
+        addresses = (dependencies.catalog, dependencies.inventory, dependencies.payments)
+        if tls is None:
+            self._channels = [grpc.aio.insecure_channel(a, options=_CHANNEL_OPTIONS) for a in addresses]
+        else:
+            # Our own certificate identifies us to Envoy's internal listener,
+            # whose RBAC allows orders exactly the saga's RPCs.
+            credentials = tls.channel_credentials()
+            self._channels = [grpc.aio.secure_channel(a, credentials, options=_CHANNEL_OPTIONS) for a in addresses]
         catalog, inventory, payments = self._channels
         self.catalog: catalog_service_pb2_grpc.CatalogServiceAsyncStub = catalog_service_pb2_grpc.CatalogServiceStub(
             catalog
