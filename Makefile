@@ -204,6 +204,7 @@ BASES ?= auto
 .PHONY: docker-config
 docker-config: $(STAMPS)/py-package $(STAMPS)/buf ## Render Envoy's Docker Compose configuration into envoy/gen/docker (and the certificates)
 	@$(STACK) certs --if-missing
+	@$(STACK) containers certs
 	@$(STACK) render-docker envoy/gen/docker
 	cp $(DESCRIPTOR) $(OPENAPI) envoy/gen/docker/
 	mkdir -p envoy/gen/docker/docs

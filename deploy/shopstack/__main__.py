@@ -191,6 +191,10 @@ def cmd_k8s_manifests(args: argparse.Namespace) -> None:
 def cmd_containers(args: argparse.Namespace) -> None:
     """docker-compose.yml with Docker, or podman where no Docker daemon answers."""
     try:
+        if args.action == "certs":
+            written = containers.stage_certs()
+            print(f"{len(written)} certificate files for the containers in {containers.CONTAINER_CERTS}")
+            return
         engine = containers.detect()
         project = containers.Project()
         if args.action == "build":
@@ -304,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     manifests.add_argument("out")
     manifests.set_defaults(func=cmd_k8s_manifests)
     ctr = sub.add_parser("containers", help="build, start, stop or test the Docker Compose stack")
-    ctr.add_argument("action", choices=["build", "up", "down", "test"])
+    ctr.add_argument("action", choices=["certs", "build", "up", "down", "test"])
     ctr.add_argument(
         "--bases",
         default="auto",

@@ -37,6 +37,12 @@ CONTAINERS_CONF = ROOT / "deploy" / "containers" / "containers.conf"
 BASE_DOCKERFILE = ROOT / "deploy" / "containers" / "base.Dockerfile"
 WORK = ROOT / ".tmp" / "containers"
 VENV_BIN = ROOT / ".venv" / "bin"
+# What `make certs` wrote (the default run directory's certs_dir), and the copy
+# the containers mount: only what they need, each key readable by the user the
+# images run as (USER 10001 in every Dockerfile) and by nobody else.
+HOST_CERTS = ROOT / ".run" / "certs"
+CONTAINER_CERTS = ROOT / ".run" / "container-certs"
+CONTAINER_UID = 10001
 
 LOCAL_ROOTFS = "localhost/shop-base/rootfs:bookworm"
 # The bases built on it, by the build argument each replaces.
@@ -297,6 +303,59 @@ def image_sizes(engine: Engine, refs: list[str]) -> dict[str, int]:
     return sizes
 
 
+# -- the certificates the containers mount -----------------------------------
+
+
+def stage_certs(source: Path = HOST_CERTS, dest: Path = CONTAINER_CERTS) -> list[Path]:
+    """Copy the CA certificate, the JWKS and each container identity's
+    certificate and key from source (`make certs`) into dest, which
+    docker-compose.yml mounts file by file.
+
+    `make certs` writes keys 0600 for the user who ran it (root here); the
+    containers run as uid 10001, so each key is copied owned by that uid,
+    mode 0400. Without root (a Docker daemon's user) the key cannot change
+    owner and is copied 0644 instead, readable by the container's user. The
+    CA key, the token signing key and the operator's key are not copied:
+    nothing in a container needs them. Returns the files written."""
+    from shopstack import pki, topology
+
+    topo = topology.load()
+    certs = pki.Certs(source, topo.security.trust_domain)
+    identities = [name for name in topo.identities() if name != pki.OPERATOR] + [pki.EDGE]
+    missing = [p for p in (certs.ca, certs.jwks) if not p.exists()]
+    missing += [p for name in identities for p in (certs.pair(name).cert, certs.pair(name).key) if not p.exists()]
+    if missing:
+        raise ContainerError(f"missing certificates ({', '.join(map(str, missing))}): run `make certs`")
+    dest.mkdir(parents=True, exist_ok=True)
+    dest.chmod(0o755)
+    as_root = os.geteuid() == 0
+    written = []
+    public = [certs.ca, certs.jwks, *(certs.pair(name).cert for name in identities)]
+    for path in public:
+        written.append(_copy(path, dest / path.name, 0o644, None))
+    for name in identities:
+        key = certs.pair(name).key
+        if as_root:
+            written.append(_copy(key, dest / key.name, 0o400, CONTAINER_UID))
+        else:
+            written.append(_copy(key, dest / key.name, 0o644, None))
+    return written
+
+
+def _copy(source: Path, dest: Path, mode: int, uid: int | None) -> Path:
+    """Write then rename (a running container never reads half a file)."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(source.read_bytes())
+    if uid is not None:
+        os.chown(tmp, uid, uid)
+    tmp.chmod(mode)
+    os.replace(tmp, dest)
+    return dest
+
+
 # -- the commands the Makefile runs ------------------------------------------
 
 TEST_OVERRIDE = ROOT / "deploy" / "containers" / "compose.test.yml"
@@ -342,6 +401,9 @@ def edge_of(engine: Engine, project: Project, internal: bool = True) -> dict[str
         "public": published(engine, project, "envoy", 8080),
         "internal": published(engine, project, "envoy", 8081) if internal else "",
         "admin": published(engine, project, "envoy", 9901),
+        # The client side: the CA that signed Envoy's certificates, the
+        # operator's certificate for the internal listener, the token key.
+        "certs": str(HOST_CERTS),
         "logs": {service: [*engine.cli, "logs", cid] for service, cid in ids.items()},
         "compose": {
             "engine": engine.name,
@@ -354,6 +416,7 @@ def edge_of(engine: Engine, project: Project, internal: bool = True) -> dict[str
 
 def compose_test(engine: Engine, bases: str, pytest_args: list[str]) -> int:
     """Build, start a private project on free loopback ports, run the suites through its Envoy, tear down."""
+    stage_certs()
     build_seconds = build(engine, Project(), bases)
     refs = [f"shop/{name}:dev" for name in SERVICE_IMAGES]
     sizes = image_sizes(engine, refs)

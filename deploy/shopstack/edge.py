@@ -5,6 +5,11 @@ processes. A shop in containers, started by Docker Compose or podman, is
 reached the same way through Envoy; the cross-language suites take an Edge
 with `--edge FILE` (a JSON file written by `python -m shopstack containers
 test`) to run against it.
+
+Envoy's listeners there speak TLS only, as in `make up`: an Edge knows the
+certificates directory of the CA that signed them (`make certs`), and opens
+channels and issues customer tokens exactly as shopstack.stack.Stack does
+(shopstack.channels, shopstack.tokens).
 """
 
 from __future__ import annotations
@@ -14,7 +19,12 @@ import subprocess
 import tempfile
 import urllib.request
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
+
+import grpc
+
+from shopstack import channels, pki, tokens, topology
 
 
 def set_runtime(admin_url: str, **values: str | int) -> None:
@@ -41,6 +51,8 @@ class Edge:
     public_addr: str
     internal_addr: str
     admin_addr: str
+    # The CA, the operator's certificate and the token key (`make certs`).
+    certs_dir: Path
     # Per program (envoy, catalog-go, ...), the command that prints its log.
     log_commands: dict[str, list[str]] = field(default_factory=dict)
     _logs_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="shop-edge-logs-")))
@@ -48,7 +60,9 @@ class Edge:
     @classmethod
     def load(cls, path: Path) -> Edge:
         raw = json.loads(path.read_text())
-        return cls(raw["public"], raw["internal"], raw["admin"], raw.get("logs", {}))
+        if not raw.get("certs"):
+            raise ValueError(f"{path} names no certificates directory (\"certs\"): the edge speaks TLS only")
+        return cls(raw["public"], raw["internal"], raw["admin"], Path(raw["certs"]), raw.get("logs", {}))
 
     def dump(self, path: Path) -> None:
         path.write_text(
@@ -57,11 +71,37 @@ class Edge:
                     "public": self.public_addr,
                     "internal": self.internal_addr,
                     "admin": self.admin_addr,
+                    "certs": str(self.certs_dir),
                     "logs": self.log_commands,
                 },
                 indent=2,
             )
         )
+
+    @property
+    def certs(self) -> pki.Certs:
+        return pki.Certs(self.certs_dir, topology.load().security.trust_domain)
+
+    def token(self, customer: str, scopes: Iterable[str] = ()) -> str:
+        """A customer token from the local issuer whose JWKS this Envoy trusts."""
+        return tokens.issue(self.certs, topology.load().security, customer, scopes=scopes)
+
+    def operator_token(self, subject: str = "operator") -> str:
+        return self.token(subject, scopes=[topology.load().security.operator_scope])
+
+    def channel(
+        self, address: str, identity: str | None = pki.OPERATOR, options: channels.ChannelOptions = ()
+    ) -> grpc.Channel:
+        """TLS trusting the CA, presenting identity's certificate (None: none)."""
+        return channels.channel(self.certs, address, identity, options)
+
+    def public_channel(self, options: channels.ChannelOptions = ()) -> grpc.Channel:
+        """The public listener, as a customer reaches it: TLS, no client certificate."""
+        return self.channel(self.public_addr, None, options)
+
+    def internal_channel(self, identity: str = pki.OPERATOR, options: channels.ChannelOptions = ()) -> grpc.Channel:
+        """The internal listener, with identity's certificate (mutual TLS)."""
+        return self.channel(self.internal_addr, identity, options)
 
     @property
     def admin_url(self) -> str:

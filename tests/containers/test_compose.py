@@ -98,13 +98,15 @@ def answered(call: Callable[[], T], timeout: float = 60) -> T:
 
 @pytest.fixture(scope="module")
 def public(edge: Edge) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(edge.public_addr) as channel:
+    """The public listener (TLS), each call signed in as the customer it names."""
+    with edge.public_channel() as channel:
         yield channel
 
 
 @pytest.fixture(scope="module")
 def internal(edge: Edge) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(edge.internal_addr) as channel:
+    """The internal listener: mutual TLS with the operator's certificate."""
+    with edge.internal_channel() as channel:
         yield channel
 
 
@@ -120,14 +122,17 @@ def test_data_survives_compose_restart(
     stock = inventory_grpc.InventoryServiceStub(internal)
     stock.ImportStock(iter([inventory_pb.ImportStockRequest(sku=sku, on_hand=500)]), timeout=CALL_TIMEOUT)
     orders = orders_grpc.OrderServiceStub(public)
+    customer = f"restart-{uuid.uuid4()}"
+    signed_in = (("authorization", f"Bearer {edge.token(customer)}"),)
     placed = orders.PlaceOrder(
         orders_pb.PlaceOrderRequest(
             request_id=str(uuid.uuid4()),
-            customer_id=f"restart-{uuid.uuid4()}",
+            customer_id=customer,
             payment_token="tok_success",
             lines=[orders_pb.OrderLine(product_id=sku, quantity=3)],
         ),
         timeout=ORDER_TIMEOUT,
+        metadata=signed_in,
     ).order
     assert placed.state == orders_pb.ORDER_STATE_CONFIRMED, placed
     level = stock.GetStock(inventory_pb.GetStockRequest(skus=[sku]), timeout=CALL_TIMEOUT).levels[0]
@@ -158,7 +163,9 @@ def test_data_survives_compose_restart(
     # A restarted container may come back on a new address: Envoy finds it at
     # its next DNS refresh (STRICT_DNS, every 5 s); until then calls are UNAVAILABLE.
     again = answered(
-        lambda: orders.GetOrder(orders_pb.GetOrderRequest(order_id=placed.order_id), timeout=CALL_TIMEOUT)
+        lambda: orders.GetOrder(
+            orders_pb.GetOrderRequest(order_id=placed.order_id), timeout=CALL_TIMEOUT, metadata=signed_in
+        )
     ).order
     assert again.state == orders_pb.ORDER_STATE_CONFIRMED
     assert again.order_id == placed.order_id and again.payment_id == placed.payment_id

@@ -207,8 +207,8 @@ class _TargetInterceptor(
 def channel(request: pytest.FixtureRequest, target: Target) -> Iterator[grpc.Channel]:
     """A channel to the target, sending its metadata and a default deadline on every call.
 
-    Against the session stack it is mutual TLS with the operator's
-    certificate (every service and the internal listener require one);
+    Against the session stack or the --edge shop it is mutual TLS with the
+    operator's certificate (every service and the internal listener require one);
     under --target it is plaintext unless --certs names a certificates
     directory (`make certs` writes .run/certs).
     """
@@ -224,8 +224,8 @@ def channel(request: pytest.FixtureRequest, target: Target) -> Iterator[grpc.Cha
         else:
             raw = grpc.insecure_channel(target.address, options=options)
     else:
-        stack: Stack = request.getfixturevalue("stack")
-        raw = stack.channel(target.address, options=options)
+        shop: Stack | Edge = running_edge(request.config) or request.getfixturevalue("stack")
+        raw = shop.channel(target.address, options=options)
     try:
         grpc.channel_ready_future(raw).result(timeout=DEFAULT_TIMEOUT_SECONDS)
     except grpc.FutureTimeoutError:

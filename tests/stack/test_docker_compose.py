@@ -122,15 +122,45 @@ def test_each_service_serves_mutual_tls_with_its_own_identity(impl: topology.Imp
     assert spec["environment"]["SHOP_TLS_CERT_FILE"] == f"{certs}/{impl.service}.crt"
     assert spec["environment"]["SHOP_TLS_KEY_FILE"] == f"{certs}/{impl.service}.key"
     assert spec["environment"]["SHOP_TLS_CA_FILE"] == f"{certs}/ca.crt"
-    assert f"./.run/certs:{certs}:ro" in spec["volumes"]
+    assert cert_mounts(spec) == {"ca.crt", f"{impl.service}.crt", f"{impl.service}.key"}
     probe = " ".join(spec["healthcheck"]["test"])
     # The health probe gets through mutual TLS: grpc-health-probe with the
     # service's certificate, or the service's own probe, which reads its TLS variables.
     assert "-tls-client-cert" in probe or "healthcheck" in probe, probe
 
 
+def cert_mounts(spec: dict) -> set[str]:
+    """The certificate files a service mounts, each read-only from the staged
+    copy (`make docker-config`: .run/container-certs), at the same name."""
+    names = set()
+    for volume in spec["volumes"]:
+        source, _, rest = volume.partition(":")
+        target, _, mode = rest.partition(":")
+        assert not source.startswith("./.run/certs"), f"mounts make certs' own directory (CA key, token key): {volume}"
+        if target.startswith(envoy.DOCKER_CERTS_DIR):
+            assert source.startswith("./.run/container-certs/") and mode == "ro", volume
+            assert Path(source).name == Path(target).name, volume
+            names.add(Path(target).name)
+    return names
+
+
+def test_each_container_cert_file_is_one_that_make_docker_config_stages(tmp_path: Path) -> None:
+    """stage_certs copies exactly what the compose file mounts, keys for the containers' user only."""
+    from shopstack import containers, pki
+
+    source = tmp_path / "certs"
+    pki.make_all(pki.Certs(source, TOPOLOGY.security.trust_domain), TOPOLOGY.identities())
+    staged = {p.name for p in containers.stage_certs(source, tmp_path / "staged")}
+    mounted = set().union(*(cert_mounts(spec) for spec in SERVICES.values()))
+    assert mounted <= staged, mounted - staged
+    assert not staged & {"ca.key", "jwt.key", "operator.key"}
+    for key in (tmp_path / "staged").glob("*.key"):
+        mode = key.stat().st_mode & 0o777
+        assert mode in {0o400, 0o644} and (mode == 0o644 or key.stat().st_uid == containers.CONTAINER_UID), key
+
+
 def test_envoy_in_docker_has_the_certificates_and_no_plaintext_listener() -> None:
-    assert f"./.run/certs:{envoy.DOCKER_CERTS_DIR}:ro" in SERVICES["envoy"]["volumes"]
+    assert cert_mounts(SERVICES["envoy"]) == {"ca.crt", "envoy.crt", "envoy.key", "edge.crt", "edge.key", "jwks.json"}
     config = envoy.bootstrap(TOPOLOGY, envoy.docker_mode())
     for listener in config["static_resources"]["listeners"]:
         for chain in listener["filter_chains"]:
