@@ -248,6 +248,13 @@ test-containers: docker-config $(STAMPS)/container-tools ## Build the images, st
 k8s-manifests: $(STAMPS)/py-package ## Regenerate deploy/k8s from deploy/stack.toml and the protos
 	@$(STACK) k8s-manifests deploy/k8s
 
+# kustomize's secretGenerator makes each identity's Secret from these files,
+# which git ignores (keys are never committed): run it before `kubectl apply -k`.
+.PHONY: k8s-secrets
+k8s-secrets: $(STAMPS)/py-package ## Copy the certificates of `make certs` into deploy/k8s/base/certs for the Secrets
+	@$(STACK) certs --if-missing
+	@$(STACK) k8s-secrets deploy/k8s/base/certs
+
 # kube-apiserver from the Go module proxy through a wrapper module (see
 # tools/kube-apiserver/go.mod): about 6.5 minutes and 3 GB of memory, once.
 $(BIN)/kube-apiserver: tools/kube-apiserver/go.mod tools/kube-apiserver/go.sum
@@ -258,7 +265,7 @@ $(STAMPS)/k8s-tools: tools/kube-apiserver/requirements.txt $(STAMPS)/venv
 	@mkdir -p $(dir $@) && touch $@
 
 .PHONY: k8s-check
-k8s-check: $(STAMPS)/py-package $(STAMPS)/k8s-tools $(BIN)/kube-apiserver ## deploy/k8s through a real kube-apiserver (kubectl apply --dry-run=server)
+k8s-check: k8s-secrets $(STAMPS)/k8s-tools $(BIN)/kube-apiserver ## deploy/k8s through a real kube-apiserver (kubectl apply --dry-run=server)
 	$(VENV)/bin/pytest -q tests/k8s_server --kube-apiserver=$(BIN)/kube-apiserver
 
 ##@ Benchmarks

@@ -188,6 +188,16 @@ def cmd_k8s_manifests(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} files under {args.out}")
 
 
+def cmd_k8s_secrets(args: argparse.Namespace) -> None:
+    """The certificate files deploy/k8s's secretGenerator reads (git-ignored)."""
+    stack = default_stack()
+    try:
+        written = k8s.stage_secret_files(stack.certs.directory, Path(args.out), stack.topology)
+    except FileNotFoundError as err:
+        die(str(err))
+    print(f"wrote {len(written)} certificate files for the Kubernetes Secrets under {args.out}")
+
+
 def cmd_containers(args: argparse.Namespace) -> None:
     """docker-compose.yml with Docker, or podman where no Docker daemon answers."""
     try:
@@ -307,6 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     manifests = sub.add_parser("k8s-manifests", help="write the Kubernetes manifests (deploy/k8s)")
     manifests.add_argument("out")
     manifests.set_defaults(func=cmd_k8s_manifests)
+    secrets = sub.add_parser("k8s-secrets", help="copy the certificates deploy/k8s's Secrets are made of")
+    secrets.add_argument("out")
+    secrets.set_defaults(func=cmd_k8s_secrets)
     ctr = sub.add_parser("containers", help="build, start, stop or test the Docker Compose stack")
     ctr.add_argument("action", choices=["certs", "build", "up", "down", "test"])
     ctr.add_argument(

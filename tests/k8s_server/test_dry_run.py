@@ -178,6 +178,21 @@ def test_the_envoy_config_map_carries_the_generated_configuration(rendered: dict
     assert f"{canary.canary_service}-{canary.canary_impl}" in config["data"]["cds.yaml"]
 
 
+@pytest.mark.parametrize("tree", sorted(TREES))
+def test_every_pod_mounts_its_identitys_generated_secret(rendered: dict[str, str], tree: str) -> None:
+    """secretGenerator's Secrets (make k8s-secrets) under their hashed names, and each pod's reference with them."""
+    docs = [d for d in yaml.safe_load_all(rendered[tree]) if d]
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    assert deployments
+    for deployment in deployments:
+        (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+        name = volume["secret"]["secretName"]
+        assert name in secrets and name != k8s.secret_name(deployment["metadata"]["name"].split("-")[0]), name
+        assert deployment["metadata"]["namespace"] == secrets[name]["metadata"]["namespace"]
+        assert "ca.crt" in secrets[name]["data"] and not {"ca.key", "jwt.key"} & set(secrets[name]["data"])
+
+
 def test_the_api_server_refuses_a_selector_that_misses_the_pods(cluster: Cluster, rendered: dict[str, str]) -> None:
     """What kubernetes-validate cannot see: a Deployment whose selector does not match its template."""
     deployment = next(

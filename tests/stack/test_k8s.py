@@ -135,14 +135,63 @@ def test_each_service_runs_its_stack_implementation_with_grpc_health_probes(name
     # Headless, so Envoy's STRICT_DNS cluster sees every pod.
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["ports"][0]["port"] == impl.port
+    # The kubelet's own gRPC probe cannot present a client certificate: each
+    # probe runs the image's health client with the pod's, the same command
+    # as the service's docker-compose.yml health check.
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][impl.cluster]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        grpc = container[probe]["grpc"]
-        assert grpc["port"] == impl.port
-        assert grpc.get("service", "") == ("" if name == "reflection" else TOPOLOGY.services[name].proto)
+        assert "grpc" not in container[probe] and "tcpSocket" not in container[probe]
+        assert container[probe]["exec"]["command"] == compose["healthcheck"]["test"][1:]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/canary"])
+def test_every_pod_serves_mutual_tls_with_its_identitys_secret(overlay: str) -> None:
+    """Each Deployment mounts its identity's Secret at /etc/shop/certs and its
+    TLS variables name the files in it; the Secrets come from secretGenerator
+    over git-ignored files (make k8s-secrets), never from a committed key."""
+    kustomization = yaml.safe_load((ROOT / "deploy" / "k8s" / "base" / "kustomization.yaml").read_text())
+    generated = {g["name"]: {Path(f).name for f in g["files"]} for g in kustomization["secretGenerator"]}
+    for g in kustomization["secretGenerator"]:
+        for f in g["files"]:
+            assert f.startswith(f"{k8s.SECRET_FILES_DIR}/"), f
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", f"deploy/k8s/base/{k8s.SECRET_FILES_DIR}/ca.key"], cwd=ROOT, check=False
+    )
+    assert ignored.returncode == 0, "deploy/k8s/base/certs must be git-ignored"
+    deployments = of_kind(objects(["base", *([overlay] if overlay != "base" else [])]), "Deployment")
+    assert deployments
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if "secret" in v]
+        files = generated[volume["secret"]["secretName"]]
+        container = pod["containers"][0]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
+        assert mount["mountPath"] == k8s.CERTS_DIR and mount["readOnly"] is True
+        assert volume["secret"]["defaultMode"] == 0o440 and pod["securityContext"]["fsGroup"] == k8s.APP_UID
+        identity = volume["secret"]["secretName"].removesuffix("-certs")
+        assert {"ca.crt", f"{identity}.crt", f"{identity}.key"} <= files
+        assert not files & {"ca.key", "jwt.key", "operator.key"}, name
+        if name == "envoy":
+            assert {"edge.crt", "edge.key", "jwks.json"} <= files
+            continue
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["SHOP_TLS_CERT_FILE"] == f"{k8s.CERTS_DIR}/{identity}.crt"
+        assert env["SHOP_TLS_KEY_FILE"] == f"{k8s.CERTS_DIR}/{identity}.key"
+        assert env["SHOP_TLS_CA_FILE"] == f"{k8s.CERTS_DIR}/ca.crt"
+
+
+def test_k8s_secrets_stages_exactly_the_secret_files(tmp_path: Path) -> None:
+    from shopstack import pki
+
+    source = tmp_path / "certs"
+    pki.make_all(pki.Certs(source, TOPOLOGY.security.trust_domain), TOPOLOGY.identities())
+    written = {p.name: p for p in k8s.stage_secret_files(source, tmp_path / "out", TOPOLOGY)}
+    assert set(written) == {f for files in k8s.secret_files(TOPOLOGY).values() for f in files}
+    assert all(p.stat().st_mode & 0o077 == 0 for name, p in written.items() if name.endswith(".key"))
 
 
 @pytest.mark.parametrize("name", [n for n in TOPOLOGY.services if k8s.stateful(n, CONF) and n != "reflection"])
