@@ -18,8 +18,8 @@ import json
 import subprocess
 import tempfile
 import urllib.request
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -61,7 +61,7 @@ class Edge:
     def load(cls, path: Path) -> Edge:
         raw = json.loads(path.read_text())
         if not raw.get("certs"):
-            raise ValueError(f"{path} names no certificates directory (\"certs\"): the edge speaks TLS only")
+            raise ValueError(f'{path} names no certificates directory ("certs"): the edge speaks TLS only')
         return cls(raw["public"], raw["internal"], raw["admin"], Path(raw["certs"]), raw.get("logs", {}))
 
     def dump(self, path: Path) -> None:

@@ -42,14 +42,13 @@ checks the committed tree is what this module renders.
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-import shutil
 
 from shopstack import envoy, pki
 from shopstack.topology import STACK_FILE, Implementation, Topology, methods
@@ -184,9 +183,7 @@ def secret_name(identity: str) -> str:
 
 def secret_files(topo: Topology) -> dict[str, list[str]]:
     """Per identity that runs in a pod, the files of its Secret."""
-    files = {
-        name: ["ca.crt", f"{name}.crt", f"{name}.key"] for name in topo.identities() if name != pki.OPERATOR
-    }
+    files = {name: ["ca.crt", f"{name}.crt", f"{name}.key"] for name in topo.identities() if name != pki.OPERATOR}
     files[pki.ENVOY] += [f"{pki.EDGE}.crt", f"{pki.EDGE}.key", "jwks.json"]
     return files
 
