@@ -177,9 +177,10 @@ def cmd_render_docker(args: argparse.Namespace) -> None:
     topo = topology.load()
     out = Path(args.out)
     envoy.render(topo, out, envoy.docker_mode())
-    # The container's Envoy runs as uid 10001: the mounted files must be readable by all.
+    # The container's Envoy runs as uid 10001: the mounted files must be
+    # readable by all, and a directory (docs/, from an earlier run) searchable.
     for path in out.iterdir():
-        path.chmod(0o644)
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def cmd_k8s_manifests(args: argparse.Namespace) -> None:
