@@ -53,6 +53,15 @@ from .support import unique
 ROOT = topology.ROOT
 SCHEMA_FILE = ROOT / "data" / "inventory_schema.sql"
 IMPLEMENTATIONS = topology.load().services["inventory"].implementations
+
+
+@pytest.fixture(autouse=True)
+def _local_processes_only(request: pytest.FixtureRequest) -> None:
+    """It starts this checkout's programs (`make build`), not a shop through an edge."""
+    if request.config.getoption("--edge"):
+        pytest.skip("--edge given: this test starts the local programs itself")
+
+
 PROBE_SKU = "sku-settings-probe"
 PROBE_STOCK = 7
 PROBE_TABLE = "settings_probe"
