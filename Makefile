@@ -329,7 +329,7 @@ test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
 	cd python_services && $(VENV)/bin/pytest -q
 
 .PHONY: test-cross
-test-cross: build telemetry-tools ## The cross-language suites in tests/ (but tests/clients: make test-clients)
+test-cross: build telemetry-tools $(BIN)/grpcurl ## The cross-language suites in tests/ (but tests/clients: make test-clients)
 	$(VENV)/bin/pytest -q tests --ignore=tests/clients
 
 # Not in `make test` (about a minute and a half: a stack, a virtualenv, a Go
