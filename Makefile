@@ -157,6 +157,13 @@ GHZ := $(BIN)/ghz
 bench: build $(GHZ) ## Measure each language and the Envoy hop (QUICK=1 for a one-minute run); writes results/<time>/report.md
 	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
 
+##@ Reliability
+
+.PHONY: chaos
+chaos: $(STAMPS)/py-package $(BIN)/grpc-health-probe ## Restart each program and abuse the edge of the running `make up` stack under load; prints the outcome table
+	@if [ ! -f $(ROOT)/.run/supervisord.pid ]; then echo "chaos: start the stack first (make up)"; exit 1; fi
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/faults/test_restarts.py tests/abuse --running-stack $(ROOT)/.run
+
 ##@ Tests
 
 .PHONY: test
@@ -183,7 +190,7 @@ test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
 	cd python_services && $(VENV)/bin/pytest -q
 
 .PHONY: test-cross
-test-cross: build ## The cross-language suites in tests/
+test-cross: build $(BIN)/grpc-health-probe ## The cross-language suites in tests/
 	$(VENV)/bin/pytest -q tests
 
 ##@ Setup
@@ -209,6 +216,11 @@ $(BIN)/grpcurl: tools/go.mod tools/go.sum
 # Relative aliases, so `make .tmp/bin/grpcurl` works too.
 .tmp/bin/grpcurl: $(BIN)/grpcurl
 .tmp/bin/ghz: $(BIN)/ghz
+.tmp/bin/grpc-health-probe: $(BIN)/grpc-health-probe
+
+# The tests check the edge's health the way an orchestrator would.
+$(BIN)/grpc-health-probe: tools/go.mod tools/go.sum
+	cd tools && GOBIN=$(BIN) go install github.com/grpc-ecosystem/grpc-health-probe
 
 $(BIN)/ghz: tools/go.mod tools/go.sum
 	cd tools && GOBIN=$(BIN) go install github.com/bojand/ghz/cmd/ghz
@@ -222,7 +234,7 @@ $(STAMPS)/node-deps: node_service/package.json node_service/package-lock.json
 	@mkdir -p $(dir $@) && touch $@
 
 .PHONY: tools
-tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(BIN)/grpcurl ## Install every pinned tool
+tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(BIN)/grpcurl $(BIN)/grpc-health-probe ## Install every pinned tool
 
 .PHONY: clean
 clean: ## Remove generated code, tools and build output (keeps the run directory)

@@ -7,16 +7,27 @@ lines of every service's log are attached to its report.
 
 `--target HOST:PORT` runs a contract suite against one address instead of
 starting anything (see the README).
+
+The restart and abuse scenarios (tests/faults/test_restarts.py, tests/abuse/)
+share one more stack, `reliability_stack`: private (they kill processes and
+flood the public listener), with every inventory implementation taking a share
+of the traffic and the public listener's limits shrunk so that a flood is
+cheap to produce. `--running-stack DIR` points them at a stack that is already
+up instead (`make chaos` passes the one `make up` runs). Their outcomes are
+printed as one table at the end of the session.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import reliability
 from shopstack import envoy, topology
-from shopstack.stack import Stack, free_port
+from shopstack.stack import Stack, default_stack, free_port
 
 # Short enough that TTL expiry is observable in a test, long enough that a
 # saga under load never loses its reservation.
@@ -40,22 +51,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="run the contract suites against this address only (HOST:PORT) instead of a started stack",
     )
+    parser.addoption(
+        "--running-stack",
+        default=None,
+        help="run the restart and abuse scenarios against the stack already running in this run directory",
+    )
 
 
-def make_stack(run_dir: Path, routing: dict[str, dict[str, int]] | None = None) -> Stack:
-    """A stack on free ports in run_dir (not started)."""
+# The reliability stack's public limits: small, so a test floods them with a
+# few dozen streams (stack.toml's own values are checked in tests/stack/).
+RELIABILITY_PUBLIC_LIMITS = {"max_requests_per_cluster": 48, "requests_per_second": 150, "burst": 150}
+
+
+def make_stack(
+    run_dir: Path,
+    routing: dict[str, dict[str, int]] | None = None,
+    public_limits: dict[str, int] | None = None,
+    grace_seconds: str | None = None,
+) -> Stack:
+    """A stack on free ports in run_dir (not started), optionally with other public listener limits
+    and another SHOP_SHUTDOWN_GRACE_SECONDS for every service."""
     topo = topology.load()
+    if public_limits:
+        topo = replace(topo, limits=replace(topo.limits, public=replace(topo.limits.public, **public_limits)))
     ports = {}
     for service in topo.services.values():
         for impl in service.implementations.values():
             ports[impl.cluster] = free_port()
     topo = topo.with_ports(free_port(), free_port(), free_port(), ports)
-    return Stack(
-        run_dir=run_dir,
-        topology=topo,
-        env={"inventory": {"SHOP_RESERVATION_TTL_SECONDS": RESERVATION_TTL_SECONDS}},
-        routing=routing or {},
-    )
+    env: dict[str, dict[str, str]] = {name: {} for name in topo.services}
+    env["inventory"]["SHOP_RESERVATION_TTL_SECONDS"] = RESERVATION_TTL_SECONDS
+    if grace_seconds is not None:
+        for values in env.values():
+            values["SHOP_SHUTDOWN_GRACE_SECONDS"] = grace_seconds
+    return Stack(run_dir=run_dir, topology=topo, env=env, routing=routing or {})
 
 
 @pytest.fixture(scope="session")
@@ -75,13 +104,65 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 _STACK_KEY = pytest.StashKey[Stack]()
+_RELIABILITY_KEY = pytest.StashKey[Stack]()
+
+
+@pytest.fixture(scope="session")
+def reliability_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The restart and abuse scenarios' stack: private, or the running one with --running-stack."""
+    running = request.config.getoption("--running-stack")
+    if running:
+        os.environ["SHOP_RUN_DIR"] = str(Path(running).resolve())
+        shop = default_stack()
+        shop.wait_healthy(30)
+        request.config.stash[_RELIABILITY_KEY] = shop
+        yield shop
+        return
+    if request.config.getoption("--target"):
+        pytest.skip("--target given: the reliability scenarios need a whole stack")
+    inventory = topology.load().services["inventory"]
+    routing = envoy.default_routing(topology.load())
+    # Every inventory implementation serves a share, so restarting each one is tested under load.
+    share = 100 // len(inventory.implementations)
+    routing["inventory"] = {lang: share for lang in inventory.implementations}
+    # Nothing here tests draining: a short grace keeps the teardown quick.
+    shop = make_stack(tmp_path_factory.mktemp("reliability"), routing, RELIABILITY_PUBLIC_LIMITS, grace_seconds="1")
+    try:
+        shop.up(timeout=120)
+    except Exception:
+        shop.down()
+        raise
+    request.config.stash[_RELIABILITY_KEY] = shop
+    yield shop
+    shop.down()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not reliability.RESULTS:
+        return
+    text = reliability.table(reliability.RESULTS)
+    terminalreporter.write_sep("=", "reliability: faults and abuse tried, and what was measured")
+    terminalreporter.write_line(text)
+    out = os.environ.get("SHOP_RELIABILITY_TABLE")
+    if out:
+        Path(out).write_text(text + "\n")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    shop = item.config.stash.get(_STACK_KEY, None)
-    if report.failed and shop is not None:
-        programs = sorted(p.stem for p in shop.logs_dir.glob("*.log") if p.stem != "supervisord")
-        report.sections.append(("stack logs", "\n".join(shop.tail(p, 25) for p in programs)))
+    if not report.failed:
+        return
+    for key, title in ((_STACK_KEY, "stack logs"), (_RELIABILITY_KEY, "reliability stack logs")):
+        shop = item.config.stash.get(key, None)
+        if shop is not None and key in _used_by(item):
+            programs = sorted(p.stem for p in shop.logs_dir.glob("*.log") if p.stem != "supervisord")
+            report.sections.append((title, "\n".join(shop.tail(p, 25) for p in programs)))
+
+
+def _used_by(item: pytest.Item) -> set[pytest.StashKey[Stack]]:
+    """The reliability scenarios' stack if the test uses it, otherwise the session's."""
+    if "reliability_stack" in getattr(item, "fixturenames", ()):
+        return {_RELIABILITY_KEY}
+    return {_STACK_KEY}

@@ -34,6 +34,10 @@ class Method:
     client_streaming: bool
     server_streaming: bool
     retry_safe: bool
+    # idempotency_level NO_SIDE_EFFECTS: a read.
+    read_only: bool = False
+    # The request message's first string field (None if it has none).
+    request_string_field: str | None = None
 
     @property
     def path(self) -> str:
@@ -77,6 +81,29 @@ class Service:
 
 
 @dataclass(frozen=True)
+class ListenerLimits:
+    """What one Envoy listener's traffic may hold of each service ([limits.<listener>] in stack.toml)."""
+
+    max_requests_per_cluster: int
+    max_pending_requests_per_cluster: int
+    max_connections_per_cluster: int
+    max_concurrent_streams_per_connection: int
+    # Only the public listener is rate limited (0: no limit).
+    requests_per_second: int = 0
+    burst: int = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Envoy's limits, each explained where stack.toml sets it."""
+
+    public: ListenerLimits
+    internal: ListenerLimits
+    max_downstream_connections: int
+    max_heap_bytes: int
+
+
+@dataclass(frozen=True)
 class Topology:
     """The whole stack: edge ports and services, with the ports actually used."""
 
@@ -84,6 +111,7 @@ class Topology:
     internal_port: int
     admin_port: int
     services: dict[str, Service]
+    limits: Limits
     # Port overrides per cluster name (tests run on free ports).
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -153,11 +181,18 @@ def load(path: Path = STACK_FILE) -> Topology:
             implementations=variants,
         )
     edge = raw["edge"]
+    limits = raw["limits"]
     return Topology(
         public_port=int(edge["public_port"]),
         internal_port=int(edge["internal_port"]),
         admin_port=int(edge["admin_port"]),
         services=services,
+        limits=Limits(
+            public=ListenerLimits(**limits["public"]),
+            internal=ListenerLimits(**limits["internal"]),
+            max_downstream_connections=int(limits["edge"]["max_downstream_connections"]),
+            max_heap_bytes=int(limits["edge"]["max_heap_bytes"]),
+        ),
     )
 
 
@@ -167,6 +202,7 @@ def methods(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, list[Method]]:
         files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{descriptor_set} is missing; run `make protos`") from exc
+    messages = {f"{file.package}.{message.name}": message for file in files.file for message in file.message_type}
     found: dict[str, list[Method]] = {}
     for file in files.file:
         if not file.package.startswith("shop."):
@@ -180,10 +216,21 @@ def methods(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, list[Method]]:
                     client_streaming=m.client_streaming,
                     server_streaming=m.server_streaming,
                     retry_safe=m.options.idempotency_level in _SAFE_TO_RETRY,
+                    read_only=m.options.idempotency_level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+                    request_string_field=_first_string_field(messages.get(m.input_type.lstrip("."))),
                 )
                 for m in service.method
             ]
     return found
+
+
+def _first_string_field(message: descriptor_pb2.DescriptorProto | None) -> str | None:
+    if message is None:
+        return None
+    for field_ in message.field:
+        if field_.type == descriptor_pb2.FieldDescriptorProto.TYPE_STRING:
+            return field_.name
+    return None
 
 
 def dump_ports(topology: Topology) -> str:

@@ -12,6 +12,7 @@ import {
   status as Code,
   type ServerInterceptor,
 } from "@grpc/grpc-js";
+import { configureTextEncoding, getTextEncoding } from "@bufbuild/protobuf/wire";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 
@@ -22,6 +23,23 @@ import { reflectionPackage } from "./reflection.js";
 import { createInventoryService } from "./service.js";
 import { InventoryStore } from "./store.js";
 import { StockWatchHub } from "./watch.js";
+
+/**
+ * Protobuf strings must be UTF-8, and the Go and Python servers refuse a
+ * request whose string fields are not. The generated decoders read strings
+ * through @bufbuild/protobuf's text encoding, which by default replaces bad
+ * bytes with U+FFFD and carries on; made strict, decoding throws, and grpc-js
+ * answers the call INTERNAL without calling the handler, like the others.
+ */
+export function rejectInvalidUtf8(): void {
+  const lenient = getTextEncoding();
+  const strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  // Deprecated in favour of installing a TextDecoder globally, which would make
+  // every decoder in the process strict; this is the hook the generated
+  // decoders read strings through, and it changes nothing else.
+  // eslint-disable-next-line @typescript-eslint/no-deprecated
+  configureTextEncoding({ ...lenient, decodeUtf8: (bytes: Uint8Array) => strict.decode(bytes) });
+}
 
 /** The full name health reports on, besides the overall server (""). */
 export const SERVICE_NAME = `${protobufPackage}.InventoryService`;
@@ -121,6 +139,7 @@ function sweepIntervalMs(ttlMs: number): number {
 
 /** Opens the database, builds the server and starts it on config.listenAddr. */
 export async function createServer(config: Config, logger: Logger): Promise<InventoryServer> {
+  rejectInvalidUtf8();
   const store = InventoryStore.open({ dbPath: config.dbPath, seedFile: config.seedFile });
   const hub = new StockWatchHub(store, logger);
   const server = new Server({ interceptors: [loggingInterceptor(logger)] });

@@ -72,6 +72,17 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, in
         time.sleep(interval)
 
 
+def open_channel(address: str, *, own_connection: bool = False) -> grpc.Channel:
+    """The one way these suites open a gRPC channel to the stack.
+
+    own_connection: a channel with its own HTTP/2 connection (grpcio shares
+    connections between channels to the same address by default), for tests
+    that need several client connections.
+    """
+    options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
+    return grpc.insecure_channel(address, options=options)
+
+
 @dataclass
 class Shop:
     """Stubs on the public listener (what customers reach) and the internal one."""
@@ -82,8 +93,8 @@ class Shop:
 
     @classmethod
     def open(cls, stack: Stack) -> Shop:
-        public = grpc.insecure_channel(stack.public_addr)
-        internal = grpc.insecure_channel(stack.internal_addr)
+        public = open_channel(stack.public_addr)
+        internal = open_channel(stack.internal_addr)
         grpc.channel_ready_future(public).result(timeout=CALL_TIMEOUT)
         grpc.channel_ready_future(internal).result(timeout=CALL_TIMEOUT)
         return cls(stack, public, internal)

@@ -6,8 +6,10 @@ through every service a PlaceOrder touches.
 from __future__ import annotations
 
 import struct
+import subprocess
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -31,7 +33,10 @@ SHOP_SERVICES = {
     "shop.orders.v1.OrderService",
     "shop.payments.v1.PaymentService",
 }
+# Public reflection lists only services with at least one public RPC.
+PUBLIC_SERVICES = SHOP_SERVICES - {"shop.payments.v1.PaymentService"}
 ORIGIN = "http://localhost:3000"
+HEALTH_PROBE = Path(__file__).resolve().parents[2] / ".tmp" / "bin" / "grpc-health-probe"
 
 
 # -- internal RPCs -------------------------------------------------------------
@@ -105,7 +110,10 @@ def test_internal_rpcs_reach_their_service_on_the_internal_listener(shop: Shop, 
 def test_reflection_through_envoy_lists_and_describes_every_shop_service_v1alpha(shop: Shop) -> None:
     database = ProtoReflectionDescriptorDatabase(shop.public)
     services = set(database.get_services())
-    assert services >= SHOP_SERVICES, f"reflection (v1alpha) listed {sorted(services)}"
+    assert services >= PUBLIC_SERVICES, f"public reflection (v1alpha) listed {sorted(services)}"
+    assert "shop.payments.v1.PaymentService" not in services, "every PaymentService RPC is internal"
+    internal = set(ProtoReflectionDescriptorDatabase(shop.internal).get_services())
+    assert internal >= SHOP_SERVICES, f"internal reflection (v1alpha) listed {sorted(internal)}"
     pool = descriptor_pool.DescriptorPool(database)
     orders = pool.FindServiceByName("shop.orders.v1.OrderService")
     assert {"PlaceOrder", "GetOrder", "ListOrders", "WatchOrder"} <= {m.name for m in orders.methods}
@@ -126,8 +134,22 @@ def test_reflection_through_envoy_lists_every_shop_service_v1(shop: Shop) -> Non
     ]
     listed, described = list(info(iter(requests), timeout=CALL_TIMEOUT))
     services = {s.name for s in listed.list_services_response.service}
-    assert services >= SHOP_SERVICES, f"reflection (v1) listed {sorted(services)}"
+    assert services >= PUBLIC_SERVICES, f"public reflection (v1) listed {sorted(services)}"
+    assert "shop.payments.v1.PaymentService" not in services, "every PaymentService RPC is internal"
+    # Hidden from the list, its descriptors still resolve (other messages may use them).
     assert described.file_descriptor_response.file_descriptor_proto, described
+
+
+def test_grpc_health_probe_through_the_public_listener_says_the_edge_is_serving(shop: Shop) -> None:
+    result = subprocess.run(
+        [str(HEALTH_PROBE), "-addr", shop.stack.public_addr, "-connect-timeout", "5s", "-rpc-timeout", "5s"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SERVING" in result.stdout
 
 
 # -- JSON transcoding, gRPC-Web, CORS ---------------------------------------------

@@ -161,3 +161,87 @@ def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Pat
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout + result.stderr
+
+
+def test_each_listener_has_its_own_circuit_breaker_budget_from_stack_toml() -> None:
+    limits = TOPOLOGY.limits
+    for cluster in envoy.clusters(TOPOLOGY, envoy.default_routing(TOPOLOGY), envoy.docker_mode())["resources"]:
+        by_priority = {t["priority"]: t for t in cluster["circuit_breakers"]["thresholds"]}
+        for listener, priority in (("public", "DEFAULT"), ("internal", "HIGH")):
+            mine = getattr(limits, listener)
+            assert by_priority[priority]["max_requests"] == mine.max_requests_per_cluster, cluster["name"]
+            assert by_priority[priority]["max_pending_requests"] == mine.max_pending_requests_per_cluster
+            assert by_priority[priority]["max_connections"] == mine.max_connections_per_cluster
+    for listener, priority in (("public", "DEFAULT"), ("internal", "HIGH")):
+        for path, entries in routes_by_path(listener).items():
+            for route in entries:
+                if "route" in route:
+                    assert route["route"]["priority"] == priority, (listener, path)
+
+
+@pytest.mark.parametrize("method", [m for m in all_methods() if m.retry_safe and not m.streaming], ids=lambda m: m.path)
+def test_envoy_retries_a_mutation_only_when_it_never_reached_the_service(method: topology.Method) -> None:
+    """After a reset the saga must learn that a mutation is in doubt; reads are retried after resets too."""
+    retry_on = set(routes_by_path("internal")[method.path][0]["route"]["retry_policy"]["retry_on"].split(","))
+    assert {"connect-failure", "refused-stream", "unavailable"} <= retry_on
+    assert ("reset" in retry_on) == method.read_only
+
+
+def test_replies_envoy_makes_without_forwarding_are_marked_and_public_overflow_is_resource_exhausted() -> None:
+    from shop_services.orders.clients import NOT_FORWARDED_HEADER  # the saga reads what Envoy writes
+
+    assert envoy.NOT_FORWARDED_HEADER == NOT_FORWARDED_HEADER
+    config = envoy.bootstrap(TOPOLOGY, envoy.docker_mode())
+    for listener in config["static_resources"]["listeners"]:
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        mappers = hcm["local_reply_config"]["mappers"]
+        marked = mappers[-1]
+        assert set(marked["filter"]["response_flag_filter"]["flags"]) == {"UH", "UO", "UF"}
+        assert marked["headers_to_add"][0]["header"]["key"] == NOT_FORWARDED_HEADER
+        limits = getattr(TOPOLOGY.limits, listener["name"])
+        assert hcm["http2_protocol_options"]["max_concurrent_streams"] == limits.max_concurrent_streams_per_connection
+        filters = [f["name"] for f in hcm["http_filters"]]
+        if listener["name"] == "public":
+            overflow = next(m for m in mappers if "grpc-status" in str(m.get("headers_to_add")))
+            status = {h["header"]["key"]: h["header"]["value"] for h in overflow["headers_to_add"]}
+            assert status["grpc-status"] == "8", "an overflowing public client gets RESOURCE_EXHAUSTED"
+            assert "envoy.filters.http.local_ratelimit" in filters
+            bucket = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.local_ratelimit")
+            assert bucket["typed_config"]["token_bucket"]["tokens_per_fill"] == limits.requests_per_second
+            assert bucket["typed_config"]["rate_limited_as_resource_exhausted"] is True
+        else:
+            assert "envoy.filters.http.local_ratelimit" not in filters, "the saga's calls are never rate limited"
+    monitors = {m["name"]: m["typed_config"] for m in config["overload_manager"]["resource_monitors"]}
+    connections = monitors["envoy.resource_monitors.global_downstream_max_connections"]
+    assert connections["max_active_downstream_connections"] == TOPOLOGY.limits.max_downstream_connections
+    assert monitors["envoy.resource_monitors.fixed_heap"]["max_heap_size_bytes"] == TOPOLOGY.limits.max_heap_bytes
+
+
+def test_health_checks_bring_a_restarted_host_back_within_a_fraction_of_a_second() -> None:
+    for cluster in envoy.clusters(TOPOLOGY, envoy.default_routing(TOPOLOGY), envoy.docker_mode())["resources"]:
+        check = cluster["health_checks"][0]
+        assert check["healthy_threshold"] == 1
+        assert float(check["unhealthy_interval"].rstrip("s")) <= 0.25
+        assert float(check["no_traffic_interval"].rstrip("s")) <= 1
+        # Ejection for unreachable hosts is short, and a passing health check ends it.
+        assert float(cluster["outlier_detection"]["base_ejection_time"].rstrip("s")) <= 1
+
+
+def test_both_listeners_check_grpc_framing_for_every_rpc() -> None:
+    config = envoy.bootstrap(TOPOLOGY, envoy.docker_mode())
+    for listener in config["static_resources"]["listeners"]:
+        filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        check = next(f for f in filters if f["name"] == "envoy.filters.http.grpc_field_extraction")
+        covered = set(check["typed_config"]["extractions_by_method"])
+        expected = {f"{m.service}.{m.name}" for m in all_methods() if not m.client_streaming}
+        assert covered == expected, listener["name"]
+
+
+def test_public_reflection_hides_services_without_a_public_rpc_and_health_goes_to_the_edge_helper() -> None:
+    public = routes_by_path("public")
+    reflection = public["/grpc.reflection."][0]
+    headers = {h["header"]["key"]: h["header"]["value"] for h in reflection["request_headers_to_add"]}
+    assert headers == {envoy.REFLECTION_HIDE_HEADER: "shop.payments.v1.PaymentService"}
+    assert "request_headers_to_add" not in routes_by_path("internal")["/grpc.reflection."][0]
+    health = public["/grpc.health.v1.Health/"][0]
+    assert health["route"]["cluster"] == TOPOLOGY.impl_of("reflection").cluster

@@ -52,6 +52,10 @@ def docker_mode() -> Mode:
     )
 
 
+# The circuit-breaker priority each listener's routes use: every cluster has
+# one set of thresholds per priority, so each listener gets its own budget.
+LISTENER_PRIORITY = {"public": "DEFAULT", "internal": "HIGH"}
+
 Routing = Mapping[str, Mapping[str, int]]
 """Per service, the implementations receiving traffic and their weights."""
 

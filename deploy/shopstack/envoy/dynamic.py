@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from shopstack.envoy.common import Mode, Routing, address, duration
-from shopstack.topology import Method, Service, Topology
+from shopstack.envoy.common import LISTENER_PRIORITY, Mode, Routing, address, duration
+from shopstack.topology import ListenerLimits, Method, Service, Topology
 
 IMPL_HEADER = "x-shop-impl"
+# The services public reflection leaves out (go_service/internal/apireflection, HideHeader).
+REFLECTION_HIDE_HEADER = "x-shop-reflection-hide"
 # The gRPC-Web and CORS headers a browser client sends and may read.
 _CORS_ALLOW_HEADERS = (
     "content-type,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,"
@@ -41,13 +43,23 @@ def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dic
             "cluster_name": impl.cluster,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(mode.upstream(impl.cluster), port)}}]}],
         },
-        # grpc.health.v1 every second: a draining service (NOT_SERVING) stops
-        # receiving new calls after two failed checks.
+        # grpc.health.v1 every second while a host is healthy, five times a
+        # second while it is not, so a restarted service gets traffic back
+        # within a fifth of a second of answering SERVING (envoy/README.md).
+        # A draining service (NOT_SERVING) stops receiving new calls after
+        # two failed checks; one success brings a host back.
         "health_checks": [
             {
                 "timeout": "1s",
                 "interval": "1s",
-                "no_traffic_interval": "2s",
+                "interval_jitter": "0.1s",
+                "unhealthy_interval": "0.2s",
+                "unhealthy_edge_interval": "0.2s",
+                "healthy_edge_interval": "1s",
+                # A cluster no call has used yet (a canary at weight 0, a
+                # freshly swapped-in implementation) is checked as often.
+                "no_traffic_interval": "1s",
+                "no_traffic_healthy_interval": "1s",
                 "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
                 "grpc_health_check": {"service_name": health_service},
@@ -55,11 +67,14 @@ def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dic
         ],
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         # A host that cannot be reached (connect failures, resets, timeouts:
-        # errors Envoy itself sees) is ejected for a while; with one host per
+        # errors Envoy itself sees) is ejected for a moment; with one host per
         # cluster that means failing fast with UNAVAILABLE instead of piling
-        # up timeouts. gRPC errors a healthy host answers with (payments'
-        # UNAVAILABLE for a card network that is down, say) are the
-        # application's business and never eject it.
+        # up timeouts. The next successful active health check brings it back
+        # at once (successful_active_health_check_uneject_host, Envoy's
+        # default), so a restart costs at most one health-check interval.
+        # gRPC errors a healthy host answers with (payments' UNAVAILABLE for
+        # a card network that is down, say) are the application's business
+        # and never eject it.
         "outlier_detection": {
             "split_external_local_origin_errors": True,
             "consecutive_local_origin_failure": 3,
@@ -68,28 +83,37 @@ def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dic
             "enforcing_consecutive_gateway_failure": 0,
             "enforcing_success_rate": 0,
             "enforcing_local_origin_success_rate": 0,
-            "interval": "2s",
-            "base_ejection_time": "10s",
+            "interval": "1s",
+            "base_ejection_time": "1s",
+            "max_ejection_time": "5s",
             "max_ejection_percent": 100,
         },
-        # Deliberate limits: one HTTP/2 connection multiplexes everything, so
-        # connections stay few; requests are capped well above this machine's
-        # capacity so overload is refused fast rather than queued; retries are
-        # capped by a budget so they cannot multiply an outage.
+        # One set of limits per listener (stack.toml [limits.*]): public
+        # routes use the DEFAULT priority, internal routes HIGH, and Envoy
+        # keeps separate connection pools and counters per priority, so a
+        # public flood can never take what the saga needs. Retries are capped
+        # by a budget so they cannot multiply an outage.
         "circuit_breakers": {
             "thresholds": [
-                {
-                    "priority": "DEFAULT",
-                    "max_connections": 64,
-                    "max_pending_requests": 256,
-                    "max_requests": 1024,
-                    "retry_budget": {
-                        "budget_percent": {"value": 20.0},
-                        "min_retry_concurrency": 5,
-                    },
-                }
+                _thresholds(LISTENER_PRIORITY["public"], topology.limits.public),
+                _thresholds(LISTENER_PRIORITY["internal"], topology.limits.internal),
             ]
         },
+    }
+
+
+def _thresholds(priority: str, limits: ListenerLimits) -> dict[str, Any]:
+    return {
+        "priority": priority,
+        "max_connections": limits.max_connections_per_cluster,
+        "max_pending_requests": limits.max_pending_requests_per_cluster,
+        "max_requests": limits.max_requests_per_cluster,
+        "retry_budget": {
+            "budget_percent": {"value": 20.0},
+            "min_retry_concurrency": 5,
+        },
+        # Expose remaining capacity as gauges (circuit_breakers.<priority>.remaining_rq).
+        "track_remaining": True,
     }
 
 
@@ -108,7 +132,7 @@ def clusters(topology: Topology, routing: Routing, mode: Mode) -> dict[str, Any]
     return {"resources": resources}
 
 
-def _route_action(service: Service, method: Method | None, targets: Mapping[str, int]) -> dict[str, Any]:
+def _route_action(service: Service, method: Method | None, targets: Mapping[str, int], listener: str) -> dict[str, Any]:
     action: dict[str, Any]
     live = {lang: w for lang, w in targets.items() if w > 0}
     if len(live) == 1:
@@ -122,16 +146,24 @@ def _route_action(service: Service, method: Method | None, targets: Mapping[str,
                 ]
             }
         }
+    # The listener's own circuit-breaker thresholds (see _cluster).
+    action["priority"] = LISTENER_PRIORITY[listener]
     streaming = method is None or method.streaming
     if streaming or service.timeout_seconds == 0:
         action["timeout"] = "0s"
     else:
         action["timeout"] = duration(service.timeout_seconds)
-        # The caller's grpc-timeout is honoured up to the route's timeout.
-        action["max_stream_duration"] = {"grpc_timeout_header_max": duration(service.timeout_seconds)}
+        # The caller's grpc-timeout is honoured up to the route's timeout. The
+        # route timeout starts only once the request is complete, so a call
+        # whose request never completes (a truncated gRPC frame, a client that
+        # stalls) is also bounded from its start, by the same time.
+        action["max_stream_duration"] = {
+            "max_stream_duration": duration(service.timeout_seconds),
+            "grpc_timeout_header_max": duration(service.timeout_seconds),
+        }
         if method is not None and method.retry_safe:
             action["retry_policy"] = {
-                "retry_on": "unavailable,reset,connect-failure,refused-stream",
+                "retry_on": _retry_on(method),
                 "num_retries": 2,
                 "per_try_timeout": duration(service.per_try_timeout_seconds),
                 "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
@@ -146,6 +178,21 @@ def _route_action(service: Service, method: Method | None, targets: Mapping[str,
                 "host_selection_retry_max_attempts": 3,
             }
     return action
+
+
+def _retry_on(method: Method) -> str:
+    """When Envoy retries a call that is safe to retry.
+
+    Always when the call never reached the service (connect-failure,
+    refused-stream) or the service answered UNAVAILABLE (it did nothing:
+    shutting down, or payments' PROCESSOR_UNAVAILABLE). After a reset, which
+    may come after the service did the work, only reads: a mutation's caller
+    (the saga) must learn that its call is in doubt, and Envoy marks a reply it
+    made itself without forwarding the call (see bootstrap.py), which would
+    hide an earlier attempt that did reach the service.
+    """
+    never_reached = "unavailable,connect-failure,refused-stream"
+    return f"{never_reached},reset" if method.read_only else never_reached
 
 
 def _denied(path: str, service: Service) -> dict[str, Any]:
@@ -189,24 +236,48 @@ def routes(
                             "grpc": {},
                             "headers": [{"name": IMPL_HEADER, "string_match": {"exact": lang}}],
                         },
-                        "route": _route_action(service, method, {lang: 1}),
+                        "route": _route_action(service, method, {lang: 1}, listener),
                     }
                 )
             entries.append(
                 {
                     "name": method.path,
                     "match": {"path": method.path},
-                    "route": _route_action(service, method, targets),
+                    "route": _route_action(service, method, targets, listener),
                 }
             )
     reflection = topology.services["reflection"]
-    entries.append(
-        {
-            "name": "api reflection",
-            "match": {"prefix": "/grpc.reflection."},
-            "route": _route_action(reflection, None, routing["reflection"]),
-        }
-    )
+    api_reflection: dict[str, Any] = {
+        "name": "api reflection",
+        "match": {"prefix": "/grpc.reflection."},
+        "route": _route_action(reflection, None, routing["reflection"], listener),
+    }
+    if public:
+        # Public reflection lists only services with at least one public RPC:
+        # the reflection server leaves out what this header names.
+        hidden = sorted(
+            service.proto
+            for name, service in topology.services.items()
+            if name != "reflection"
+            and rpcs.get(service.proto)
+            and all(service.is_internal(m.name) for m in rpcs[service.proto])
+        )
+        api_reflection["request_headers_to_add"] = [
+            {
+                "header": {"key": REFLECTION_HIDE_HEADER, "value": ",".join(hidden)},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ]
+        # grpc.health.v1 at the edge (grpc_health_probe -addr <public>): the
+        # API reflection server, reached through Envoy, answers for the edge.
+        entries.append(
+            {
+                "name": "edge health",
+                "match": {"prefix": "/grpc.health.v1.Health/"},
+                "route": _route_action(reflection, None, routing["reflection"], listener),
+            }
+        )
+    entries.append(api_reflection)
     virtual_host: dict[str, Any] = {"name": "shop", "domains": ["*"], "routes": entries}
     if public:
         virtual_host["typed_per_filter_config"] = {
