@@ -19,6 +19,7 @@ printed as one table at the end of the session.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import replace
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 import reliability
 from shopstack import envoy, topology
-from shopstack.stack import Stack, default_stack, free_port
+from shopstack.stack import Stack, free_port
 
 # Short enough that TTL expiry is observable in a test, long enough that a
 # saga under load never loses its reservation.
@@ -103,6 +104,18 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     shop.down()
 
 
+def running_stack(run_dir: Path) -> Stack:
+    """The stack already running in run_dir (`make up`'s .run, or any other), with the ports it uses."""
+    state_file = run_dir / "state.json"
+    if not state_file.exists():
+        raise pytest.UsageError(f"{run_dir} has no running stack (no state.json); start one with `make up`")
+    state = json.loads(state_file.read_text())
+    ports = dict(state["ports"])
+    edge = [ports.pop(name) for name in ("public", "internal", "admin")]
+    topo = topology.load().with_ports(*edge, ports)
+    return Stack(run_dir=run_dir, topology=topo, env=state.get("env", {}), routing=state["routing"])
+
+
 _STACK_KEY = pytest.StashKey[Stack]()
 _RELIABILITY_KEY = pytest.StashKey[Stack]()
 
@@ -112,8 +125,7 @@ def reliability_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
     """The restart and abuse scenarios' stack: private, or the running one with --running-stack."""
     running = request.config.getoption("--running-stack")
     if running:
-        os.environ["SHOP_RUN_DIR"] = str(Path(running).resolve())
-        shop = default_stack()
+        shop = running_stack(Path(running))
         shop.wait_healthy(30)
         request.config.stash[_RELIABILITY_KEY] = shop
         yield shop

@@ -128,15 +128,15 @@ class OrderLoad:
         placed.seconds = time.monotonic() - start
 
     def during(self, start: float, end: float) -> str:
-        """A summary of the orders placed between start and end (time.monotonic())."""
+        """A summary of the orders in flight at start or placed until end (time.monotonic())."""
         with self._lock:
-            placed = [p for p in self.placed if start <= p.start <= end]
+            placed = [p for p in self.placed if p.start <= end and p.start + p.seconds >= start]
         if not placed:
             return "no order placed"
         seconds = sorted(p.seconds for p in placed)
         retried = sum(1 for p in placed if p.attempts > 1)
         return (
-            f"{len(placed)} orders placed meanwhile, {retried} needing a client retry (same request_id); "
+            f"{len(placed)} orders in flight or placed meanwhile, {retried} needing a client retry (same request_id); "
             f"max latency {seconds[-1]:.2f} s; {AFTER_LABEL} {end - start:.1f} s after the kill"
         )
 

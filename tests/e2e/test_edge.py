@@ -149,7 +149,7 @@ def test_grpc_health_probe_through_the_public_listener_says_the_edge_is_serving(
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SERVING" in result.stdout
+    assert "status: SERVING" in result.stdout + result.stderr
 
 
 # -- JSON transcoding, gRPC-Web, CORS ---------------------------------------------
