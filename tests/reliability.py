@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 import grpc
-from e2e._shop import CALL_TIMEOUT, Shop, describe_order, log_lines, new_id
+from e2e.support import CALL_TIMEOUT, Shop, describe_order, log_lines, new_id
 from shop.orders.v1 import order_service_pb2 as orders_pb
 from shop.orders.v1 import order_service_pb2_grpc as orders_pbg
 from shop.payments.v1 import payment_service_pb2 as payments_pb

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from e2e._shop import Shop
+from e2e.support import Shop
 from shopstack.stack import Stack
 
 

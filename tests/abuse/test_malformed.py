@@ -1,6 +1,6 @@
 """Input no gRPC client sends: each call ends fast with an error, never OK, and the service carries on.
 
-Raw HTTP/2 (tests/abuse/_h2.py) sends what gRPC libraries will not:
+Raw HTTP/2 (tests/abuse/support.py) sends what gRPC libraries will not:
 
 - through both Envoy listeners, for a public RPC of every service: a message
   whose compressed flag is 2, a compressed flag of 1 with no grpc-encoding, a
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from e2e._shop import Shop
+from e2e.support import Shop
 from reliability import Outcome, record
 from shopstack.stack import Stack
 
-from ._h2 import Reply, call, grpc_frame
+from .support import Reply, call, grpc_frame
 
 # A public unary RPC per service, and its request with field 1 (a string) = "abc".
 RPCS = {

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from e2e._shop import CALL_TIMEOUT, Shop, describe_order, open_channel, wait_for
+from e2e.support import CALL_TIMEOUT, Shop, describe_order, open_channel, wait_for
 from reliability import Outcome, record
 from shop.catalog.v1 import catalog_service_pb2 as catalog_pb
 from shop.catalog.v1 import catalog_service_pb2_grpc as catalog_pbg

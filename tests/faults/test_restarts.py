@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from e2e._shop import Shop, wait_for
+from e2e.support import Shop, wait_for
 from reliability import OrderLoad, Outcome, record
 from shopstack.stack import ENVOY_PROGRAM, Stack
 

@@ -49,12 +49,11 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
 from shop.catalog.v1 import catalog_service_pb2_grpc
 from shop.inventory.v1 import inventory_service_pb2_grpc
 from shop.payments.v1 import payment_service_pb2_grpc
 
-from shop_services.common.errors import details_of, error_reason
+from shop_services.common.errors import decode_error
 from shop_services.common.interceptors import REQUEST_ID_HEADER
 
 RequestT = TypeVar("RequestT", bound=Message)
@@ -134,26 +133,18 @@ class CallFailedError(Exception):
 
     @classmethod
     def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> CallFailedError:
-        fields: list[str] = []
-        status = details_of(error)
-        if status is not None:
-            for detail in status.details:
-                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    detail.Unpack(bad)
-                    fields.extend(str(v.field) for v in bad.field_violations)
-        details = error.details() or ""
+        details = decode_error(error)
         return cls(
-            error.code(),
-            details,
-            reason=error_reason(error),
-            fields=tuple(fields),
-            never_sent=error.code() == grpc.StatusCode.UNAVAILABLE and _never_sent(error, details),
+            details.code,
+            details.message,
+            reason=details.reason,
+            fields=tuple(details.field_paths),
+            never_sent=details.code == grpc.StatusCode.UNAVAILABLE and _never_sent(error, details.message),
         )
 
 
-def _never_sent(error: grpc.aio.AioRpcError, details: str) -> bool:
-    if details.startswith(_NO_CONNECTION):
+def _never_sent(error: grpc.aio.AioRpcError, message: str) -> bool:
+    if message.startswith(_NO_CONNECTION):
         return True
     # Envoy's local reply to a gRPC call is trailers-only: its headers are the trailers.
     for metadata in (error.trailing_metadata(), error.initial_metadata()):
