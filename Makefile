@@ -126,6 +126,18 @@ swap: build ## Replace a running service's implementation live (SERVICE=inventor
 canary: build ## Split a service's traffic to another implementation (SERVICE=inventory IMPL=go WEIGHT=10)
 	@$(STACK) canary $(SERVICE) $(IMPL) $(WEIGHT)
 
+.PHONY: certs
+certs: $(STAMPS)/venv ## Issue (rotate) the local CA's certificates and the token signing key into .run/certs
+	@$(STACK) certs
+
+CUSTOMER ?=
+SCOPE ?=
+
+.PHONY: token
+token: $(STAMPS)/venv ## Print a customer token from the local issuer (CUSTOMER=ada, SCOPE=shop.operator for an operator)
+	@if [ -z '$(CUSTOMER)' ]; then echo "usage: make token CUSTOMER=<customer id> [SCOPE=shop.operator]" >&2; exit 2; fi
+	@$(STACK) token '$(CUSTOMER)' $(if $(SCOPE),--scope '$(SCOPE)')
+
 .PHONY: clean-data
 clean-data: $(STAMPS)/py-package ## Delete the stack's databases (the stack must be down)
 	@$(STACK) clean-data
@@ -133,7 +145,8 @@ clean-data: $(STAMPS)/py-package ## Delete the stack's databases (the stack must
 ##@ Docker (for machines with a Docker engine; this one has none)
 
 .PHONY: docker-config
-docker-config: $(STAMPS)/py-package ## Render Envoy's Docker Compose configuration into envoy/gen/docker
+docker-config: $(STAMPS)/py-package ## Render Envoy's Docker Compose configuration into envoy/gen/docker (and the certificates)
+	@$(STACK) certs --if-missing
 	@$(STACK) render-docker envoy/gen/docker
 	cp $(DESCRIPTOR) envoy/gen/docker/shop_api.binpb
 

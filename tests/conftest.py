@@ -57,6 +57,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="run the restart and abuse scenarios against the stack already running in this run directory",
     )
+    parser.addoption(
+        "--certs",
+        default=None,
+        help="with --target: call it with mutual TLS, the operator's certificate from this directory "
+        "(make certs writes .run/certs)",
+    )
 
 
 # The reliability stack's public limits: small, so a test floods them with a

@@ -4,11 +4,16 @@ A gRPC message on the wire is a 5-byte prefix (a compressed flag, 0 or 1, and
 a big-endian 4-byte length) and then the message. grpc_frame() builds one with
 any flag and any claimed length; call() sends frames on one stream and returns
 what came back.
+
+Every listener and service of the stack speaks TLS only: tls() makes the
+client side (the stack's CA, ALPN h2, and a client certificate for the
+internal listener and the services' own ports, which require mutual TLS).
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import time
 import urllib.parse
@@ -17,11 +22,22 @@ from dataclasses import dataclass
 import h2.config
 import h2.connection
 import h2.events
+from shopstack.pki import Certs
 
 
 def grpc_frame(message: bytes, *, flag: int = 0, claimed_length: int | None = None) -> bytes:
     length = len(message) if claimed_length is None else claimed_length
     return struct.pack(">BI", flag, length) + message
+
+
+def tls(certs: Certs, identity: str | None) -> ssl.SSLContext:
+    """TLS trusting the stack's CA, offering only h2; with identity, its certificate as the client's."""
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    context.set_alpn_protocols(["h2"])
+    if identity is not None:
+        pair = certs.pair(identity)
+        context.load_cert_chain(str(pair.cert), str(pair.key))
+    return context
 
 
 @dataclass
@@ -47,6 +63,7 @@ def call(
     path: str,
     body: bytes,
     *,
+    tls: ssl.SSLContext,
     metadata: tuple[tuple[str, str], ...] = (),
     end_stream: bool = True,
     timeout: float = 30.0,
@@ -54,13 +71,18 @@ def call(
     """Send body on one gRPC stream (half-closed unless end_stream is False) and read the answer."""
     host, port = address.rsplit(":", 1)
     started = time.monotonic()
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+    with (
+        socket.create_connection((host, int(port)), timeout=timeout) as raw,
+        tls.wrap_socket(raw, server_hostname=host) as sock,
+    ):
+        if sock.selected_alpn_protocol() != "h2":
+            raise ConnectionError(f"{address} did not agree to HTTP/2 (ALPN {sock.selected_alpn_protocol()!r})")
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         conn.initiate_connection()
         stream = conn.get_next_available_stream_id()
         headers = [
             (":method", "POST"),
-            (":scheme", "http"),
+            (":scheme", "https"),
             (":path", path),
             (":authority", address),
             ("content-type", "application/grpc"),

@@ -12,18 +12,24 @@ Raw HTTP/2 (tests/abuse/support.py) sends what gRPC libraries will not:
   in its bootstrap), and the oversized length prefix (RESOURCE_EXHAUSTED);
 - JSON paths with bad percent-encoding through the public listener: HTTP 400.
 
-After each, a normal call to the same service succeeds.
+After each, a normal call to the same service succeeds. Every call speaks TLS
+as a real client would: the public listener's calls carry a customer token
+(OrderService needs one), the internal listener and the services' own ports
+get the operator's certificate (mutual TLS; RBAC allows the operator every RPC).
 """
 
 from __future__ import annotations
+
+import ssl
 
 import httpx
 import pytest
 from e2e.support import Shop
 from reliability import Outcome, record
+from shopstack.pki import OPERATOR
 from shopstack.stack import Stack
 
-from .support import Reply, call, grpc_frame
+from .support import Reply, call, grpc_frame, tls
 
 # A public unary RPC per service, and its request with field 1 (a string) = "abc".
 RPCS = {
@@ -54,21 +60,39 @@ def assert_refused(reply: Reply, what: str, within: float, expected: set[int] | 
     assert reply.seconds < within, f"{what} took longer than the route timeout ({within:g} s): {reply}"
 
 
-def assert_still_serving(address: str, path: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
-    reply = call(address, path, grpc_frame(GOOD), metadata=metadata, timeout=15)
+def assert_still_serving(
+    context: ssl.SSLContext, address: str, path: str, metadata: tuple[tuple[str, str], ...] = ()
+) -> None:
+    reply = call(address, path, grpc_frame(GOOD), tls=context, metadata=metadata, timeout=15)
     # A made-up id: NOT_FOUND (or OK for GetStock of an unknown SKU) is the service answering.
     assert reply.grpc_status in (0, 5), f"after the malformed call, a normal call got {reply}"
 
 
 @pytest.mark.parametrize("listener", ["public", "internal"])
 def test_bad_framing_is_refused_at_the_edge_at_once(reliability_stack: Stack, shop: Shop, listener: str) -> None:
-    address = reliability_stack.public_addr if listener == "public" else reliability_stack.internal_addr
+    if listener == "public":
+        address = reliability_stack.public_addr
+        context = tls(reliability_stack.certs, None)
+        metadata: tuple[tuple[str, str], ...] = (
+            ("authorization", f"Bearer {reliability_stack.token('shopper-malformed')}"),
+        )
+    else:
+        address = reliability_stack.internal_addr
+        context = tls(reliability_stack.certs, OPERATOR)
+        metadata = ()
     seen = []
     for service, path in RPCS.items():
         if listener == "public" and service == "payments":
             continue  # internal only
         for what, body in FRAMING.items():
-            reply = call(address, path, body, timeout=route_timeout(reliability_stack, service) + 5)
+            reply = call(
+                address,
+                path,
+                body,
+                tls=context,
+                metadata=metadata,
+                timeout=route_timeout(reliability_stack, service) + 5,
+            )
             expected = {8, 3} if "limit" in what else {3}
             assert_refused(
                 reply,
@@ -77,7 +101,7 @@ def test_bad_framing_is_refused_at_the_edge_at_once(reliability_stack: Stack, sh
                 expected,
             )
             seen.append(reply.seconds)
-        assert_still_serving(address, path)
+        assert_still_serving(context, address, path, metadata)
     record(
         Outcome(
             f"bad gRPC framing through the {listener} listener",
@@ -89,6 +113,7 @@ def test_bad_framing_is_refused_at_the_edge_at_once(reliability_stack: Stack, sh
 
 
 def test_a_string_that_is_not_utf8_is_refused_by_every_implementation(reliability_stack: Stack) -> None:
+    context = tls(reliability_stack.certs, OPERATOR)
     seen = []
     for impl in reliability_stack.running_impls():
         if impl.service not in RPCS:
@@ -96,11 +121,11 @@ def test_a_string_that_is_not_utf8_is_refused_by_every_implementation(reliabilit
         address = f"127.0.0.1:{reliability_stack.topology.port_of(impl)}"
         path = RPCS[impl.service]
         within = route_timeout(reliability_stack, impl.service)
-        reply = call(address, path, grpc_frame(NOT_UTF8), timeout=within + 5)
+        reply = call(address, path, grpc_frame(NOT_UTF8), tls=context, timeout=within + 5)
         assert_refused(reply, f"a non-UTF-8 string to {impl.cluster}", within, {3, 13})
-        oversized = call(address, path, FRAMING["length prefix over the 4 MiB limit"], timeout=within + 5)
+        oversized = call(address, path, FRAMING["length prefix over the 4 MiB limit"], tls=context, timeout=within + 5)
         assert_refused(oversized, f"an oversized length prefix to {impl.cluster}", within, {8})
-        assert_still_serving(address, path)
+        assert_still_serving(context, address, path)
         seen.append(impl.cluster)
     record(
         Outcome(
@@ -114,10 +139,11 @@ def test_a_string_that_is_not_utf8_is_refused_by_every_implementation(reliabilit
 
 @pytest.mark.parametrize("path", ["/v1/products/%FF%FE", "/v1/products/%E2%82", "/v1/products/%zz", "/v1/products/a%"])
 def test_json_paths_with_bad_percent_encoding_are_400(reliability_stack: Stack, path: str) -> None:
-    response = httpx.get(f"http://{reliability_stack.public_addr}{path}", timeout=15)
+    verify = ssl.create_default_context(cafile=str(reliability_stack.certs.ca))
+    response = httpx.get(f"https://{reliability_stack.public_addr}{path}", timeout=15, verify=verify)
     assert response.status_code == 400, (response.status_code, response.text)
     assert "percent-encoding" in response.text
-    good = httpx.get(f"http://{reliability_stack.public_addr}/v1/products/caf%C3%A9", timeout=15)
+    good = httpx.get(f"https://{reliability_stack.public_addr}/v1/products/caf%C3%A9", timeout=15, verify=verify)
     assert good.status_code == 404, (good.status_code, good.text)  # UTF-8 escapes pass, and the catalog answers
     if path == "/v1/products/a%":
         record(

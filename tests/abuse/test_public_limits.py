@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from e2e.support import CALL_TIMEOUT, Shop, describe_order, open_channel, wait_for
+from e2e.support import CALL_TIMEOUT, OWN_CONNECTION, Shop, describe_order, wait_for
 from reliability import Outcome, record
 from shop.catalog.v1 import catalog_service_pb2 as catalog_pb
 from shop.catalog.v1 import catalog_service_pb2_grpc as catalog_pbg
@@ -40,10 +40,7 @@ def test_a_client_opening_streams_until_refused_cannot_fail_checkout(shop: Shop)
         pytest.skip(f"the public limit ({limit} streams x {clusters}) is more than this test opens from one process")
     sku = "sku-tea-infuser"
     shop.import_stock({sku: 10_000})
-    channels = [
-        open_channel(shop.stack.public_addr, own_connection=True)
-        for _ in range(math.ceil(most / _STREAMS_PER_CONNECTION))
-    ]
+    channels = [shop.stack.public_channel(OWN_CONNECTION) for _ in range(math.ceil(most / _STREAMS_PER_CONNECTION))]
     streams = []
     refused: grpc.RpcError | None = None
     started = time.monotonic()

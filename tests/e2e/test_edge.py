@@ -5,6 +5,7 @@ through every service a PlaceOrder touches.
 
 from __future__ import annotations
 
+import ssl
 import struct
 import subprocess
 import uuid
@@ -142,7 +143,19 @@ def test_reflection_through_envoy_lists_every_shop_service_v1(shop: Shop) -> Non
 
 def test_grpc_health_probe_through_the_public_listener_says_the_edge_is_serving(shop: Shop) -> None:
     result = subprocess.run(
-        [str(HEALTH_PROBE), "-addr", shop.stack.public_addr, "-connect-timeout", "5s", "-rpc-timeout", "5s"],
+        [
+            str(HEALTH_PROBE),
+            "-addr",
+            shop.stack.public_addr,
+            # The edge speaks TLS only: trust the stack's CA, no client certificate.
+            "-tls",
+            "-tls-ca-cert",
+            str(shop.stack.certs.ca),
+            "-connect-timeout",
+            "5s",
+            "-rpc-timeout",
+            "5s",
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -157,7 +170,12 @@ def test_grpc_health_probe_through_the_public_listener_says_the_edge_is_serving(
 
 @pytest.fixture(scope="module")
 def http(shop: Shop) -> httpx.Client:
-    with httpx.Client(base_url=f"http://{shop.stack.public_addr}", timeout=CALL_TIMEOUT) as client:
+    # TLS, trusting the stack's CA, as `curl --cacert .run/certs/ca.crt` does.
+    with httpx.Client(
+        base_url=f"https://{shop.stack.public_addr}",
+        timeout=CALL_TIMEOUT,
+        verify=ssl.create_default_context(cafile=str(shop.stack.certs.ca)),
+    ) as client:
         yield client
 
 
@@ -195,25 +213,26 @@ def test_json_unknown_product_is_a_404_with_a_google_rpc_status(http: httpx.Clie
 def test_json_places_an_order_and_reads_it_back(shop: Shop, http: httpx.Client) -> None:
     sku = "sku-honey-500g"
     shop.import_stock({sku: 100})
+    customer = new_id("cust")
+    signed_in = {"authorization": f"Bearer {shop.stack.token(customer)}"}
     body = {
         "requestId": new_id("req"),
-        "customerId": new_id("cust"),
         "lines": [{"productId": sku, "quantity": 2}],
         "paymentToken": "tok_success",
     }
-    placed = http.post("/v1/orders", json=body, timeout=30)
+    placed = http.post("/v1/orders", json=body, timeout=30, headers=signed_in)
     assert placed.status_code == 200, placed.text
     order = placed.json()["order"]
     assert order["state"] == "ORDER_STATE_CONFIRMED", order
-    assert order["customerId"] == body["customerId"]
+    assert order["customerId"] == customer  # from the token, not the body
     assert order["paymentId"]
     assert shop.stock(sku).on_hand == 98
 
-    fetched = http.get(f"/v1/orders/{order['orderId']}")
+    fetched = http.get(f"/v1/orders/{order['orderId']}", headers=signed_in)
     assert fetched.status_code == 200, fetched.text
     assert fetched.json()["order"] == order
 
-    missing = http.get(f"/v1/orders/ord_{uuid.uuid4().hex}")
+    missing = http.get(f"/v1/orders/ord_{uuid.uuid4().hex}", headers=signed_in)
     assert missing.status_code == 404, missing.text
     assert any(d.get("reason") == "ORDER_NOT_FOUND" for d in missing.json().get("details", [])), missing.text
 

@@ -21,12 +21,28 @@ class Mode:
     config_dir: str  # where envoy.yaml and the dynamic files live
     descriptor_set: str
     upstream_host: str | None  # None: each cluster's own service name (Docker DNS)
+    certs_dir: str  # the CA, the certificates and the JWKS (`make certs`)
 
     def upstream(self, cluster: str) -> str:
         return self.upstream_host or cluster
 
+    def cert(self, name: str) -> dict[str, Any]:
+        """A tls_certificates entry: name's certificate and key."""
+        return {
+            "certificate_chain": {"filename": f"{self.certs_dir}/{name}.crt"},
+            "private_key": {"filename": f"{self.certs_dir}/{name}.key"},
+        }
 
-def local_mode(config_dir: Path, descriptor_set: Path) -> Mode:
+    @property
+    def trusted_ca(self) -> dict[str, str]:
+        return {"filename": f"{self.certs_dir}/ca.crt"}
+
+    @property
+    def jwks(self) -> str:
+        return f"{self.certs_dir}/jwks.json"
+
+
+def local_mode(config_dir: Path, descriptor_set: Path, certs_dir: Path) -> Mode:
     """Everything on loopback: `make up` and the tests."""
     return Mode(
         "local",
@@ -36,7 +52,12 @@ def local_mode(config_dir: Path, descriptor_set: Path) -> Mode:
         str(config_dir),
         str(descriptor_set),
         "127.0.0.1",
+        str(certs_dir),
     )
+
+
+# Where the containers mount the certificates `make certs` wrote (docker-compose.yml).
+DOCKER_CERTS_DIR = "/etc/shop/certs"
 
 
 def docker_mode() -> Mode:
@@ -49,6 +70,7 @@ def docker_mode() -> Mode:
         "/etc/envoy",
         "/etc/envoy/shop_api.binpb",
         None,
+        DOCKER_CERTS_DIR,
     )
 
 

@@ -7,6 +7,7 @@ that receive traffic, with their weights.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,9 +17,11 @@ from shopstack.topology import ListenerLimits, Method, Service, Topology
 IMPL_HEADER = "x-shop-impl"
 # The services public reflection leaves out (go_service/internal/apireflection, HideHeader).
 REFLECTION_HIDE_HEADER = "x-shop-reflection-hide"
+# Set by jwt_authn from a verified token's scope claim (bootstrap.py strips any a caller sends).
+_SCOPE_HEADER = "x-shop-scope"
 # The gRPC-Web and CORS headers a browser client sends and may read.
 _CORS_ALLOW_HEADERS = (
-    "content-type,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,"
+    "content-type,authorization,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,"
     "x-accept-content-transfer-encoding,x-accept-response-streaming"
 )
 _CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id"
@@ -30,6 +33,27 @@ def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dic
     health_service = "" if service.name == "reflection" else service.proto
     return {
         "name": impl.cluster,
+        # Mutual TLS to every service: Envoy presents its own certificate and
+        # accepts only the service's SPIFFE id; health checks go the same way.
+        "transport_socket": {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {
+                    "tls_certificates": [mode.cert("envoy")],
+                    "alpn_protocols": ["h2"],
+                    "validation_context": {
+                        "trusted_ca": mode.trusted_ca,
+                        "match_typed_subject_alt_names": [
+                            {
+                                "san_type": "URI",
+                                "matcher": {"exact": topology.security.spiffe_id(service.name)},
+                            }
+                        ],
+                    },
+                },
+            },
+        },
         "type": "STATIC" if mode.upstream_host else "STRICT_DNS",
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
@@ -208,6 +232,12 @@ def _denied(path: str, service: Service) -> dict[str, Any]:
     }
 
 
+def _operator_scope(topology: Topology) -> dict[str, Any]:
+    """A header matcher: the verified token's scopes include the operator scope."""
+    scope = re.escape(topology.security.operator_scope)
+    return {"name": _SCOPE_HEADER, "string_match": {"safe_regex": {"regex": f"(.* )?{scope}( .*)?"}}}
+
+
 def routes(
     topology: Topology,
     routing: Routing,
@@ -225,27 +255,30 @@ def routes(
             if public and service.is_internal(method.name):
                 entries.append(_denied(method.path, service))
                 continue
-            # While two implementations run, x-shop-impl pins a call to one.
+            # While two implementations run, x-shop-impl pins a call to one:
+            # on the internal listener for any caller (all hold the shop's
+            # certificates), on the public one only with an operator token.
             pinnable = sorted(targets) if len(targets) > 1 else []
             for lang in pinnable:
+                headers: list[dict[str, Any]] = [{"name": IMPL_HEADER, "string_match": {"exact": lang}}]
+                if public:
+                    headers.append(_operator_scope(topology))
                 entries.append(
                     {
                         "name": f"{method.path} pinned to {lang}",
-                        "match": {
-                            "path": method.path,
-                            "grpc": {},
-                            "headers": [{"name": IMPL_HEADER, "string_match": {"exact": lang}}],
-                        },
+                        "match": {"path": method.path, "grpc": {}, "headers": headers},
                         "route": _route_action(service, method, {lang: 1}, listener),
                     }
                 )
-            entries.append(
-                {
-                    "name": method.path,
-                    "match": {"path": method.path},
-                    "route": _route_action(service, method, targets, listener),
-                }
-            )
+            entry: dict[str, Any] = {
+                "name": method.path,
+                "match": {"path": method.path},
+                "route": _route_action(service, method, targets, listener),
+            }
+            if public:
+                # Anyone else's x-shop-impl goes no further.
+                entry["request_headers_to_remove"] = [IMPL_HEADER]
+            entries.append(entry)
     reflection = topology.services["reflection"]
     api_reflection: dict[str, Any] = {
         "name": "api reflection",
