@@ -177,6 +177,25 @@ chaos: $(STAMPS)/py-package $(BIN)/grpc-health-probe ## Restart each program and
 	@if [ ! -f $(ROOT)/.run/supervisord.pid ]; then echo "chaos: start the stack first (make up)"; exit 1; fi
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/faults/test_restarts.py tests/abuse --running-stack $(ROOT)/.run
 
+##@ Load (Locust drives a shop's traffic through the local edge; load/README.md)
+
+USERS ?= 20
+SPAWN_RATE ?= 5
+DURATION ?= 10m
+HEADLESS ?=
+WEB_PORT ?=
+MIX ?=
+ALLOW_REMOTE ?=
+LOAD_ARGS ?=
+# HOST only from the command line: many shells export a HOST of their own.
+LOAD_HOST := $(if $(filter command line,$(origin HOST)),$(HOST))
+
+.PHONY: load
+load: $(STAMPS)/py-package ## Shop traffic through the edge with Locust's web UI (USERS=20 SPAWN_RATE=5 DURATION=10m HEADLESS=1 HOST=127.0.0.1:8080 MIX=...)
+	@PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m load --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION) \
+	  $(if $(HEADLESS),--headless) $(if $(LOAD_HOST),--host $(LOAD_HOST)) $(if $(WEB_PORT),--web-port $(WEB_PORT)) \
+	  $(if $(MIX),--mix $(MIX)) $(if $(ALLOW_REMOTE),--allow-remote-target) $(LOAD_ARGS)
+
 ##@ Tests
 
 .PHONY: test
@@ -197,8 +216,8 @@ test-node: $(STAMPS)/protos ## Type-check, lint and test node_service
 
 .PHONY: test-python
 test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
-	$(VENV)/bin/ruff check python_services deploy tests
-	$(VENV)/bin/ruff format --check python_services deploy tests
+	$(VENV)/bin/ruff check python_services deploy tests load
+	$(VENV)/bin/ruff format --check python_services deploy tests load
 	cd python_services && $(VENV)/bin/mypy
 	cd python_services && $(VENV)/bin/pytest -q
 
