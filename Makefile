@@ -100,7 +100,7 @@ build: $(STAMPS)/py-package ## Build every service implementation
 	cd node_service && npm run --silent build
 
 .PHONY: up
-up: build $(BIN)/grpcurl ## Start the whole stack in the background and wait until healthy (INVENTORY=node|go|python)
+up: build $(BIN)/grpcurl telemetry-tools ## Start the whole stack, Zipkin and Prometheus in the background and wait until healthy (INVENTORY=node|go|python)
 	@$(STACK) up $(if $(INVENTORY),--inventory $(INVENTORY))
 
 .PHONY: down
@@ -222,7 +222,7 @@ test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
 	cd python_services && $(VENV)/bin/pytest -q
 
 .PHONY: test-cross
-test-cross: build $(BIN)/grpc-health-probe ## The cross-language suites in tests/
+test-cross: build $(BIN)/grpc-health-probe telemetry-tools ## The cross-language suites in tests/
 	$(VENV)/bin/pytest -q tests
 
 ##@ Setup
@@ -265,8 +265,36 @@ $(STAMPS)/node-deps: node_service/package.json node_service/package-lock.json
 	cd node_service && npm ci --no-audit --no-fund --loglevel=error
 	@mkdir -p $(dir $@) && touch $@
 
+# The telemetry backends (docs/observability.md). Zipkin's server is the exec
+# jar from Maven Central, fetched by Maven and checked against its pinned
+# SHA-256; it runs on the machine's Java 17. Prometheus is Debian's package,
+# pinned to the version the machine's release serves. Both are installed
+# only when missing (apt-get needs root, as on CI).
+ZIPKIN_VERSION := 3.5.1
+ZIPKIN_SHA256 := 7ac633a6832647e71e50012a5e3e91fbc7054414955261724526030faf271d8d
+ZIPKIN_JAR := $(TMP)/zipkin/zipkin-server-exec.jar
+PROMETHEUS_DEB := prometheus=2.42.0+ds-5+deb12u1
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900
+
+.PHONY: telemetry-tools
+telemetry-tools: $(STAMPS)/zipkin-$(ZIPKIN_VERSION) $(STAMPS)/prometheus ## Install Zipkin's server (Maven Central) and Prometheus (Debian)
+
+$(STAMPS)/zipkin-$(ZIPKIN_VERSION):
+	@command -v java >/dev/null && command -v mvn >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq default-jre-headless maven; }
+	@rm -rf $(TMP)/zipkin && mkdir -p $(TMP)/zipkin
+	mvn -q -B dependency:copy -Dartifact=io.zipkin:zipkin-server:$(ZIPKIN_VERSION):jar:exec -DoutputDirectory=$(TMP)/zipkin
+	echo "$(ZIPKIN_SHA256)  $(TMP)/zipkin/zipkin-server-$(ZIPKIN_VERSION)-exec.jar" | sha256sum --check --quiet
+	mv $(TMP)/zipkin/zipkin-server-$(ZIPKIN_VERSION)-exec.jar $(ZIPKIN_JAR)
+	@mkdir -p $(dir $@) && touch $@
+
+$(STAMPS)/prometheus:
+	@if ! dpkg-query -W -f='$${Status}' prometheus 2>/dev/null | grep -q 'install ok installed'; then \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends $(PROMETHEUS_DEB); fi
+	@test -x /usr/bin/prometheus && test -x /usr/bin/promtool
+	@mkdir -p $(dir $@) && touch $@
+
 .PHONY: tools
-tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(BIN)/grpcurl $(BIN)/grpc-health-probe ## Install every pinned tool
+tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(BIN)/grpcurl $(BIN)/grpc-health-probe telemetry-tools ## Install every pinned tool
 
 .PHONY: clean
 clean: ## Remove generated code, tools and build output (keeps the run directory)

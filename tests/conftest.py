@@ -75,9 +75,12 @@ def make_stack(
     routing: dict[str, dict[str, int]] | None = None,
     public_limits: dict[str, int] | None = None,
     grace_seconds: str | None = None,
+    *,
+    telemetry: bool = False,
 ) -> Stack:
     """A stack on free ports in run_dir (not started), optionally with other public listener limits
-    and another SHOP_SHUTDOWN_GRACE_SECONDS for every service."""
+    and another SHOP_SHUTDOWN_GRACE_SECONDS for every service. With telemetry, Zipkin
+    and Prometheus run too (Prometheus scraping every second)."""
     topo = topology.load()
     if public_limits:
         topo = replace(topo, limits=replace(topo.limits, public=replace(topo.limits.public, **public_limits)))
@@ -85,23 +88,26 @@ def make_stack(
     for service in topo.services.values():
         for impl in service.implementations.values():
             ports[impl.cluster] = free_port()
-    topo = topo.with_ports(free_port(), free_port(), free_port(), ports)
+            ports[impl.metrics_key] = free_port()
+    topo = topo.with_ports(free_port(), free_port(), free_port(), ports, telemetry=(free_port(), free_port()))
+    topo = replace(topo, telemetry=replace(topo.telemetry, scrape_interval_seconds=1))
     env: dict[str, dict[str, str]] = {name: {} for name in topo.services}
     env["inventory"]["SHOP_RESERVATION_TTL_SECONDS"] = RESERVATION_TTL_SECONDS
     if grace_seconds is not None:
         for values in env.values():
             values["SHOP_SHUTDOWN_GRACE_SECONDS"] = grace_seconds
-    return Stack(run_dir=run_dir, topology=topo, env=env, routing=routing or {})
+    return Stack(run_dir=run_dir, topology=topo, env=env, routing=routing or {}, telemetry=telemetry)
 
 
 @pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The whole shop, started once for the session."""
+    """The whole shop, started once for the session, with Zipkin and
+    Prometheus (which the suites that need them wait for: tests/telemetry/)."""
     if request.config.getoption("--target"):
         pytest.skip("--target given: this test needs the whole stack")
-    shop = make_stack(tmp_path_factory.mktemp("stack"), session_routing())
+    shop = make_stack(tmp_path_factory.mktemp("stack"), session_routing(), telemetry=True)
     try:
-        shop.up(timeout=120)
+        shop.up(timeout=120, wait_telemetry=False)
     except Exception:
         shop.down()
         raise
@@ -119,7 +125,13 @@ def running_stack(run_dir: Path) -> Stack:
     ports = dict(state["ports"])
     edge = [ports.pop(name) for name in ("public", "internal", "admin")]
     topo = topology.load().with_ports(*edge, ports)
-    return Stack(run_dir=run_dir, topology=topo, env=state.get("env", {}), routing=state["routing"])
+    return Stack(
+        run_dir=run_dir,
+        topology=topo,
+        env=state.get("env", {}),
+        routing=state["routing"],
+        telemetry=bool(state.get("telemetry", False)),
+    )
 
 
 _STACK_KEY = pytest.StashKey[Stack]()

@@ -21,10 +21,10 @@ REFLECTION_HIDE_HEADER = "x-shop-reflection-hide"
 _SCOPE_HEADER = "x-shop-scope"
 # The gRPC-Web and CORS headers a browser client sends and may read.
 _CORS_ALLOW_HEADERS = (
-    "content-type,authorization,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,"
+    "content-type,authorization,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,traceparent,tracestate,"
     "x-accept-content-transfer-encoding,x-accept-response-streaming"
 )
-_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id"
+_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id,x-trace-id"
 
 
 def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 // The bootstrap every Node shop server shares, as docs/conventions.md
-// describes it: the RPC logging interceptor, grpc.health.v1, server
+// describes it: the RPC logging and tracing interceptors, grpc.health.v1, server
 // reflection, bind, the "listening" line, SERVING, and on shutdown
 // NOT_SERVING and a drain bounded by the grace period. It knows nothing about
 // any one service: a service passes its registrations and the hooks that end
@@ -20,6 +20,7 @@ import type { ServerConfig, TlsFiles } from "./config.js";
 import { loggingInterceptor } from "./interceptors.js";
 import type { Logger } from "./logger.js";
 import { reflectionPackage } from "./reflection.js";
+import type { Telemetry } from "./telemetry.js";
 
 /**
  * Protobuf strings must be UTF-8, and the Go and Python servers refuse a
@@ -51,6 +52,8 @@ export interface StartOptions {
   services: readonly ServiceRegistration[];
   /** The descriptor set of the whole API (`make protos`), which reflection serves. */
   descriptorSet: string;
+  /** Traces and counts every RPC when given (serviceMain always gives it; unit tests may not). */
+  telemetry?: Telemetry;
   /**
    * Called once when shutdown begins, right after health turns NOT_SERVING:
    * stop timers and end long-lived streams so they do not hold up the drain.
@@ -105,7 +108,10 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   rejectInvalidUtf8();
   const { config, logger } = options;
   const names = ["", ...options.services.map((s) => s.name)];
-  const server = new Server({ interceptors: [loggingInterceptor(logger)] });
+  // The tracing interceptor comes after the logging one: grpc-js runs the
+  // last interceptor outermost, so the span is active when the rpc line is logged.
+  const interceptors = [loggingInterceptor(logger), ...(options.telemetry ? [options.telemetry.interceptor()] : [])];
+  const server = new Server({ interceptors });
   const health = new HealthImplementation(Object.fromEntries(names.map((name) => [name, "NOT_SERVING"])));
   let port: number;
   try {
