@@ -2,7 +2,8 @@
 #
 # Every tool is pinned and installed into the repository by the targets that
 # need it: Python packages into .venv (requirements-dev.txt), Go tools into
-# .tmp/bin (tools/go.mod `tool` directives), buf into tools/node_modules and
+# .tmp/bin (tools/go.mod `tool` directives), buf and swagger-ui-dist into
+# tools/node_modules (tools/package-lock.json) and
 # the Node toolchain into node_service/node_modules (package-lock.json).
 # Generated code is not committed; every target that needs it generates it.
 
@@ -25,6 +26,10 @@ export GOTOOLCHAIN := local
 PROTO_FILES := $(shell find protos/shop -name '*.proto' | sort)
 PROTO_REL := $(patsubst protos/%,%,$(PROTO_FILES))
 DESCRIPTOR := protos/gen/shop_api.binpb
+# The OpenAPI 3 document of the JSON API (gnostic's protoc-gen-openapi on the
+# google.api.http rules, finished by tools/openapi.py); the edge serves it.
+OPENAPI := protos/gen/openapi.json
+OPENAPI_OPT := naming=json,fq_schema_naming=true,default_response=true,enum_type=string,version=v1,title=The shop JSON API
 # Third-party protos: googleapis from googleapis-common-protos, the
 # well-known types from grpcio-tools. Both are pinned in requirements-dev.txt.
 SITE := $(VENV)/lib/python3.11/site-packages
@@ -43,16 +48,16 @@ help: ## Show this list of targets
 ##@ Contracts
 
 .PHONY: protos
-protos: $(STAMPS)/py-package ## Lint the protos and generate Python, Go and Node stubs and the descriptor set
+protos: $(STAMPS)/py-package ## Lint the protos; generate Python, Go and Node stubs, the descriptor set and the OpenAPI document
 
 .PHONY: lint-protos
-lint-protos: $(STAMPS)/buf $(DESCRIPTOR) ## Run buf lint and buf format on the protos
-	$(BUF) format -d --exit-code protos
+lint-protos: $(STAMPS)/buf $(DESCRIPTOR) $(GOOGLEAPIS) ## Run buf lint and buf format on the protos
+	$(BUF) format -d --exit-code protos --path protos/shop
 	$(BUF) lint $(DESCRIPTOR) --path shop
 
 BREAKING_AGAINST ?= main
 .PHONY: breaking
-breaking: $(STAMPS)/buf $(DESCRIPTOR) ## Check the protos for breaking changes against BREAKING_AGAINST (default main)
+breaking: $(STAMPS)/buf $(DESCRIPTOR) $(GOOGLEAPIS) ## Check the protos for breaking changes against BREAKING_AGAINST (default main)
 	@rm -rf $(TMP)/against && mkdir -p $(TMP)/against
 	@if ! git cat-file -e '$(BREAKING_AGAINST):protos/shop' 2>/dev/null; then \
 	  echo "breaking: $(BREAKING_AGAINST) has no protos/shop yet; nothing to compare"; exit 0; fi; \
@@ -63,14 +68,21 @@ breaking: $(STAMPS)/buf $(DESCRIPTOR) ## Check the protos for breaking changes a
 	$(BUF) breaking $(DESCRIPTOR) --against $(TMP)/against/api.binpb --path shop; \
 	echo "breaking: no breaking change against $(BREAKING_AGAINST)"
 
+# buf's workspace (buf.yaml) reads the googleapis protos from a local module:
+# a copy of those in the pinned googleapis-common-protos.
+GOOGLEAPIS := protos/gen/googleapis/google/api/annotations.proto
+$(GOOGLEAPIS): $(STAMPS)/venv
+	rm -rf protos/gen/googleapis
+	for dir in api rpc type; do mkdir -p protos/gen/googleapis/google/$$dir && cp $(SITE)/google/$$dir/*.proto protos/gen/googleapis/google/$$dir/; done
+
 $(DESCRIPTOR): $(PROTO_FILES) $(STAMPS)/venv
 	@mkdir -p $(dir $@)
 	$(PROTOC) --include_imports --include_source_info --descriptor_set_out=$@ $(PROTO_REL) $(STATUS_PROTOS)
 
-$(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps
-	$(BUF) format -d --exit-code protos
+$(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(GOOGLEAPIS) tools/openapi.py $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps
+	$(BUF) format -d --exit-code protos --path protos/shop
 	$(BUF) lint $(DESCRIPTOR) --path shop
-	rm -rf python_services/gen go_service/gen node_service/gen
+	rm -rf python_services/gen go_service/gen/shop node_service/gen
 	mkdir -p python_services/gen go_service/gen node_service/gen
 	$(PROTOC) --python_out=python_services/gen --grpc_python_out=python_services/gen \
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=python_services/gen \
@@ -85,7 +97,28 @@ $(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)
 	  --ts_proto_out=node_service/gen \
 	  --ts_proto_opt=outputServices=grpc-js,env=node,esModuleInterop=true,importSuffix=.js,useOptionals=messages,oneof=unions-value,useDate=false \
 	  $(PROTO_REL) $(STATUS_PROTOS)
+	$(PROTOC) --plugin=protoc-gen-openapi=$(BIN)/protoc-gen-openapi --openapi_out=protos/gen \
+	  --openapi_opt='$(OPENAPI_OPT)' $(PROTO_REL)
+	$(PY) tools/openapi.py protos/gen/openapi.yaml $(OPENAPI)
 	@mkdir -p $(dir $@) && touch $@
+
+##@ Client packages (clients/README.md)
+
+.PHONY: clients
+clients: $(STAMPS)/clients ## Generate the client packages: Python (clients/python), npm (clients/npm); Go is go_service/gen
+
+$(STAMPS)/clients: $(STAMPS)/protos buf.gen.yaml clients/package.json clients/package-lock.json clients/python/pyproject.toml
+	cd clients && npm ci --no-audit --no-fund --loglevel=error
+	rm -rf clients/python/gen clients/npm/gen
+	mkdir -p clients/python/gen
+	$(PROTOC) --python_out=clients/python/gen --grpc_python_out=clients/python/gen \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=clients/python/gen \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=clients/python/gen \
+	  $(PROTO_REL)
+	find clients/python/gen/shop -type d -exec touch {}/__init__.py \;
+	touch clients/python/gen/shop/py.typed
+	$(BUF) generate
+	@touch $@
 
 ##@ The local stack (no Docker: supervisord runs the services and Envoy)
 
@@ -99,8 +132,15 @@ build: $(STAMPS)/py-package ## Build every service implementation
 	cd go_service && for cmd in $$(ls cmd); do go build -o $(BIN)/shop-$$cmd ./cmd/$$cmd; done
 	cd node_service && npm run --silent build
 
+# The arguments of up, swap and canary are checked first, with the machine's
+# python3 (nothing else is installed on a fresh clone), so a misspelt name
+# fails at once, listing the valid ones, before anything is built.
+CHECK := PYTHONPATH=$(ROOT)/deploy python3 -m shopstack.check
+
 .PHONY: up
-up: build $(BIN)/grpcurl telemetry-tools ## Start the whole stack, Zipkin and Prometheus in the background and wait until healthy (INVENTORY=node|go|python)
+up: ## Start the whole stack, Zipkin and Prometheus in the background and wait until healthy (INVENTORY=node|go|python); on a running stack, restart what changed
+	@$(CHECK) up '$(INVENTORY)'
+	@$(MAKE) build $(BIN)/grpcurl telemetry-tools
 	@$(STACK) up $(if $(INVENTORY),--inventory $(INVENTORY))
 
 .PHONY: down
@@ -119,12 +159,20 @@ IMPL ?=
 WEIGHT ?=
 
 .PHONY: swap
-swap: build ## Replace a running service's implementation live (SERVICE=inventory IMPL=go)
-	@$(STACK) swap $(SERVICE) $(IMPL)
+swap: ## Replace a running service's implementation live (SERVICE=inventory IMPL=go)
+	@$(CHECK) swap '$(SERVICE)' '$(IMPL)'
+	@$(MAKE) build
+	@$(STACK) swap '$(SERVICE)' '$(IMPL)'
 
 .PHONY: canary
-canary: build ## Split a service's traffic to another implementation (SERVICE=inventory IMPL=go WEIGHT=10)
-	@$(STACK) canary $(SERVICE) $(IMPL) $(WEIGHT)
+canary: ## Split a service's traffic to another implementation (SERVICE=inventory IMPL=go WEIGHT=10)
+	@$(CHECK) canary '$(SERVICE)' '$(IMPL)' '$(WEIGHT)'
+	@$(MAKE) build
+	@$(STACK) canary '$(SERVICE)' '$(IMPL)' '$(WEIGHT)'
+
+.PHONY: demo
+demo: $(STAMPS)/py-package $(BIN)/grpcurl ## A scripted tour of the running stack: each command and its answer
+	@$(STACK) demo
 
 .PHONY: certs
 certs: $(STAMPS)/venv ## Issue (rotate) the local CA's certificates and the token signing key into .run/certs
@@ -142,13 +190,19 @@ token: $(STAMPS)/venv ## Print a customer token from the local issuer (CUSTOMER=
 clean-data: $(STAMPS)/py-package ## Delete the stack's databases (the stack must be down)
 	@$(STACK) clean-data
 
+.PHONY: render-examples
+render-examples: $(STAMPS)/py-package ## Re-render the committed default configuration (envoy/local/, deploy/local/) after changing its generator
+	@$(STACK) render-examples
+
 ##@ Docker (for machines with a Docker engine; this one has none)
 
 .PHONY: docker-config
-docker-config: $(STAMPS)/py-package ## Render Envoy's Docker Compose configuration into envoy/gen/docker (and the certificates)
+docker-config: $(STAMPS)/py-package $(STAMPS)/buf ## Render Envoy's Docker Compose configuration into envoy/gen/docker (and the certificates)
 	@$(STACK) certs --if-missing
 	@$(STACK) render-docker envoy/gen/docker
-	cp $(DESCRIPTOR) envoy/gen/docker/shop_api.binpb
+	cp $(DESCRIPTOR) $(OPENAPI) envoy/gen/docker/
+	mkdir -p envoy/gen/docker/docs
+	cp tools/node_modules/swagger-ui-dist/swagger-ui-bundle.js tools/node_modules/swagger-ui-dist/swagger-ui.css envoy/gen/docker/docs/
 
 .PHONY: docker-up
 docker-up: docker-config ## Build the images and start the stack with Docker Compose
@@ -216,14 +270,20 @@ test-node: $(STAMPS)/protos ## Type-check, lint and test node_service
 
 .PHONY: test-python
 test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
-	$(VENV)/bin/ruff check python_services deploy tests load
-	$(VENV)/bin/ruff format --check python_services deploy tests load
+	$(VENV)/bin/ruff check python_services deploy tests load tools/openapi.py
+	$(VENV)/bin/ruff format --check python_services deploy tests load tools/openapi.py
 	cd python_services && $(VENV)/bin/mypy
 	cd python_services && $(VENV)/bin/pytest -q
 
 .PHONY: test-cross
-test-cross: build $(BIN)/grpc-health-probe telemetry-tools ## The cross-language suites in tests/
-	$(VENV)/bin/pytest -q tests
+test-cross: build $(BIN)/grpc-health-probe telemetry-tools ## The cross-language suites in tests/ (but tests/clients: make test-clients)
+	$(VENV)/bin/pytest -q tests --ignore=tests/clients
+
+# Not in `make test` (about a minute and a half: a stack, a virtualenv, a Go
+# build, an npm install); .ci/run calls it after `make test`.
+.PHONY: test-clients
+test-clients: build clients ## Build a tiny client per language against each client package and call a stack with it
+	$(VENV)/bin/pytest -q tests/clients
 
 ##@ Setup
 
@@ -239,7 +299,8 @@ $(STAMPS)/venv: requirements-dev.txt python_services/requirements.lock
 	@mkdir -p $(dir $@) && touch $@
 
 $(STAMPS)/go-tools: tools/go.mod tools/go.sum
-	cd tools && GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	cd tools && GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc \
+	  github.com/google/gnostic/cmd/protoc-gen-openapi
 	@mkdir -p $(dir $@) && touch $@
 
 $(BIN)/grpcurl: tools/go.mod tools/go.sum
@@ -298,4 +359,5 @@ tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(BIN
 
 .PHONY: clean
 clean: ## Remove generated code, tools and build output (keeps the run directory)
-	rm -rf $(TMP) python_services/gen go_service/gen node_service/gen node_service/dist protos/gen
+	rm -rf $(TMP) python_services/gen go_service/gen/shop node_service/gen node_service/dist protos/gen \
+	  clients/python/gen clients/npm/gen

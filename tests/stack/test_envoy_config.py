@@ -147,9 +147,17 @@ def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Pat
             tmp_path, topology.DESCRIPTOR_SET, certs.directory, zipkin_port=9411, sampling_ratio=0.25
         )
     else:
-        # The container's descriptor and certificate paths do not exist here;
-        # everything else is the Docker config.
-        mode = replace(envoy.docker_mode(), descriptor_set=str(topology.DESCRIPTOR_SET), certs_dir=str(certs.directory))
+        # The container's files (the descriptor set, the certificates, the
+        # OpenAPI document and its page's renderer) are not at their container
+        # paths here; everything else is the Docker config.
+        local = envoy.local_mode(tmp_path, topology.DESCRIPTOR_SET, certs.directory)
+        mode = replace(
+            envoy.docker_mode(),
+            descriptor_set=local.descriptor_set,
+            certs_dir=local.certs_dir,
+            openapi=local.openapi,
+            docs_assets=local.docs_assets,
+        )
     config = tmp_path / "envoy-static.yaml"
     config.write_text(yaml.safe_dump(envoy.static_bootstrap(TOPOLOGY, mode)))
     result = subprocess.run(

@@ -226,17 +226,134 @@ def _bad_path_mapper() -> dict[str, Any]:
         },
         "status_code": 400,
         "body": {"inline_string": _BAD_PATH_MESSAGE},
+        "body_format_override": _status_json(3),
+    }
+
+
+# The gRPC code (google.rpc.Code) of each HTTP status Envoy answers with by
+# itself, the inverse of the transcoder's mapping for upstream errors.
+_LOCAL_REPLY_CODES = {
+    400: 3,  # INVALID_ARGUMENT: a body or query the transcoder cannot parse
+    401: 16,  # UNAUTHENTICATED: a missing or bad token (jwt_authn)
+    403: 7,  # PERMISSION_DENIED: an internal RPC on the public listener
+    404: 5,  # NOT_FOUND: no route
+    413: 8,  # RESOURCE_EXHAUSTED: a body over the buffer limit
+    429: 8,  # RESOURCE_EXHAUSTED
+    503: 14,  # UNAVAILABLE: no healthy upstream, overflow
+    504: 4,  # DEADLINE_EXCEEDED: the route's timeout
+}
+
+
+_NO_ROUTE = "no route for this path; the JSON API's routes are in /openapi.json, rendered at /docs"
+
+
+def _status_json(code: int) -> dict[str, Any]:
+    return {
+        "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+        "content_type": "application/json",
     }
 
 
 def _local_replies(listener: str) -> dict[str, Any]:
-    # The first mapper whose filter matches applies. On the public listener
-    # jwt_authn's 403 comes first, so no other mapper can turn a token's
-    # refusal into something else; _bad_path_mapper only sees the 403 of the
-    # bad-path RBAC filter (it runs before jwt_authn, and its header filter
-    # requires the path that filter refuses).
-    mappers = [_jwt_denied_is_unauthenticated(), _bad_path_mapper(), _overflow_mapper()] if listener == "public" else []
-    return {"mappers": [*mappers, _not_forwarded_mapper()]}
+    """Envoy's own replies: the first mapper whose filter matches applies.
+
+    Public listener, in order: jwt_authn's 403 (a token for another audience)
+    becomes 401, so no later mapper can turn a token's refusal into anything
+    else; the 403 of the bad-path RBAC filter becomes 400 (its header filter
+    requires the path that filter refuses, and that filter runs before
+    jwt_authn); a public client's overflow becomes RESOURCE_EXHAUSTED; then
+    JSON callers get google.rpc.Status JSON for whatever else Envoy answers.
+    Both listeners end with the not-forwarded marker the saga reads.
+    """
+    public = _public_local_replies() if listener == "public" else []
+    return {"mappers": [*public, _not_forwarded_mapper()]}
+
+
+def _public_local_replies() -> list[dict[str, Any]]:
+    """Envoy's own error replies to JSON callers as google.rpc.Status JSON.
+
+    Upstream errors reach JSON callers as google.rpc.Status already (the
+    transcoder's convert_grpc_status). What Envoy answers itself (a malformed
+    body or query, no route) would be plain text; these mappers give them the
+    same shape. gRPC and gRPC-Web callers are left alone: Envoy answers them
+    with grpc-status and grpc-message.
+    """
+
+    def json_caller() -> dict[str, Any]:
+        # The transcoder marks a request it transcoded with x-envoy-original-path
+        # (its content-type is application/grpc by then); any other request
+        # that is not gRPC or gRPC-Web is a plain HTTP caller's.
+        return {
+            "or_filter": {
+                "filters": [
+                    {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}},
+                    {
+                        "header_filter": {
+                            "header": {
+                                "name": "content-type",
+                                "string_match": {"prefix": "application/grpc"},
+                                "invert_match": True,
+                                "treat_missing_header_as_empty": True,
+                            }
+                        }
+                    },
+                ]
+            }
+        }
+
+    mappers = [
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        json_caller(),
+                        {
+                            "status_code_filter": {
+                                "comparison": {
+                                    "op": "EQ",
+                                    "value": {"default_value": status, "runtime_key": f"local_reply.status_{status}"},
+                                }
+                            }
+                        },
+                    ]
+                }
+            },
+            "body_format_override": _status_json(code),
+            **({"body": {"inline_string": _NO_ROUTE}} if status == 404 else {}),
+        }
+        for status, code in _LOCAL_REPLY_CODES.items()
+    ]
+    # Any other status Envoy answers with by itself: UNKNOWN.
+    mappers.append(
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        json_caller(),
+                        {
+                            "status_code_filter": {
+                                "comparison": {
+                                    "op": "GE",
+                                    "value": {"default_value": 400, "runtime_key": "local_reply.status_min"},
+                                }
+                            }
+                        },
+                    ]
+                }
+            },
+            "body_format_override": _status_json(2),
+        }
+    )
+    # A token jwt_authn refuses as not ours (403) is answered as any other bad
+    # token (401, UNAUTHENTICATED): to a JSON caller as a google.rpc.Status,
+    # to everyone else as main's mapper does.
+    jwt_denied = _jwt_denied_is_unauthenticated()
+    json_jwt_denied = {
+        "filter": {"and_filter": {"filters": [json_caller(), jwt_denied["filter"]]}},
+        "status_code": 401,
+        "body_format_override": _status_json(16),
+    }
+    return [json_jwt_denied, jwt_denied, _bad_path_mapper(), _overflow_mapper(), *mappers]
 
 
 def _hcm(mode: Mode, listener: str, filters: list[dict[str, Any]], limits: ListenerLimits) -> dict[str, Any]:

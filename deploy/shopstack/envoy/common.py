@@ -7,7 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shopstack.topology import Topology
+from shopstack.topology import ROOT, Topology
+
+# The npm-pinned renderer of the OpenAPI page (tools/package.json).
+DOCS_ASSETS = ROOT / "tools" / "node_modules" / "swagger-ui-dist"
+# The files of it the page loads.
+DOCS_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,8 @@ class Mode:
     config_dir: str  # where envoy.yaml and the dynamic files live
     descriptor_set: str
     upstream_host: str | None  # None: each cluster's own service name (Docker DNS)
+    openapi: str  # the OpenAPI document `make protos` writes, served at /openapi.json
+    docs_assets: str  # swagger-ui-dist's files, for the page that renders it at /docs
     certs_dir: str  # the CA, the certificates and the JWKS (`make certs`)
     # Where Envoy sends its spans (Zipkin's host:port as Envoy sees it); None: no tracing.
     zipkin: tuple[str, int] | None = None
@@ -55,7 +62,11 @@ def local_mode(
     sampling_ratio: float = 1.0,
 ) -> Mode:
     """Everything on loopback: `make up` and the tests. With zipkin_port,
-    Envoy traces every request it samples and sends the spans there."""
+    Envoy traces every request it samples and sends the spans there.
+
+    The OpenAPI document lies beside the descriptor set (both from `make
+    protos`); the page's renderer is the npm-pinned swagger-ui-dist in tools/.
+    """
     return Mode(
         "local",
         "127.0.0.1",
@@ -64,6 +75,8 @@ def local_mode(
         str(config_dir),
         str(descriptor_set),
         "127.0.0.1",
+        str(descriptor_set.parent / "openapi.json"),
+        str(DOCS_ASSETS),
         str(certs_dir),
         zipkin=None if zipkin_port is None else ("127.0.0.1", zipkin_port),
         sampling_ratio=sampling_ratio,
@@ -84,6 +97,8 @@ def docker_mode() -> Mode:
         "/etc/envoy",
         "/etc/envoy/shop_api.binpb",
         None,
+        "/etc/envoy/openapi.json",
+        "/etc/envoy/docs",
         DOCKER_CERTS_DIR,
     )
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from shopstack.envoy import docs
 from shopstack.envoy.common import LISTENER_PRIORITY, Mode, Routing, address, duration
 from shopstack.topology import ListenerLimits, Method, Service, Topology
 
@@ -243,10 +244,15 @@ def routes(
     routing: Routing,
     listener: str,
     rpcs: Mapping[str, list[Method]],
+    mode: Mode | None = None,
 ) -> dict[str, Any]:
-    """rds_<listener>.yaml: one route per RPC, plus the reflection route."""
+    """rds_<listener>.yaml: one route per RPC, plus the reflection route.
+
+    Given the mode, the public listener also serves the OpenAPI document and
+    its page (docs.py).
+    """
     public = listener == "public"
-    entries: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = docs.routes(mode) if public and mode else []
     for name, targets in routing.items():
         service = topology.services[name]
         if name == "reflection":
@@ -332,6 +338,7 @@ def routes(
                 "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
                 "name": listener,
                 "virtual_hosts": [virtual_host],
+                **({"max_direct_response_body_size_bytes": docs.MAX_BODY_BYTES} if public and mode else {}),
             }
         ]
     }
