@@ -194,7 +194,12 @@ clean-data: $(STAMPS)/py-package ## Delete the stack's databases (the stack must
 render-examples: $(STAMPS)/py-package ## Re-render the committed default configuration (envoy/local/, deploy/local/) after changing its generator
 	@$(STACK) render-examples
 
-##@ Docker (for machines with a Docker engine; this one has none)
+##@ Containers (Docker Compose; podman where no Docker daemon answers)
+
+# BASES=auto builds on the public base images when a registry answers and on
+# locally built ones (debootstrap, deploy/containers/base.Dockerfile) when
+# none does; BASES=public or BASES=local forces one.
+BASES ?= auto
 
 .PHONY: docker-config
 docker-config: $(STAMPS)/py-package $(STAMPS)/buf ## Render Envoy's Docker Compose configuration into envoy/gen/docker (and the certificates)
@@ -204,13 +209,56 @@ docker-config: $(STAMPS)/py-package $(STAMPS)/buf ## Render Envoy's Docker Compo
 	mkdir -p envoy/gen/docker/docs
 	cp tools/node_modules/swagger-ui-dist/swagger-ui-bundle.js tools/node_modules/swagger-ui-dist/swagger-ui.css envoy/gen/docker/docs/
 
+# A Docker daemon with its compose plugin is used as it is; otherwise podman,
+# runc and debootstrap come from Debian and podman-compose from PyPI.
+$(STAMPS)/container-tools: deploy/containers/requirements.txt $(STAMPS)/venv
+	@if docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then \
+	  echo "containers: using the Docker daemon"; \
+	else \
+	  missing=""; for tool in podman runc debootstrap; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "containers: no Docker daemon answers; installing$$missing from Debian"; \
+	    apt-get -o DPkg::Lock::Timeout=900 update -qq && \
+	    apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends podman runc debootstrap; \
+	  fi; \
+	fi
+	$(PY) -m pip install --quiet --disable-pip-version-check -r deploy/containers/requirements.txt
+	@mkdir -p $(dir $@) && touch $@
+
+.PHONY: docker-build
+docker-build: docker-config $(STAMPS)/container-tools ## Build every image locally (BASES=auto|public|local)
+	@$(STACK) containers build --bases $(BASES)
+
 .PHONY: docker-up
-docker-up: docker-config ## Build the images and start the stack with Docker Compose
-	docker compose up --build --detach --wait
+docker-up: docker-build ## Build the images and start the stack with Docker Compose, then wait until healthy
+	@$(STACK) containers up
 
 .PHONY: docker-down
-docker-down: ## Stop the Docker Compose stack (named volumes keep the data)
-	docker compose down
+docker-down: $(STAMPS)/py-package ## Stop the Docker Compose stack (named volumes keep the data)
+	@$(STACK) containers down
+
+.PHONY: test-containers
+test-containers: docker-config $(STAMPS)/container-tools ## Build the images, start a private compose project, run the contract and e2e suites through its Envoy, tear down
+	@$(STACK) containers test --bases $(BASES)
+
+##@ Kubernetes (deploy/k8s: a kustomize base and a canary overlay)
+
+.PHONY: k8s-manifests
+k8s-manifests: $(STAMPS)/py-package ## Regenerate deploy/k8s from deploy/stack.toml and the protos
+	@$(STACK) k8s-manifests deploy/k8s
+
+# kube-apiserver from the Go module proxy through a wrapper module (see
+# tools/kube-apiserver/go.mod): about 6.5 minutes and 3 GB of memory, once.
+$(BIN)/kube-apiserver: tools/kube-apiserver/go.mod tools/kube-apiserver/go.sum
+	cd tools/kube-apiserver && nice -n 10 go build -trimpath -ldflags="-s -w" -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+
+$(STAMPS)/k8s-tools: tools/kube-apiserver/requirements.txt $(STAMPS)/venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tools/kube-apiserver/requirements.txt
+	@mkdir -p $(dir $@) && touch $@
+
+.PHONY: k8s-check
+k8s-check: $(STAMPS)/py-package $(STAMPS)/k8s-tools $(BIN)/kube-apiserver ## deploy/k8s through a real kube-apiserver (kubectl apply --dry-run=server)
+	$(VENV)/bin/pytest -q tests/k8s_server --kube-apiserver=$(BIN)/kube-apiserver
 
 ##@ Benchmarks
 
@@ -223,6 +271,10 @@ GHZ := $(BIN)/ghz
 .PHONY: bench
 bench: build $(GHZ) ## Measure each language and the Envoy hop (QUICK=1 for a one-minute run); writes results/<time>/report.md
 	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+.PHONY: bench-replicas
+bench-replicas: build $(GHZ) ## Two catalog replicas behind Envoy against one: throughput and CPU (docs/scaling.md)
+	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench.replicas $(BENCH_ARGS)
 
 ##@ Reliability
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from shopstack import check, envoy, swap, tokens, topology
+from shopstack import check, containers, envoy, k8s, swap, tokens, topology
 from shopstack.stack import Stack, StackError, default_stack, die, remove_data
 
 EXAMPLES = """\
@@ -175,7 +175,40 @@ def cmd_clean_data(_: argparse.Namespace) -> None:
 def cmd_render_docker(args: argparse.Namespace) -> None:
     """Envoy's configuration for Docker Compose: same generator, container addresses."""
     topo = topology.load()
-    envoy.render(topo, Path(args.out), envoy.docker_mode())
+    out = Path(args.out)
+    envoy.render(topo, out, envoy.docker_mode())
+    # The container's Envoy runs as uid 10001: the mounted files must be readable by all.
+    for path in out.iterdir():
+        path.chmod(0o644)
+
+
+def cmd_k8s_manifests(args: argparse.Namespace) -> None:
+    """deploy/k8s/: the kustomize base and overlays, from the topology."""
+    written = k8s.write(Path(args.out), topology.load(), k8s.settings())
+    print(f"wrote {len(written)} files under {args.out}")
+
+
+def cmd_containers(args: argparse.Namespace) -> None:
+    """docker-compose.yml with Docker, or podman where no Docker daemon answers."""
+    try:
+        engine = containers.detect()
+        project = containers.Project()
+        if args.action == "build":
+            seconds = containers.build(engine, project, args.bases)
+            print(f"built every image in {seconds:.0f} s with {engine.name}")
+        elif args.action == "up":
+            containers.up(engine, project)
+            edge = containers.edge_of(engine, project, internal=False)
+            print(f"The shop runs in containers ({engine.name}, project {project.name}).")
+            print(f"  gRPC, gRPC-Web, JSON   {edge['public']}   (Envoy public listener)")
+            print(f"  Envoy admin            http://{edge['admin']}")
+            print("  stop: make docker-down (the named volumes keep the data)")
+        elif args.action == "down":
+            containers.down(engine, project)
+        elif args.action == "test":
+            sys.exit(containers.compose_test(engine, args.bases, args.pytest_args))
+    except containers.ContainerError as err:
+        die(str(err))
 
 
 def cmd_demo(_: argparse.Namespace) -> None:
@@ -267,6 +300,19 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser(
         "render-examples", help="re-render the committed configuration (envoy/local/, deploy/local/)"
     ).set_defaults(func=cmd_render_examples)
+    manifests = sub.add_parser("k8s-manifests", help="write the Kubernetes manifests (deploy/k8s)")
+    manifests.add_argument("out")
+    manifests.set_defaults(func=cmd_k8s_manifests)
+    ctr = sub.add_parser("containers", help="build, start, stop or test the Docker Compose stack")
+    ctr.add_argument("action", choices=["build", "up", "down", "test"])
+    ctr.add_argument(
+        "--bases",
+        default="auto",
+        choices=["auto", "public", "local"],
+        help="base images: public ones, locally built ones, or local only when no registry answers",
+    )
+    ctr.add_argument("pytest_args", nargs="*", help="extra pytest arguments (test)")
+    ctr.set_defaults(func=cmd_containers)
     args = parser.parse_args(argv)
     args.func(args)
 

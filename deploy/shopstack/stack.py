@@ -28,7 +28,7 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shopstack import channels, envoy, pki, tokens
+from shopstack import channels, edge, envoy, pki, tokens
 from shopstack.topology import DESCRIPTOR_SET, ROOT, Implementation, Topology, methods
 
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -550,20 +550,11 @@ class Stack:
 
     def set_runtime(self, **values: str | int) -> None:
         """Change Envoy runtime values (e.g. the fault filters) through the admin interface."""
-        query = "&".join(f"{k.replace('__', '.')}={v}" for k, v in values.items())
-        request = urllib.request.Request(f"{self.admin_url}/runtime_modify?{query}", method="POST")
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            resp.read()
+        edge.set_runtime(self.admin_url, **values)
 
     def envoy_stats(self, prefix: str = "") -> dict[str, int]:
         """Envoy's counters and gauges, optionally only those starting with prefix."""
-        with urllib.request.urlopen(f"{self.admin_url}/stats?format=json", timeout=5) as resp:
-            data = json.load(resp)
-        stats = {}
-        for stat in data.get("stats", []):
-            if "value" in stat and stat["name"].startswith(prefix):
-                stats[stat["name"]] = int(stat["value"])
-        return stats
+        return edge.envoy_stats(self.admin_url, prefix)
 
     # -- health --------------------------------------------------------------
 

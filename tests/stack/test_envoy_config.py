@@ -135,7 +135,7 @@ def test_every_cluster_health_checks_ejects_and_limits() -> None:
         } <= set(thresholds)
 
 
-@pytest.mark.parametrize("mode_name", ["local", "local-traced", "docker"])
+@pytest.mark.parametrize("mode_name", ["local", "local-traced", "docker", "kubernetes"])
 def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Path) -> None:
     """`envoy --mode validate` on each generated configuration, dynamic parts inlined."""
     certs = pki.Certs(tmp_path / "certs", TOPOLOGY.security.trust_domain)
@@ -149,10 +149,11 @@ def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Pat
     else:
         # The container's files (the descriptor set, the certificates, the
         # OpenAPI document and its page's renderer) are not at their container
-        # paths here; everything else is the Docker config.
+        # paths here; everything else is the container's config.
         local = envoy.local_mode(tmp_path, topology.DESCRIPTOR_SET, certs.directory)
+        container_mode = envoy.docker_mode() if mode_name == "docker" else envoy.kubernetes_mode()
         mode = replace(
-            envoy.docker_mode(),
+            container_mode,
             descriptor_set=local.descriptor_set,
             certs_dir=local.certs_dir,
             openapi=local.openapi,

@@ -107,6 +107,29 @@ def docker_mode() -> Mode:
 # one set of thresholds per priority, so each listener gets its own budget.
 LISTENER_PRIORITY = {"public": "DEFAULT", "internal": "HIGH"}
 
+
+def kubernetes_mode() -> Mode:
+    """Kubernetes: like Docker, with the configuration from a ConfigMap.
+
+    Each cluster's name is a headless Service, so Envoy's STRICT_DNS sees every
+    ready pod and balances and health-checks them one by one. The descriptor
+    set, the OpenAPI document and its page's renderer are baked into the Envoy
+    image (envoy/Dockerfile), not the ConfigMap.
+    """
+    return Mode(
+        "kubernetes",
+        "0.0.0.0",
+        "0.0.0.0",
+        "0.0.0.0",
+        "/etc/envoy",
+        "/usr/share/shop/shop_api.binpb",
+        None,
+        "/usr/share/shop/openapi.json",
+        "/usr/share/shop/docs",
+        DOCKER_CERTS_DIR,
+    )
+
+
 Routing = Mapping[str, Mapping[str, int]]
 """Per service, the implementations receiving traffic and their weights."""
 
