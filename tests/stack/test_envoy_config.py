@@ -338,9 +338,12 @@ def test_a_token_refused_stays_401_and_only_a_bad_path_becomes_400() -> None:
     becomes 401 before any other mapper sees it; the 403 -> 400 mapper needs the
     path the bad-path RBAC filter refuses, and that filter runs before jwt_authn."""
     hcm = _listener("public")["filter_chains"][0]["filters"][0]["typed_config"]
-    first, bad_path = hcm["local_reply_config"]["mappers"][:2]
-    assert "jwt_authn" in first["filter"]["extension_filter"]["typed_config"]["expression"]
-    assert first["status_code"] == 401
+    mappers = hcm["local_reply_config"]["mappers"]
+    # JSON callers first (a google.rpc.Status body), then everyone else.
+    json_jwt, jwt, bad_path = mappers[:3]
+    assert "jwt_authn" in str(json_jwt["filter"]["and_filter"]) and json_jwt["status_code"] == 401
+    assert "jwt_authn" in jwt["filter"]["extension_filter"]["typed_config"]["expression"]
+    assert jwt["status_code"] == 401
     assert bad_path["status_code"] == 400
     conditions = bad_path["filter"]["and_filter"]["filters"]
     path_check = next(c["header_filter"]["header"] for c in conditions if "header_filter" in c)
