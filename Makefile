@@ -2,8 +2,9 @@
 #
 # Every tool is pinned and installed into the repository by the targets that
 # need it: Python packages into .venv (requirements-dev.txt), Go tools into
-# .tmp/bin (tools/go.mod `tool` directives), buf into tools/node_modules and
-# the Node toolchain into node_service/node_modules (package-lock.json).
+# .tmp/bin (tools/go.mod `tool` directives), buf into tools/node_modules, the
+# Node toolchain into node_service/node_modules and the storefront's into
+# web/node_modules (package-lock.json); Debian's chromium for the browser tests.
 # Generated code is not committed; every target that needs it generates it.
 
 SHELL := bash
@@ -33,6 +34,10 @@ PROTOC := $(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) -I$(SITE)/grpc_tools/_pr
 # Node stubs need them, and so does the descriptor set (Envoy's transcoder
 # turns an error's details into JSON, which needs their types).
 STATUS_PROTOS := google/rpc/status.proto google/rpc/error_details.proto
+# protoc-gen-es writes only the files it is given, and the shop's generated
+# files import these (well-known types come with @bufbuild/protobuf).
+WEB_DEP_PROTOS := google/type/money.proto google/api/annotations.proto google/api/http.proto
+CHROMIUM := /usr/bin/chromium
 
 ##@ Help
 
@@ -43,7 +48,7 @@ help: ## Show this list of targets
 ##@ Contracts
 
 .PHONY: protos
-protos: $(STAMPS)/py-package ## Lint the protos and generate Python, Go and Node stubs and the descriptor set
+protos: $(STAMPS)/py-package ## Lint the protos and generate Python, Go, Node and browser stubs and the descriptor set
 
 .PHONY: lint-protos
 lint-protos: $(STAMPS)/buf $(DESCRIPTOR) ## Run buf lint and buf format on the protos
@@ -67,11 +72,11 @@ $(DESCRIPTOR): $(PROTO_FILES) $(STAMPS)/venv
 	@mkdir -p $(dir $@)
 	$(PROTOC) --include_imports --include_source_info --descriptor_set_out=$@ $(PROTO_REL) $(STATUS_PROTOS)
 
-$(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps
+$(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(STAMPS)/web-deps
 	$(BUF) format -d --exit-code protos
 	$(BUF) lint $(DESCRIPTOR) --path shop
-	rm -rf python_services/gen go_service/gen node_service/src/gen
-	mkdir -p python_services/gen go_service/gen node_service/src/gen
+	rm -rf python_services/gen go_service/gen node_service/src/gen web/gen
+	mkdir -p python_services/gen go_service/gen node_service/src/gen web/gen
 	$(PROTOC) --python_out=python_services/gen --grpc_python_out=python_services/gen \
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=python_services/gen \
 	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=python_services/gen \
@@ -85,6 +90,9 @@ $(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)
 	  --ts_proto_out=node_service/src/gen \
 	  --ts_proto_opt=outputServices=grpc-js,env=node,esModuleInterop=true,importSuffix=.js,useOptionals=messages,oneof=unions-value,useDate=false \
 	  $(PROTO_REL) $(STATUS_PROTOS)
+	$(PROTOC) --plugin=protoc-gen-es=web/node_modules/.bin/protoc-gen-es \
+	  --es_out=web/gen --es_opt=target=ts,import_extension=js \
+	  $(PROTO_REL) $(STATUS_PROTOS) $(WEB_DEP_PROTOS)
 	@mkdir -p $(dir $@) && touch $@
 
 ##@ The local stack (no Docker: supervisord runs the services and Envoy)
@@ -98,6 +106,7 @@ FOLLOW ?=
 build: $(STAMPS)/py-package ## Build every service implementation
 	cd go_service && for cmd in $$(ls cmd); do go build -o $(BIN)/shop-$$cmd ./cmd/$$cmd; done
 	cd node_service && npm run --silent build
+	cd web && npm run --silent build
 
 .PHONY: up
 up: build $(BIN)/grpcurl ## Start the whole stack in the background and wait until healthy (INVENTORY=node|go|python)
@@ -134,8 +143,10 @@ clean-data: $(STAMPS)/py-package ## Delete the stack's databases (the stack must
 
 .PHONY: docker-config
 docker-config: $(STAMPS)/py-package ## Render Envoy's Docker Compose configuration into envoy/gen/docker
+	cd web && npm run --silent build
 	@$(STACK) render-docker envoy/gen/docker
 	cp $(DESCRIPTOR) envoy/gen/docker/shop_api.binpb
+	rm -rf envoy/gen/docker/web && cp -r web/dist envoy/gen/docker/web
 
 .PHONY: docker-up
 docker-up: docker-config ## Build the images and start the stack with Docker Compose
@@ -161,7 +172,7 @@ bench: build $(GHZ) ## Measure each language and the Envoy hop (QUICK=1 for a on
 
 .PHONY: test
 test: ## Run every test: each language's own (in parallel, output kept per target), then the cross-language suites
-	@$(MAKE) --jobs=3 --output-sync=target test-protos test-go test-node test-python
+	@$(MAKE) --jobs=3 --output-sync=target test-protos test-go test-node test-web test-python
 	@$(MAKE) test-cross
 
 .PHONY: test-protos
@@ -175,6 +186,10 @@ test-go: $(STAMPS)/protos ## go vet and go test -race in go_service
 test-node: $(STAMPS)/protos ## Type-check, lint and test node_service
 	cd node_service && npm run --silent typecheck && npm run --silent lint && npm test
 
+.PHONY: test-web
+test-web: $(STAMPS)/protos ## Type-check and unit-test the storefront (web/)
+	cd web && npm run --silent typecheck && npm test
+
 .PHONY: test-python
 test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
 	$(VENV)/bin/ruff check python_services deploy tests
@@ -183,7 +198,7 @@ test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
 	cd python_services && $(VENV)/bin/pytest -q
 
 .PHONY: test-cross
-test-cross: build ## The cross-language suites in tests/
+test-cross: build chromium ## The cross-language suites in tests/ (the storefront's in a real browser)
 	$(VENV)/bin/pytest -q tests
 
 ##@ Setup
@@ -221,9 +236,21 @@ $(STAMPS)/node-deps: node_service/package.json node_service/package-lock.json
 	cd node_service && npm ci --no-audit --no-fund --loglevel=error
 	@mkdir -p $(dir $@) && touch $@
 
+$(STAMPS)/web-deps: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(dir $@) && touch $@
+
+# The browser tests drive Debian's chromium with playwright-core (no browser
+# downloads); CI starts from a fresh machine, so install it when missing.
+.PHONY: chromium
+chromium: ## Install Debian's chromium for the storefront's browser tests, if missing
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  apt-get update -qq && apt-get -o DPkg::Lock::Timeout=900 install -y -qq chromium; fi
+
 .PHONY: tools
-tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(BIN)/grpcurl ## Install every pinned tool
+tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(STAMPS)/web-deps $(BIN)/grpcurl chromium ## Install every pinned tool
 
 .PHONY: clean
 clean: ## Remove generated code, tools and build output (keeps the run directory)
-	rm -rf $(TMP) python_services/gen go_service/gen node_service/src/gen node_service/dist protos/gen
+	rm -rf $(TMP) python_services/gen go_service/gen node_service/src/gen node_service/dist protos/gen \
+	  web/gen web/dist web/.build

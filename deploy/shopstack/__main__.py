@@ -13,6 +13,7 @@ from shopstack.stack import Stack, StackError, default_stack, die, remove_data
 EXAMPLES = """\
 The shop is up.
 
+  storefront             http://localhost:{public}/   (open it in a browser)
   gRPC, gRPC-Web, JSON   localhost:{public}   (Envoy public listener)
   internal gRPC          127.0.0.1:{internal} (service-to-service; internal RPCs allowed)
   Envoy admin            http://127.0.0.1:{admin}

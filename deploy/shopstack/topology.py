@@ -17,6 +17,8 @@ from google.protobuf import descriptor_pb2
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / "deploy" / "stack.toml"
 DESCRIPTOR_SET = ROOT / "protos" / "gen" / "shop_api.binpb"
+# The storefront's bundle, built by `make build` (web/scripts/build.mjs).
+WEB_DIST = ROOT / "web" / "dist"
 
 # MethodOptions.IdempotencyLevel values that make a retry safe.
 _SAFE_TO_RETRY = {
@@ -84,6 +86,8 @@ class Topology:
     internal_port: int
     admin_port: int
     services: dict[str, Service]
+    # Browser origins allowed to call the public listener (CORS).
+    cors_origins: tuple[str, ...] = ()
     # Port overrides per cluster name (tests run on free ports).
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -158,6 +162,7 @@ def load(path: Path = STACK_FILE) -> Topology:
         internal_port=int(edge["internal_port"]),
         admin_port=int(edge["admin_port"]),
         services=services,
+        cors_origins=tuple(edge.get("cors_origins", ())),
     )
 
 

@@ -59,6 +59,8 @@ def _hcm(mode: Mode, listener: str, filters: list[dict[str, Any]]) -> dict[str, 
             # and a caller's own id is kept, so every hop logs the same id.
             "generate_request_id": True,
             "preserve_external_request_id": True,
+            # ...and every response carries it, so a caller can quote it.
+            "always_set_request_id_in_response": True,
             "rds": {
                 "route_config_name": listener,
                 "config_source": path_source(mode, f"rds_{listener}.yaml"),
@@ -119,10 +121,6 @@ def _public_filters(mode: Mode) -> list[dict[str, Any]]:
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"},
         },
         {
-            "name": "envoy.filters.http.cors",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
-        },
-        {
             "name": "envoy.filters.http.grpc_json_transcoder",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
@@ -138,6 +136,12 @@ def _public_filters(mode: Mode) -> list[dict[str, Any]]:
                     "reject_unknown_query_parameters": True,
                 },
             },
+        },
+        # After the transcoder: a JSON call (GET /v1/products) has become the
+        # gRPC call its route matches by the time CORS looks up the policy.
+        {
+            "name": "envoy.filters.http.cors",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
         },
     ]
 

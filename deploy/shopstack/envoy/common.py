@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shopstack.topology import Topology
+from shopstack.topology import WEB_DIST, Topology
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class Mode:
     config_dir: str  # where envoy.yaml and the dynamic files live
     descriptor_set: str
     upstream_host: str | None  # None: each cluster's own service name (Docker DNS)
+    web_dir: str  # the storefront's built files (web/dist), served at "/"
 
     def upstream(self, cluster: str) -> str:
         return self.upstream_host or cluster
@@ -36,6 +37,7 @@ def local_mode(config_dir: Path, descriptor_set: Path) -> Mode:
         str(config_dir),
         str(descriptor_set),
         "127.0.0.1",
+        str(WEB_DIST),
     )
 
 
@@ -49,6 +51,7 @@ def docker_mode() -> Mode:
         "/etc/envoy",
         "/etc/envoy/shop_api.binpb",
         None,
+        "/etc/envoy/web",
     )
 
 

@@ -7,19 +7,37 @@ that receive traffic, with their weights.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from shopstack.envoy.common import Mode, Routing, address, duration
-from shopstack.topology import Method, Service, Topology
+from shopstack.topology import WEB_DIST, Method, Service, Topology
 
+# A request header that pins a call to one implementation while several run,
+# and the response header naming the cluster that served a call.
 IMPL_HEADER = "x-shop-impl"
 # The gRPC-Web and CORS headers a browser client sends and may read.
 _CORS_ALLOW_HEADERS = (
     "content-type,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,"
-    "x-accept-content-transfer-encoding,x-accept-response-streaming"
+    "x-accept-content-transfer-encoding,x-accept-response-streaming,connect-protocol-version"
 )
-_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id"
+_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id,x-shop-impl"
+# Where the storefront's runtime configuration is served (see _storefront_routes).
+STOREFRONT_CONFIG_PATH = "/storefront.json"
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".map": "application/json",
+}
+# Envoy refuses a direct_response body above this size (its default is 4 KiB).
+MAX_STATIC_FILE_BYTES = 2 * 1024 * 1024
 
 
 def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dict[str, Any]:
@@ -151,7 +169,10 @@ def _route_action(service: Service, method: Method | None, targets: Mapping[str,
 def _denied(path: str, service: Service) -> dict[str, Any]:
     return {
         "name": f"deny {path}",
-        "match": {"path": path, "grpc": {}},
+        # Any request, not only gRPC ones: Envoy picks a gRPC-Web call's
+        # route before its grpc_web filter makes it gRPC, and a browser's
+        # preflight must be refused here too, with 403, not a 404.
+        "match": {"path": path},
         # Envoy answers a gRPC request's local reply as gRPC: HTTP 403 becomes
         # grpc-status 7 (PERMISSION_DENIED) with this text as grpc-message.
         "direct_response": {
@@ -161,15 +182,144 @@ def _denied(path: str, service: Service) -> dict[str, Any]:
     }
 
 
+def _origin_matcher(origin: str) -> dict[str, Any]:
+    """stack.toml's cors_origins entry as an Envoy string matcher."""
+    if origin.endswith(":*"):
+        return {"safe_regex": {"regex": re.escape(origin[:-2]) + "(:[0-9]+)?"}}
+    return {"exact": origin}
+
+
+def _cors_policy(topology: Topology) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [_origin_matcher(o) for o in topology.cors_origins],
+        "allow_methods": "GET, POST, OPTIONS",
+        "allow_headers": _CORS_ALLOW_HEADERS,
+        "expose_headers": _CORS_EXPOSE_HEADERS,
+        "max_age": "600",
+        # A preflight from another origin is answered here too (without the
+        # CORS headers, so the browser refuses), never sent to a service.
+        "forward_not_matching_preflights": False,
+    }
+
+
+def _preflight(topology: Topology, routing: Routing) -> dict[str, Any]:
+    """Every CORS preflight, answered by the CORS filter itself.
+
+    Envoy's CORS filter acts only on a route that forwards, and a JSON route's
+    preflight (OPTIONS /v1/orders) matches no RPC route: the transcoder maps
+    only the real method. So this route, after every other, takes the
+    preflights left; with forward_not_matching_preflights off the filter
+    answers all of them (allowed origins get the CORS headers, others none),
+    and the cluster named here never sees one. An internal RPC's preflight
+    never gets here: its refusal (a 403) answers it first.
+    """
+    present = {"present_match": True}
+    return {
+        "name": "CORS preflight",
+        "match": {
+            "prefix": "/",
+            "headers": [
+                {"name": ":method", "string_match": {"exact": "OPTIONS"}},
+                {"name": "origin", **present},
+                {"name": "access-control-request-method", **present},
+            ],
+        },
+        "route": {
+            "cluster": topology.services["reflection"].implementations[next(iter(routing["reflection"]))].cluster
+        },
+    }
+
+
+def _static(path: str, body: dict[str, Any], content_type: str) -> dict[str, Any]:
+    return {
+        "name": f"storefront {path}",
+        "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": {"status": 200, "body": body},
+        "response_headers_to_add": [
+            {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for key, value in (
+                ("content-type", content_type),
+                # Files change with every `make build`; the browser revalidates.
+                ("cache-control", "no-cache"),
+                ("x-content-type-options", "nosniff"),
+            )
+        ],
+    }
+
+
+def storefront_files(dist: Path | None = None) -> dict[str, Path]:
+    """The built storefront by URL path: index.html at "/", the rest under their names."""
+    dist = dist or WEB_DIST
+    if not (dist / "index.html").is_file():
+        return {}
+    files = {"/": dist / "index.html"}
+    for path in sorted(dist.rglob("*")):
+        if path.is_file() and path.name != "index.html":
+            files["/" + path.relative_to(dist).as_posix()] = path
+    return files
+
+
+def _storefront_routes(topology: Topology, routing: Routing, web_dir: str) -> list[dict[str, Any]]:
+    """The storefront (web/dist), served by Envoy itself on the API's origin.
+
+    Each built file is a direct_response Envoy reads when it loads the routes.
+    /storefront.json tells the page which implementations of each service run
+    and their weights (so the "under the hood" panel can offer to pin one); it
+    is rewritten with the routes on every swap and canary.
+    """
+    dist = WEB_DIST
+    files = storefront_files(dist)
+    if not files:
+        return [
+            {
+                "name": "storefront not built",
+                "match": {"path": "/"},
+                "direct_response": {
+                    "status": 404,
+                    "body": {"inline_string": "The storefront is not built: run `make build`, then `make up`.\n"},
+                },
+            }
+        ]
+    entries = []
+    for url, path in files.items():
+        if path.stat().st_size > MAX_STATIC_FILE_BYTES:
+            raise ValueError(f"{path} is over {MAX_STATIC_FILE_BYTES} bytes, Envoy's direct_response limit here")
+        served = f"{web_dir}/{path.relative_to(dist).as_posix()}"
+        content_type = _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+        entries.append(_static(url, {"filename": served}, content_type))
+    config = {
+        name: {
+            "implementations": sorted(topology.services[name].implementations),
+            "weights": dict(sorted(weights.items())),
+        }
+        for name, weights in routing.items()
+        if name != "reflection"
+    }
+    entries.append(
+        _static(STOREFRONT_CONFIG_PATH, {"inline_string": json.dumps({"services": config})}, "application/json")
+    )
+    return entries
+
+
 def routes(
     topology: Topology,
     routing: Routing,
     listener: str,
     rpcs: Mapping[str, list[Method]],
+    *,
+    web_dir: str | None = None,
 ) -> dict[str, Any]:
-    """rds_<listener>.yaml: one route per RPC, plus the reflection route."""
+    """rds_<listener>.yaml: one route per RPC, plus the reflection route.
+
+    The public listener also serves the storefront from web_dir (where Envoy
+    finds web/dist) when it is given, and answers CORS preflights for the JSON
+    routes under /v1/.
+    """
     public = listener == "public"
     entries: list[dict[str, Any]] = []
+    if public and web_dir is not None:
+        entries.extend(_storefront_routes(topology, routing, web_dir))
     for name, targets in routing.items():
         service = topology.services[name]
         if name == "reflection":
@@ -184,9 +334,10 @@ def routes(
                 entries.append(
                     {
                         "name": f"{method.path} pinned to {lang}",
+                        # No gRPC matcher: Envoy picks a gRPC-Web call's route
+                        # before its grpc_web filter makes it gRPC.
                         "match": {
                             "path": method.path,
-                            "grpc": {},
                             "headers": [{"name": IMPL_HEADER, "string_match": {"exact": lang}}],
                         },
                         "route": _route_action(service, method, {lang: 1}),
@@ -207,27 +358,26 @@ def routes(
             "route": _route_action(reflection, None, routing["reflection"]),
         }
     )
+    if public:
+        # Last: an internal RPC's refusal above answers its preflight too.
+        entries.append(_preflight(topology, routing))
     virtual_host: dict[str, Any] = {"name": "shop", "domains": ["*"], "routes": entries}
     if public:
-        virtual_host["typed_per_filter_config"] = {
-            "envoy.filters.http.cors": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
-                # Browsers on a local development origin may call the API.
-                "allow_origin_string_match": [
-                    {"safe_regex": {"regex": r"https?://(localhost|127\.0\.0\.1)(:[0-9]+)?"}}
-                ],
-                "allow_methods": "GET, POST, OPTIONS",
-                "allow_headers": _CORS_ALLOW_HEADERS,
-                "expose_headers": _CORS_EXPOSE_HEADERS,
-                "max_age": "600",
-            }
-        }
-    return {
-        "resources": [
+        virtual_host["typed_per_filter_config"] = {"envoy.filters.http.cors": _cors_policy(topology)}
+        # Which implementation served the call (inventory-go, ...): the
+        # storefront's "under the hood" panel shows it. Empty, and so left
+        # out, on Envoy's own answers (static files, refusals).
+        virtual_host["response_headers_to_add"] = [
             {
-                "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-                "name": listener,
-                "virtual_hosts": [virtual_host],
+                "header": {"key": IMPL_HEADER, "value": "%UPSTREAM_CLUSTER%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
             }
         ]
+    route_config: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        "name": listener,
+        "virtual_hosts": [virtual_host],
     }
+    if public:
+        route_config["max_direct_response_body_size_bytes"] = MAX_STATIC_FILE_BYTES
+    return {"resources": [route_config]}

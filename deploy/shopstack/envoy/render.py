@@ -30,7 +30,7 @@ def static_bootstrap(topology: Topology, mode: Mode, routing: Routing | None = N
     ]
     for listener in config["static_resources"]["listeners"]:
         hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        route_config = routes(topology, routing, listener["name"], rpcs)["resources"][0]
+        route_config = routes(topology, routing, listener["name"], rpcs, web_dir=mode.web_dir)["resources"][0]
         del hcm["rds"]
         hcm["route_config"] = {k: v for k, v in route_config.items() if k != "@type"}
     return config
@@ -61,6 +61,6 @@ def render(
     # Clusters first: a route must never name a cluster Envoy does not have.
     _write_atomic(out_dir / "cds.yaml", clusters(topology, routing, mode))
     for listener in ("public", "internal"):
-        _write_atomic(out_dir / f"rds_{listener}.yaml", routes(topology, routing, listener, rpcs))
+        _write_atomic(out_dir / f"rds_{listener}.yaml", routes(topology, routing, listener, rpcs, web_dir=mode.web_dir))
     if bootstrap_too:
         _write_atomic(out_dir / "envoy.yaml", bootstrap(topology, mode))
