@@ -201,6 +201,14 @@ journey("a declined card shows its reason, and the stock is unchanged", async (p
   await page.getByLabel("Quantity").fill("2");
   await page.getByRole("button", { name: `Add ${name} to cart` }).click();
   await checkout(page, "Test card: the charge is declined");
+  // Bad input first: the service's BadRequest shows next to its field.
+  const customer = page.getByLabel("Customer ID");
+  const ownId = await customer.inputValue();
+  await customer.fill("x".repeat(200));
+  await page.getByRole("button", { name: /^Place order/ }).click();
+  await page.locator("#customer-error").getByText(/128/).waitFor();
+  assert.equal(await customer.getAttribute("aria-invalid"), "true");
+  await customer.fill(ownId);
   await page.getByRole("button", { name: /^Place order/ }).click();
   await page.getByRole("alert").getByText(/^The order failed: the card was declined\./).waitFor();
   const steps = page.getByRole("list", { name: "Saga steps" });

@@ -27,6 +27,8 @@ export interface Call {
 
 /** "NotFound" (connect's Code name) to "NOT_FOUND" (gRPC's). */
 export function statusName(code: Code): string {
+  // connect spells it Canceled; gRPC's status is CANCELLED.
+  if (code === Code.Canceled) return "CANCELLED";
   return Code[code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
 }
 

@@ -9,6 +9,7 @@ test("connect's code names become gRPC's", () => {
   assert.equal(statusName(Code.NotFound), "NOT_FOUND");
   assert.equal(statusName(Code.InvalidArgument), "INVALID_ARGUMENT");
   assert.equal(statusName(Code.Unavailable), "UNAVAILABLE");
+  assert.equal(statusName(Code.Canceled), "CANCELLED");
 });
 
 test("a call records its latency, request id, the cluster that served it and a trace id", () => {

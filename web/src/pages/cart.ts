@@ -107,7 +107,7 @@ export async function cartPage(view: HTMLElement, signal: AbortSignal): Promise<
       ),
       h("tbody", {}, rows),
       priced
-        ? h("tfoot", {}, h("tr", {}, h("th", { scope: "row", colspan: 3 }, `Total (${priced.priced.itemCount} items)`),
+        ? h("tfoot", {}, h("tr", {}, h("th", { scope: "row", colspan: 3 }, `Total (${priced.priced.itemCount} item${priced.priced.itemCount === 1 ? "" : "s"})`),
             h("td", { class: "num total", "data-testid": "cart-total" }, formatMoney(priced.priced.total)), h("td", {})))
         : null,
     ),

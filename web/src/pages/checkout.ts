@@ -129,7 +129,8 @@ export async function checkoutPage(view: HTMLElement, signal: AbortSignal): Prom
         `Order confirmed: ${formatMoney(order.total)} charged. `,
         h("a", { href: `#/orders/${encodeURIComponent(order.orderId)}` }, "View the order")));
     } else {
-      show(outcome, alertBox(`The order failed: ${failureLabel(order.failureReason)}. ${order.failureMessage}`),
+      show(outcome, alertBox(`The order failed: ${failureLabel(order.failureReason)}.`),
+        h("p", { class: "muted" }, `The shop said: ${order.failureMessage}`),
         h("p", {}, h("a", { href: `#/orders/${encodeURIComponent(order.orderId)}` }, "View the order")));
     }
   }

@@ -49,12 +49,13 @@ export function mountPanel(root: HTMLElement): void {
 }
 
 function row(call: Call): HTMLElement {
-  const ok = call.status === "OK" || call.status === "open";
+  // The page cancels its own streams when it moves on: not a failure.
+  const tone = ["OK", "open"].includes(call.status) ? "ok" : ["pending", "CANCELLED"].includes(call.status) ? "" : "bad";
   return h(
     "tr",
     { "data-method": call.method, "data-status": call.status },
     h("td", {}, call.method, call.streaming ? h("span", { class: "muted" }, " (stream)") : null),
-    h("td", { class: ok ? "ok" : call.status === "pending" ? "" : "bad" }, call.status, call.streaming && call.messages ? ` · ${call.messages} msg` : ""),
+    h("td", { class: tone }, call.status, call.streaming && call.messages ? ` · ${call.messages} msg` : ""),
     h("td", { class: "num" }, call.latencyMs === undefined ? "" : `${call.latencyMs} ms`),
     h("td", { "data-served-by": call.servedBy ?? "" }, call.servedBy ?? ""),
     h("td", { class: "mono" }, call.requestId ?? ""),
