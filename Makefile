@@ -75,8 +75,8 @@ $(DESCRIPTOR): $(PROTO_FILES) $(STAMPS)/venv
 $(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(STAMPS)/web-deps
 	$(BUF) format -d --exit-code protos
 	$(BUF) lint $(DESCRIPTOR) --path shop
-	rm -rf python_services/gen go_service/gen node_service/src/gen web/gen
-	mkdir -p python_services/gen go_service/gen node_service/src/gen web/gen
+	rm -rf python_services/gen go_service/gen node_service/gen web/gen
+	mkdir -p python_services/gen go_service/gen node_service/gen web/gen
 	$(PROTOC) --python_out=python_services/gen --grpc_python_out=python_services/gen \
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=python_services/gen \
 	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=python_services/gen \
@@ -87,7 +87,7 @@ $(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)
 	  --plugin=protoc-gen-go-grpc=$(BIN)/protoc-gen-go-grpc --go-grpc_out=go_service/gen --go-grpc_opt=paths=source_relative \
 	  $(PROTO_REL)
 	$(PROTOC) --plugin=protoc-gen-ts_proto=node_service/node_modules/.bin/protoc-gen-ts_proto \
-	  --ts_proto_out=node_service/src/gen \
+	  --ts_proto_out=node_service/gen \
 	  --ts_proto_opt=outputServices=grpc-js,env=node,esModuleInterop=true,importSuffix=.js,useOptionals=messages,oneof=unions-value,useDate=false \
 	  $(PROTO_REL) $(STATUS_PROTOS)
 	$(PROTOC) --plugin=protoc-gen-es=web/node_modules/.bin/protoc-gen-es \
@@ -252,5 +252,5 @@ tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(STA
 
 .PHONY: clean
 clean: ## Remove generated code, tools and build output (keeps the run directory)
-	rm -rf $(TMP) python_services/gen go_service/gen node_service/src/gen node_service/dist protos/gen \
+	rm -rf $(TMP) python_services/gen go_service/gen node_service/gen node_service/dist protos/gen \
 	  web/gen web/dist web/.build

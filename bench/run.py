@@ -146,8 +146,8 @@ def _dig(run: dict[str, object], key: str) -> float:
 def available_inventory() -> tuple[list[str], dict[str, str]]:
     """The inventory implementations that can run here, and why the others cannot."""
     skipped = {}
-    if not (ROOT / "node_service" / "dist" / "src" / "main.js").is_file():
-        skipped["node"] = "node_service/dist/src/main.js is not built"
+    if not (ROOT / "node_service" / "dist" / "src" / "inventory" / "main.js").is_file():
+        skipped["node"] = "node_service/dist/src/inventory/main.js is not built"
     if not (ROOT / ".tmp" / "bin" / "shop-inventory").is_file():
         skipped["go"] = ".tmp/bin/shop-inventory is not built (go_service/cmd/inventory)"
     probe = "import importlib.util,sys; sys.exit(importlib.util.find_spec('shop_services.inventory.__main__') is None)"

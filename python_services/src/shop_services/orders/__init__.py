@@ -2,8 +2,9 @@
 
 - store.py: the SQLite database and durable saga log;
 - clients.py: one channel per dependency and the call helper;
-- saga.py: the steps, their compensation, and the coordinator that owns every
-  saga task and the recovery loop;
+- saga.py: the steps and their compensation;
+- coordinator.py: the Coordinator, which owns every saga task and the recovery
+  loop;
 - service.py: the OrderService servicer and create_orders_server();
 - __main__.py: ``python -m shop_services.orders``.
 """

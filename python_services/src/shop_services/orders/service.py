@@ -52,7 +52,8 @@ from shop_services.common.errors import RpcError, Violations, error_info
 from shop_services.common.interceptors import request_id_of
 from shop_services.common.server import Running, Service, create_server
 from shop_services.orders.clients import Clients, Dependencies
-from shop_services.orders.saga import Coordinator, SagaSettings
+from shop_services.orders.coordinator import Coordinator
+from shop_services.orders.saga import SagaSettings
 from shop_services.orders.store import Line, Money, NewOrder, OrderRecord, RequestIdReusedError, Store
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrderService"].full_name

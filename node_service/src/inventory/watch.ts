@@ -4,7 +4,7 @@
 // live swap) are found by polling PRAGMA data_version, which moves whenever
 // another connection commits; the hub then re-reads the watched SKUs and sends
 // only those whose level changed. Those are coalesced to the poll interval.
-import type { Logger } from "./logger.js";
+import type { Logger } from "../common/logger.js";
 import type { InventoryStore, StockRow } from "./store.js";
 
 /** How often the hub looks for commits by other processes while anyone watches. */

@@ -2,28 +2,16 @@
 // a google.rpc.BadRequest or a google.rpc.ErrorInfo, serialized into the
 // grpc-status-details-bin trailer. That is what grpc-go's status.WithDetails
 // and Python's grpc_status.rpc_status.to_status send, so clients in every
-// language decode the same thing (Python: rpc_status.from_call).
+// language decode the same thing (Python: rpc_status.from_call). A service's
+// own reasons and domain live with the service (inventory/errors.ts).
 import { Metadata, status as Code, type ServiceError, type StatusObject } from "@grpc/grpc-js";
 
-import type { Any } from "./gen/google/protobuf/any.js";
-import { BadRequest, ErrorInfo, type BadRequest_FieldViolation } from "./gen/google/rpc/error_details.js";
-import { Status } from "./gen/google/rpc/status.js";
-
-/** The ErrorInfo domain of every inventory business error. */
-export const ERROR_DOMAIN = "inventory.shop.example";
+import type { Any } from "../../gen/google/protobuf/any.js";
+import { BadRequest, ErrorInfo, type BadRequest_FieldViolation } from "../../gen/google/rpc/error_details.js";
+import { Status } from "../../gen/google/rpc/status.js";
 
 /** The trailer that carries the serialized google.rpc.Status. */
 export const STATUS_DETAILS_KEY = "grpc-status-details-bin";
-
-/** The ErrorInfo reasons documented in inventory_service.proto. */
-export type Reason =
-  | "OUT_OF_STOCK"
-  | "SKU_NOT_FOUND"
-  | "RESERVATION_NOT_FOUND"
-  | "RESERVATION_EXPIRED"
-  | "RESERVATION_RELEASED"
-  | "RESERVATION_COMMITTED"
-  | "REQUEST_ID_REUSED";
 
 const TYPE_URL_PREFIX = "type.googleapis.com/";
 
@@ -38,7 +26,7 @@ function packErrorInfo(message: ErrorInfo): Any {
 /**
  * RpcError is a failure meant for the client: a status code, a message a
  * person can act on and the google.rpc.Status details. Handlers throw it and
- * the wrapper in service.ts turns it into the call's status.
+ * the service's handler wrapper turns it into the call's status.
  */
 export class RpcError extends Error {
   readonly code: Code;
@@ -79,26 +67,47 @@ export function invalidArgument(violations: readonly FieldViolation[]): RpcError
   ]);
 }
 
-const REASON_CODES: Record<Reason, Code> = {
-  OUT_OF_STOCK: Code.FAILED_PRECONDITION,
-  SKU_NOT_FOUND: Code.NOT_FOUND,
-  RESERVATION_NOT_FOUND: Code.NOT_FOUND,
-  RESERVATION_EXPIRED: Code.FAILED_PRECONDITION,
-  RESERVATION_RELEASED: Code.FAILED_PRECONDITION,
-  RESERVATION_COMMITTED: Code.FAILED_PRECONDITION,
-  REQUEST_ID_REUSED: Code.ALREADY_EXISTS,
-};
-
 /**
- * A business failure: the code the proto documents for the reason, and an
- * ErrorInfo with the reason, the inventory domain and the metadata.
+ * A business failure: code, and an ErrorInfo with the reason (documented in
+ * the service's proto), the service's domain and the metadata.
  */
-export function businessError(reason: Reason, message: string, metadata: Record<string, string> = {}): RpcError {
-  return new RpcError(REASON_CODES[reason], message, [packErrorInfo({ reason, domain: ERROR_DOMAIN, metadata })]);
+export function errorInfo(
+  code: Code,
+  reason: string,
+  domain: string,
+  message: string,
+  metadata: Record<string, string> = {},
+): RpcError {
+  return new RpcError(code, message, [packErrorInfo({ reason, domain, metadata })]);
 }
 
 /** Decodes the google.rpc.Status in a call's trailers, if there is one. */
 export function decodeStatusDetails(metadata: Metadata | undefined): Status | undefined {
   const value = metadata?.get(STATUS_DETAILS_KEY)[0];
   return value instanceof Buffer ? Status.decode(value) : undefined;
+}
+
+/** The AIP-193 details a google.rpc.Status carries. */
+export interface RichDetails {
+  badRequest?: BadRequest;
+  errorInfo?: ErrorInfo;
+  /** The type URL of every detail, known or not, in order. */
+  typeUrls: string[];
+}
+
+/**
+ * Unpacks a google.rpc.Status's BadRequest and ErrorInfo: the one decoder of
+ * the details every service sends, for clients and tests alike.
+ */
+export function decodeRichDetails(status: Status): RichDetails {
+  const details: RichDetails = { typeUrls: [] };
+  for (const any of status.details) {
+    details.typeUrls.push(any.typeUrl);
+    if (any.typeUrl === `${TYPE_URL_PREFIX}google.rpc.BadRequest`) {
+      details.badRequest = BadRequest.decode(any.value);
+    } else if (any.typeUrl === `${TYPE_URL_PREFIX}google.rpc.ErrorInfo`) {
+      details.errorInfo = ErrorInfo.decode(any.value);
+    }
+  }
+  return details;
 }

@@ -1,4 +1,4 @@
-// The service as a process (dist/src/main.js): start-up, health, the
+// The service as a process (dist/src/inventory/main.js): start-up, health, the
 // SIGTERM path, a taken port, and two processes sharing one database file as
 // they do during a live swap.
 import assert from "node:assert/strict";
@@ -9,9 +9,9 @@ import { credentials, status as Code, type ServiceError } from "@grpc/grpc-js";
 import {
   InventoryServiceClient,
   type WatchStockResponse,
-} from "../src/gen/shop/inventory/v1/inventory_service.js";
-import { checkHealth } from "../src/healthcheck.js";
-import { deadline, race, spawnMain, tempDir, unary, waitFor, type Child } from "./helpers.js";
+} from "../../gen/shop/inventory/v1/inventory_service.js";
+import { checkHealth } from "../../src/common/healthcheck.js";
+import { deadline, race, spawnMain, tempDir, unary, waitFor, type Child } from "./support.js";
 
 const SKU = "sku-decaf-beans-500g"; // initial_stock 40
 const dir = tempDir();

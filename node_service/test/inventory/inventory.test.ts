@@ -5,15 +5,15 @@ import { after, before, describe, test } from "node:test";
 
 import { Metadata, status as Code, type ServiceError } from "@grpc/grpc-js";
 
-import { ERROR_DOMAIN } from "../src/errors.js";
+import { ERROR_DOMAIN } from "../../src/inventory/errors.js";
 import {
   ReservationState,
   type ImportStockRequest,
   type ImportStockResponse,
   type InventoryServiceClient,
   type WatchStockResponse,
-} from "../src/gen/shop/inventory/v1/inventory_service.js";
-import { deadline, expectFailure, fields, startServer, tempDir, unary, waitFor, type Running } from "./helpers.js";
+} from "../../gen/shop/inventory/v1/inventory_service.js";
+import { deadline, expectFailure, fields, startServer, tempDir, unary, waitFor, type Running } from "./support.js";
 
 const ESPRESSO = "sku-espresso-beans-1kg"; // initial_stock 120
 const FILTER = "sku-filter-beans-500g"; // initial_stock 80

@@ -1,12 +1,11 @@
 // A grpc.health.v1 probe for the Docker HEALTHCHECK: exits 0 when the server
 // at SHOP_LISTEN_ADDR (a wildcard host is probed on loopback) reports SERVING
-// for the overall server, 1 otherwise.
-import { realpathSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-
+// for the overall server, 1 otherwise. Any Node service's image uses it.
 import { credentials, loadPackageDefinition, type Client, type ServiceError } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { protoPath } from "grpc-health-check";
+
+import { isMainModule } from "./main.js";
 
 type HealthClient = Client & {
   check(
@@ -45,12 +44,7 @@ export function checkHealth(address: string, timeoutMs: number): Promise<string>
   });
 }
 
-function isMainModule(): boolean {
-  const script = process.argv.at(1);
-  return script !== undefined && realpathSync(script) === fileURLToPath(import.meta.url);
-}
-
-if (isMainModule()) {
+if (isMainModule(import.meta.url)) {
   const address = probeAddress(process.env["SHOP_LISTEN_ADDR"] ?? "127.0.0.1:50052");
   try {
     const status = await checkHealth(address, 3000);

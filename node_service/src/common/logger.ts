@@ -1,19 +1,26 @@
 // Structured JSON logs on stdout, one object per line, with the keys
-// docs/conventions.md fixes: time (RFC 3339), level (a name), service, msg.
+// docs/conventions.md fixes: time (RFC 3339), level (a name), service, msg,
+// and impl for a service that has several implementations.
 import { pino, type DestinationStream, type Logger } from "pino";
 
 import type { LogLevel } from "./config.js";
 
 export type { Logger } from "pino";
 
+/** The keys on every line: the service's short name, and its implementation. */
+export interface LogIdentity {
+  service: string;
+  impl?: string;
+}
+
 /**
- * Creates the service's logger. Tests pass a destination to read the lines;
+ * Creates a service's logger. Tests pass a destination to read the lines;
  * otherwise they go to stdout.
  */
-export function createLogger(level: LogLevel, destination?: DestinationStream): Logger {
+export function createLogger(identity: LogIdentity, level: LogLevel, destination?: DestinationStream): Logger {
   const options = {
     level,
-    base: { service: "inventory" },
+    base: { ...identity },
     messageKey: "msg",
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: {

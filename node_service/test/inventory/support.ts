@@ -1,5 +1,7 @@
-// Test helpers: a real server on a loopback port, a client through the
-// generated stub, and decoding of the google.rpc.Status trailer.
+// Shared support of the inventory tests: a real server on a loopback port, a
+// client through the generated stub, the service as a child process, and
+// assertions on the google.rpc.Status a failed call carried (decoded by the
+// one decoder, src/common/errors.ts).
 import assert from "node:assert/strict";
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -10,9 +12,7 @@ import { fileURLToPath } from "node:url";
 
 import { credentials, Metadata, status as Code, type ServiceError } from "@grpc/grpc-js";
 
-import { loadConfig, type Config } from "../src/config.js";
-import { decodeStatusDetails } from "../src/errors.js";
-import { BadRequest, ErrorInfo } from "../src/gen/google/rpc/error_details.js";
+import type { BadRequest, ErrorInfo } from "../../gen/google/rpc/error_details.js";
 import {
   InventoryServiceClient,
   type CommitRequest,
@@ -23,9 +23,12 @@ import {
   type ReleaseResponse,
   type ReserveRequest,
   type ReserveResponse,
-} from "../src/gen/shop/inventory/v1/inventory_service.js";
-import { createLogger } from "../src/logger.js";
-import { createServer, type InventoryServer } from "../src/server.js";
+} from "../../gen/shop/inventory/v1/inventory_service.js";
+import { decodeRichDetails, decodeStatusDetails } from "../../src/common/errors.js";
+import { createLogger } from "../../src/common/logger.js";
+import { loadConfig, type Config } from "../../src/inventory/config.js";
+import { LOG_IDENTITY } from "../../src/inventory/main.js";
+import { createServer, type InventoryServer } from "../../src/inventory/server.js";
 
 /** Generous: the machine is small and busy; no test relies on timing. */
 export const DEADLINE_MS = 30_000;
@@ -65,7 +68,7 @@ export function testConfig(dbPath: string, overrides: Partial<Config> = {}): Con
 /** Starts an in-process server (it reports SERVING before this resolves). */
 export async function startServer(dbPath: string, overrides: Partial<Config> = {}): Promise<Running> {
   const logs: LogLine[] = [];
-  const logger = createLogger("debug", {
+  const logger = createLogger(LOG_IDENTITY, "debug", {
     write(line: string) {
       logs.push(JSON.parse(line) as LogLine);
     },
@@ -134,15 +137,13 @@ export function decodeFailure(err: ServiceError): Failure {
   const status = decodeStatusDetails(err.metadata);
   assert.ok(status, `expected grpc-status-details-bin on ${Code[err.code]}: ${err.details}`);
   assert.equal(status.code, err.code, "the Status code matches the call's code");
-  const failure: Failure = { code: err.code, message: status.message };
-  for (const any of status.details) {
-    if (any.typeUrl === "type.googleapis.com/google.rpc.BadRequest") {
-      failure.badRequest = BadRequest.decode(any.value);
-    } else if (any.typeUrl === "type.googleapis.com/google.rpc.ErrorInfo") {
-      failure.errorInfo = ErrorInfo.decode(any.value);
-    }
-  }
-  return failure;
+  const { badRequest, errorInfo } = decodeRichDetails(status);
+  return {
+    code: err.code,
+    message: status.message,
+    ...(badRequest === undefined ? {} : { badRequest }),
+    ...(errorInfo === undefined ? {} : { errorInfo }),
+  };
 }
 
 /** Awaits a call expected to fail with code and returns its details. */
@@ -185,8 +186,8 @@ export async function sleepUntil(ms: number): Promise<void> {
   }
 }
 
-/** The compiled entry point, dist/src/main.js. */
-export const MAIN = fileURLToPath(new URL("../src/main.js", import.meta.url));
+/** The compiled entry point, dist/src/inventory/main.js. */
+export const MAIN = fileURLToPath(new URL("../../src/inventory/main.js", import.meta.url));
 
 export interface Child {
   process: ChildProcessWithoutNullStreams;
@@ -196,7 +197,7 @@ export interface Child {
 }
 
 /**
- * Starts `node dist/src/main.js` with env and resolves once it logged
+ * Starts `node dist/src/inventory/main.js` with env and resolves once it logged
  * "listening" (it reports SERVING right after). Rejects if it exits first.
  */
 export function spawnMain(env: Record<string, string>): Promise<Child> {

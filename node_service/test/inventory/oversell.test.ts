@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { race, startServer, tempDir, unary, type Running } from "./helpers.js";
+import { race, startServer, tempDir, unary, type Running } from "./support.js";
 
 const SKU = "sku-decaf-beans-500g"; // initial_stock 40
 const CALLS = 120;

@@ -7,8 +7,8 @@ import { readFileSync } from "node:fs";
 
 import Database from "better-sqlite3";
 
-import { businessError, type RpcError } from "./errors.js";
-import { schemaFile as defaultSchemaFile } from "./paths.js";
+import type { RpcError } from "../common/errors.js";
+import { businessError } from "./errors.js";
 
 /** The schema_version this code reads and writes. */
 export const SCHEMA_VERSION = 1;
@@ -62,7 +62,8 @@ export interface StoreOptions {
   dbPath: string;
   /** products.json, read only when the database is new. */
   seedFile: string;
-  schemaFile?: string;
+  /** data/inventory_schema.sql, the schema every implementation applies. */
+  schemaFile: string;
   /** The clock, in Unix milliseconds; tests may replace it. */
   now?: () => number;
 }
@@ -146,7 +147,7 @@ export class InventoryStore {
       db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       db.pragma("foreign_keys = ON");
       const store = new InventoryStore(db, options.now ?? Date.now);
-      store.migrate(readFileSync(options.schemaFile ?? defaultSchemaFile, "utf8"), options.seedFile);
+      store.migrate(readFileSync(options.schemaFile, "utf8"), options.seedFile);
       return store;
     } catch (err) {
       db.close();

@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 
-import { ReservationState } from "../src/gen/shop/inventory/v1/inventory_service.js";
-import { startServer, tempDir, unary } from "./helpers.js";
+import { ReservationState } from "../../gen/shop/inventory/v1/inventory_service.js";
+import { startServer, tempDir, unary } from "./support.js";
 
 const SKU = "sku-filter-beans-500g"; // initial_stock 80
 const dir = tempDir();

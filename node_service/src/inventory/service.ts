@@ -9,8 +9,7 @@ import {
   type StatusObject,
 } from "@grpc/grpc-js";
 
-import { invalidArgument, RpcError, type FieldViolation } from "./errors.js";
-import type { Timestamp } from "./gen/google/protobuf/timestamp.js";
+import type { Timestamp } from "../../gen/google/protobuf/timestamp.js";
 import {
   ReservationState,
   type InventoryServiceServer,
@@ -18,8 +17,9 @@ import {
   type Reservation,
   type ReservationLine,
   type StockLevel,
-} from "./gen/shop/inventory/v1/inventory_service.js";
-import type { Logger } from "./logger.js";
+} from "../../gen/shop/inventory/v1/inventory_service.js";
+import { invalidArgument, RpcError, type FieldViolation } from "../common/errors.js";
+import type { Logger } from "../common/logger.js";
 import type { InventoryStore, ReservationRecord, ReservationStateName, StockRow } from "./store.js";
 import type { StockWatchHub } from "./watch.js";
 

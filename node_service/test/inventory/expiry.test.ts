@@ -5,8 +5,8 @@ import { after, before, test } from "node:test";
 
 import { status as Code, type ServiceError } from "@grpc/grpc-js";
 
-import { ReservationState, type WatchStockResponse } from "../src/gen/shop/inventory/v1/inventory_service.js";
-import { deadline, expectFailure, sleepUntil, startServer, tempDir, unary, waitFor, type Running } from "./helpers.js";
+import { ReservationState, type WatchStockResponse } from "../../gen/shop/inventory/v1/inventory_service.js";
+import { deadline, expectFailure, sleepUntil, startServer, tempDir, unary, waitFor, type Running } from "./support.js";
 
 const SKU = "sku-decaf-beans-500g"; // initial_stock 40
 const TTL_MS = 500;

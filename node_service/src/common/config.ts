@@ -1,0 +1,91 @@
+// The one settings parser of the Node services: every setting is an
+// environment variable (docs/conventions.md lists them), read here with the
+// meaning every language gives it. A bad value fails start-up with the
+// variable's name. A service's own settings (inventory/config.ts) are read
+// with the same functions.
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
+
+/** SHOP_SHUTDOWN_GRACE_SECONDS's default, in seconds. */
+export const DEFAULT_SHUTDOWN_GRACE_SECONDS = 10;
+
+/** ConfigError names the environment variable whose value is unusable. */
+export class ConfigError extends Error {
+  constructor(variable: string, problem: string) {
+    super(`${variable} ${problem}`);
+    this.name = "ConfigError";
+  }
+}
+
+export type Env = NodeJS.ProcessEnv;
+
+/** The variable's value, or fallback when it is unset or blank. */
+export function readString(env: Env, name: string, fallback: string): string {
+  const raw = env[name];
+  return raw === undefined || raw.trim() === "" ? fallback : raw;
+}
+
+/** The variable's value, or undefined when it is unset or blank. */
+export function readOptional(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  return raw === undefined || raw.trim() === "" ? undefined : raw;
+}
+
+/**
+ * A number of seconds, fractions allowed (`1.5`), returned in whole
+ * milliseconds. Zero is allowed only when allowZero is set; negative numbers
+ * never are. An unset or blank variable gives fallbackSeconds.
+ */
+export function readSecondsAsMs(env: Env, name: string, fallbackSeconds: number, allowZero: boolean): number {
+  const raw = env[name];
+  let value = fallbackSeconds;
+  if (raw !== undefined && raw.trim() !== "") {
+    value = Number(raw);
+    if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) {
+      const bound = allowZero ? "zero or more" : "more than zero";
+      throw new ConfigError(name, `must be a number of seconds, ${bound} (fractions allowed); got "${raw}"`);
+    }
+  }
+  return Math.round(value * 1000);
+}
+
+/** SHOP_LOG_LEVEL-style: debug, info, warn or error, any case. */
+export function readLogLevel(env: Env, name: string, fallback: LogLevel): LogLevel {
+  const value = readString(env, name, fallback).toLowerCase();
+  if (!LOG_LEVELS.includes(value as LogLevel)) {
+    throw new ConfigError(name, `must be one of ${LOG_LEVELS.join(", ")}; got "${value}"`);
+  }
+  return value as LogLevel;
+}
+
+/** A host:port listen address. */
+export function readListenAddr(env: Env, name: string, fallback: string): string {
+  const value = readString(env, name, fallback);
+  if (!/^.+:\d+$/.test(value)) {
+    throw new ConfigError(name, `must be host:port; got "${value}"`);
+  }
+  return value;
+}
+
+/** What every Node server needs to run, whatever its service. */
+export interface ServerConfig {
+  /** host:port to listen on; port 0 picks a free port. */
+  listenAddr: string;
+  /** How long SIGTERM waits for in-flight RPCs, in milliseconds. */
+  shutdownGraceMs: number;
+  logLevel: LogLevel;
+}
+
+/**
+ * Reads SHOP_LISTEN_ADDR (defaultAddr when unset), SHOP_SHUTDOWN_GRACE_SECONDS
+ * and SHOP_LOG_LEVEL.
+ */
+export function loadServerConfig(env: Env, defaultAddr: string): ServerConfig {
+  return {
+    listenAddr: readListenAddr(env, "SHOP_LISTEN_ADDR", defaultAddr),
+    shutdownGraceMs: readSecondsAsMs(env, "SHOP_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS, true),
+    logLevel: readLogLevel(env, "SHOP_LOG_LEVEL", "info"),
+  };
+}

@@ -1,0 +1,130 @@
+// The bootstrap every Node shop server shares, as docs/conventions.md
+// describes it: the RPC logging interceptor, grpc.health.v1, server
+// reflection, bind, the "listening" line, SERVING, and on shutdown
+// NOT_SERVING and a drain bounded by the grace period. It knows nothing about
+// any one service: a service passes its registrations and the hooks that end
+// its own background work (inventory/server.ts).
+import { readFileSync } from "node:fs";
+
+import {
+  Server,
+  ServerCredentials,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+
+import type { ServerConfig } from "./config.js";
+import { loggingInterceptor } from "./interceptors.js";
+import type { Logger } from "./logger.js";
+import { reflectionPackage } from "./reflection.js";
+
+/** One gRPC service to serve: its full name (health reports on it) and its handlers. */
+export interface ServiceRegistration {
+  name: string;
+  definition: ServiceDefinition;
+  implementation: UntypedServiceImplementation;
+}
+
+export interface StartOptions {
+  config: ServerConfig;
+  logger: Logger;
+  services: readonly ServiceRegistration[];
+  /** The descriptor set of the whole API (`make protos`), which reflection serves. */
+  descriptorSet: string;
+  /**
+   * Called once when shutdown begins, right after health turns NOT_SERVING:
+   * stop timers and end long-lived streams so they do not hold up the drain.
+   */
+  onDrain?: () => void;
+  /** Called once when the server has stopped, drained or not: close the database. */
+  onStopped?: () => void;
+}
+
+export interface RunningServer {
+  /** The bound address, host:port, with the real port when 0 was asked. */
+  readonly addr: string;
+  readonly port: number;
+  /**
+   * Reports NOT_SERVING, runs onDrain, lets in-flight calls finish for up to
+   * the configured grace, cancels the rest and runs onStopped. Calling it
+   * again returns the same promise.
+   */
+  shutdown(): Promise<void>;
+}
+
+function bind(server: Server, addr: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(addr, ServerCredentials.createInsecure(), (err, port) => {
+      if (err !== null) {
+        reject(new Error(`bind ${addr}: ${err.message}`, { cause: err }));
+        return;
+      }
+      resolve(port);
+    });
+  });
+}
+
+/**
+ * Registers the services, health and reflection, binds config.listenAddr,
+ * logs "listening" with the bound address and reports SERVING, for the whole
+ * server ("") and for each service's name. A failure (the port is taken, the
+ * descriptor set is missing) throws after releasing the server.
+ */
+export async function startServer(options: StartOptions): Promise<RunningServer> {
+  const { config, logger } = options;
+  const names = ["", ...options.services.map((s) => s.name)];
+  const server = new Server({ interceptors: [loggingInterceptor(logger)] });
+  const health = new HealthImplementation(Object.fromEntries(names.map((name) => [name, "NOT_SERVING"])));
+  let port: number;
+  try {
+    for (const service of options.services) {
+      server.addService(service.definition, service.implementation);
+    }
+    health.addToServer(server);
+    // Reflection serves the whole shop API (from `make protos`) and health.
+    new ReflectionService(reflectionPackage(readFileSync(options.descriptorSet))).addToServer(server);
+    port = await bind(server, config.listenAddr);
+  } catch (err) {
+    server.forceShutdown();
+    throw err;
+  }
+
+  const addr = `${config.listenAddr.slice(0, config.listenAddr.lastIndexOf(":"))}:${port}`;
+  logger.info({ addr }, "listening");
+  for (const name of names) {
+    health.setStatus(name, "SERVING");
+  }
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = (): Promise<void> => {
+    stopping ??= new Promise<void>((resolve) => {
+      for (const name of names) {
+        health.setStatus(name, "NOT_SERVING");
+      }
+      options.onDrain?.();
+      let finished = false;
+      const done = (): void => {
+        if (finished) {
+          return;
+        }
+        finished = true;
+        clearTimeout(timer);
+        options.onStopped?.();
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        logger.warn({ grace_ms: config.shutdownGraceMs }, "grace period over; cancelling the calls left");
+        server.forceShutdown();
+        done();
+      }, config.shutdownGraceMs);
+      server.tryShutdown(() => {
+        done();
+      });
+    });
+    return stopping;
+  };
+
+  return { addr, port, shutdown };
+}
