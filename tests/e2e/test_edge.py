@@ -170,6 +170,17 @@ def test_json_unknown_product_is_a_404_with_a_google_rpc_status(http: httpx.Clie
     assert infos[0]["metadata"]["product_ids"] == "sku-does-not-exist"
 
 
+def test_json_prices_a_cart(http: httpx.Client) -> None:
+    reply = http.post(
+        "/v1/cart:price",
+        json={"items": [{"productId": "sku-tote-bag", "quantity": 2}, {"productId": "sku-aeropress", "quantity": 1}]},
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert [line["productId"] for line in body["lines"]] == ["sku-aeropress", "sku-tote-bag"]
+    assert body["itemCount"] == 3 and body["total"]["currencyCode"] == "EUR"
+
+
 def test_json_places_an_order_and_reads_it_back(shop: Shop, http: httpx.Client) -> None:
     sku = "sku-honey-500g"
     shop.import_stock({sku: 100})
