@@ -8,9 +8,10 @@ import { OrderState } from "../../gen/shop/orders/v1/order_service_pb.js";
 import { CALL_TIMEOUT_MS, PLACE_ORDER_TIMEOUT_MS, orders } from "../api.js";
 import { alertBox, h, show } from "../dom.js";
 import { explain } from "../errors.js";
-import { failureLabel, formatMoney, isTerminal, sagaSteps, stateLabel } from "../format.js";
+import { failureLabel, formatMoney, isTerminal, stateLabel } from "../format.js";
 import { attempts, cart, customerId, setCustomerId } from "../shop.js";
 import { isProblem, priceCart } from "./cart.js";
+import { stepsList } from "./steps.js";
 
 /** The payment service's test tokens (protos/shop/payments/v1). */
 const TEST_CARDS: readonly [string, string][] = [
@@ -187,9 +188,7 @@ function renderProgress(section: HTMLElement, order: Order | undefined, seen: Or
     section,
     h("h2", { id: "progress-title" }, "Order progress"),
     order
-      ? h("ol", { class: "steps", "aria-label": "Saga steps" },
-          sagaSteps(order).map((s) => h("li", { class: `step step-${s.status.replace(" ", "-")}${s.compensation ? " compensation" : ""}` },
-            h("span", { class: "step-label" }, s.label), h("span", { class: "step-status" }, s.status))))
+      ? stepsList(order)
       : h("p", { role: "status" }, "Placing your order…"),
     seen.length
       ? h("p", { class: "muted", "data-testid": "states-seen" }, `Live from WatchOrder: ${seen.map(stateLabel).join(" → ")}`)

@@ -3,8 +3,9 @@ import type { Order } from "../../gen/shop/orders/v1/order_service_pb.js";
 import { CALL_TIMEOUT_MS, orders } from "../api.js";
 import { alertBox, h, show } from "../dom.js";
 import { explain } from "../errors.js";
-import { failureLabel, formatMoney, sagaSteps, stateLabel } from "../format.js";
+import { failureLabel, formatMoney, stateLabel } from "../format.js";
 import { customerId, setCustomerId } from "../shop.js";
+import { stepsList } from "./steps.js";
 
 const PAGE_SIZE = 10;
 const tokens: string[] = [""];
@@ -94,7 +95,6 @@ export async function orderPage(view: HTMLElement, id: string, signal: AbortSign
     h("h2", {}, "Lines"),
     h("ul", {}, order.lines.map((l) => h("li", {}, `${l.quantity} × ${l.productId} `, h("span", { class: "num" }, formatMoney(l.lineTotal))))),
     h("h2", {}, "Saga"),
-    h("ol", { class: "steps" }, sagaSteps(order).map((s) => h("li", { class: `step step-${s.status.replace(" ", "-")}${s.compensation ? " compensation" : ""}` },
-      h("span", { class: "step-label" }, s.label), h("span", { class: "step-status" }, s.status)))),
+    stepsList(order),
   );
 }
