@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
-if TYPE_CHECKING:
-    from bench.run import Row
+from bench.model import Row
 
 
 def _by(rows: Sequence[Row], scenario: str) -> dict[str, dict[str, Row]]:

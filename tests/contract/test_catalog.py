@@ -14,12 +14,16 @@ import pytest
 from shop.catalog.v1 import catalog_service_pb2 as pb
 from shop.catalog.v1 import catalog_service_pb2_grpc as pbg
 
-from ._status import assert_bad_request, assert_code, assert_deadline_ended, assert_error_info, fails
-from ._wire import (
+from .support import (
     OVERSIZED_BYTES,
     Feeder,
+    assert_bad_request,
+    assert_code,
+    assert_deadline_ended,
+    assert_error_info,
     check_malformed,
     check_unknown_method,
+    fails,
     money,
     seed,
     seed_money,

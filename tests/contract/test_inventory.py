@@ -15,8 +15,19 @@ import pytest
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pbg
 
-from ._status import assert_bad_request, assert_code, assert_deadline_ended, assert_error_info, fails
-from ._wire import OVERSIZED_BYTES, Feeder, check_malformed, check_unknown_method, seed, unique
+from .support import (
+    OVERSIZED_BYTES,
+    Feeder,
+    assert_bad_request,
+    assert_code,
+    assert_deadline_ended,
+    assert_error_info,
+    check_malformed,
+    check_unknown_method,
+    fails,
+    seed,
+    unique,
+)
 
 SERVICE = "inventory"
 FULL_NAME = "shop.inventory.v1.InventoryService"

@@ -23,8 +23,20 @@ from shop.orders.v1 import order_service_pb2 as pb
 from shop.orders.v1 import order_service_pb2_grpc as pbg
 from shopstack.stack import Stack
 
-from ._status import assert_bad_request, assert_code, assert_deadline_ended, assert_error_info, fails
-from ._wire import OVERSIZED_BYTES, check_malformed, check_unknown_method, money, seed, seed_money, unique
+from .support import (
+    OVERSIZED_BYTES,
+    assert_bad_request,
+    assert_code,
+    assert_deadline_ended,
+    assert_error_info,
+    check_malformed,
+    check_unknown_method,
+    fails,
+    money,
+    seed,
+    seed_money,
+    unique,
+)
 
 SERVICE = "orders"
 FULL_NAME = "shop.orders.v1.OrderService"

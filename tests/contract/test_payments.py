@@ -15,9 +15,18 @@ from google.type import money_pb2
 from shop.payments.v1 import payment_service_pb2 as pb
 from shop.payments.v1 import payment_service_pb2_grpc as pbg
 
-from ._status import assert_bad_request, assert_code, assert_error_info, fails
-from ._wire import OVERSIZED_BYTES, check_malformed, check_unknown_method, money, unique
 from .conftest import Target
+from .support import (
+    OVERSIZED_BYTES,
+    assert_bad_request,
+    assert_code,
+    assert_error_info,
+    check_malformed,
+    check_unknown_method,
+    fails,
+    money,
+    unique,
+)
 
 SERVICE = "payments"
 FULL_NAME = "shop.payments.v1.PaymentService"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from shopstack.stack import Stack
 
-from ._shop import Shop
+from .support import Shop
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from shop.orders.v1 import order_service_pb2 as orders_pb
 from shop.payments.v1 import payment_service_pb2 as payments_pb
 from shop.payments.v1 import payment_service_pb2_grpc as payments_pbg
 
-from ._shop import CALL_TIMEOUT, Shop, describe_order, log_lines, new_id, wait_for
+from .support import CALL_TIMEOUT, Shop, describe_order, log_lines, new_id, wait_for
 
 SHOP_SERVICES = {
     "shop.catalog.v1.CatalogService",

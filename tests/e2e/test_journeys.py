@@ -27,7 +27,7 @@ from shop.orders.v1 import order_service_pb2 as orders_pb
 from shopstack import swap
 from shopstack.stack import Stack
 
-from ._shop import CALL_TIMEOUT, ORDER_TIMEOUT, Shop, describe_order, new_id, reason_name, state_name, wait_for
+from .support import CALL_TIMEOUT, ORDER_TIMEOUT, Shop, describe_order, new_id, reason_name, state_name, wait_for
 
 SEED_PRODUCTS = 55  # data/products.json
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import make_stack  # tests/conftest.py: the one way to build a stack
-from e2e._shop import Shop
+from e2e.support import Shop
 from shopstack.stack import Stack
 
 _PRIVATE = pytest.StashKey[dict[str, Stack]]()

@@ -9,7 +9,7 @@ no money kept.
 from __future__ import annotations
 
 import grpc
-from e2e._shop import Shop, describe_order, wait_for
+from e2e.support import Shop, describe_order, wait_for
 from shop.orders.v1 import order_service_pb2 as orders_pb
 from shopstack.stack import Stack
 

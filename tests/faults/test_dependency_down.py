@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import grpc
-from e2e._shop import ORDER_TIMEOUT, Shop, describe_order, wait_for
+from e2e.support import ORDER_TIMEOUT, Shop, describe_order, wait_for
 from shop.orders.v1 import order_service_pb2 as orders_pb
 from shopstack.stack import Stack
 

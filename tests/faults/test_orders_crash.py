@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 
 import grpc
-from e2e._shop import Shop, describe_order, state_name, wait_for
+from e2e.support import Shop, describe_order, state_name, wait_for
 from shop.orders.v1 import order_service_pb2 as orders_pb
 from shop.payments.v1 import payment_service_pb2 as payments_pb
 from shopstack.stack import Stack

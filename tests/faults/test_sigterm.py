@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
-from e2e._shop import Shop, describe_order, wait_for
+from e2e.support import Shop, describe_order, wait_for
 from shop.catalog.v1 import catalog_service_pb2 as catalog_pb
 from shop.orders.v1 import order_service_pb2 as orders_pb
 from shopstack.stack import Stack

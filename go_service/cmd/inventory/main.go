@@ -10,12 +10,7 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
-	"math"
 	"os"
-	"strconv"
-	"strings"
-	"time"
 
 	inventoryv1 "github.com/polyglot-shop/shop/go_service/gen/shop/inventory/v1"
 	"github.com/polyglot-shop/shop/go_service/internal/inventory"
@@ -38,7 +33,7 @@ func run(ctx context.Context, args []string) error {
 		"products whose initial_stock seeds a new database (default: "+inventory.DefaultSeedFile+" in the working directory or its nearest parent that has one)")
 	flags.String(&schemaFile, "schema-file", "SHOP_INVENTORY_SCHEMA", "",
 		"the schema every inventory implementation applies (default: "+inventory.DefaultSchemaFile+" in the working directory or its nearest parent that has one)")
-	flags.Text(&ttlSeconds{&ttl}, "reservation-ttl-seconds", "SHOP_RESERVATION_TTL_SECONDS",
+	flags.Text(server.Seconds(&ttl, false), "reservation-ttl-seconds", "SHOP_RESERVATION_TTL_SECONDS",
 		"seconds an uncommitted reservation lives, more than zero; fractions allowed")
 	if err := flags.Parse(args); err != nil {
 		return err
@@ -79,29 +74,4 @@ func run(ctx context.Context, args []string) error {
 	stopBackground()
 	<-background
 	return err
-}
-
-// ttlSeconds reads SHOP_RESERVATION_TTL_SECONDS: a number of seconds, more
-// than zero, fractions allowed, kept to the millisecond (the database's
-// unit). An empty value keeps the default.
-type ttlSeconds struct{ d *time.Duration }
-
-func (t ttlSeconds) UnmarshalText(text []byte) error {
-	raw := strings.TrimSpace(string(text))
-	if raw == "" {
-		return nil
-	}
-	v, err := strconv.ParseFloat(raw, 64)
-	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 {
-		return fmt.Errorf("must be a number of seconds, more than zero (fractions allowed); got %q", text)
-	}
-	*t.d = time.Duration(math.Round(v*1000)) * time.Millisecond
-	return nil
-}
-
-func (t ttlSeconds) MarshalText() ([]byte, error) {
-	if t.d == nil {
-		return []byte("0"), nil
-	}
-	return []byte(strconv.FormatFloat(t.d.Seconds(), 'f', -1, 64)), nil
 }

@@ -77,3 +77,27 @@ func New(code codes.Code, message string, details ...protoadapt.MessageV1) error
 	}
 	return withDetails.Err()
 }
+
+// Details is what a google.rpc.Status carries, decoded: the BadRequest field
+// paths in order and the ErrorInfo, if any.
+type Details struct {
+	FieldPaths []string
+	ErrorInfo  *errdetails.ErrorInfo
+}
+
+// Decode unpacks st's BadRequest and ErrorInfo details: the one decoder of
+// the details every service sends, for callers and tests alike.
+func Decode(st *status.Status) Details {
+	var d Details
+	for _, detail := range st.Details() {
+		switch v := detail.(type) {
+		case *errdetails.BadRequest:
+			for _, fv := range v.GetFieldViolations() {
+				d.FieldPaths = append(d.FieldPaths, fv.GetField())
+			}
+		case *errdetails.ErrorInfo:
+			d.ErrorInfo = v
+		}
+	}
+	return d
+}

@@ -46,3 +46,21 @@ func TestNewWithoutDetailsIsAPlainStatus(t *testing.T) {
 		t.Errorf("status = %v with details %v", st.Code(), st.Details())
 	}
 }
+
+func TestDecodeReadsBackWhatErrBuilt(t *testing.T) {
+	var b rpcerr.BadRequest
+	b.Add("lines[0].quantity", "lines[0].quantity is 0.")
+	b.Add("request_id", "request_id is empty.")
+	err := b.Err(rpcerr.ErrorInfo("inventory.shop.example", "OUT_OF_STOCK", map[string]string{"skus": "a"}))
+
+	d := rpcerr.Decode(status.Convert(err))
+	if len(d.FieldPaths) != 2 || d.FieldPaths[0] != "lines[0].quantity" || d.FieldPaths[1] != "request_id" {
+		t.Errorf("FieldPaths = %q", d.FieldPaths)
+	}
+	if d.ErrorInfo.GetReason() != "OUT_OF_STOCK" || d.ErrorInfo.GetDomain() != "inventory.shop.example" || d.ErrorInfo.GetMetadata()["skus"] != "a" {
+		t.Errorf("ErrorInfo = %v", d.ErrorInfo)
+	}
+	if d := rpcerr.Decode(status.New(codes.NotFound, "gone")); d.FieldPaths != nil || d.ErrorInfo != nil {
+		t.Errorf("a status without details decoded to %+v", d)
+	}
+}

@@ -6,12 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
+	"strings"
 	"time"
 )
 
-// Flags binds settings to command-line flags whose defaults come from
-// environment variables, so every setting can be given either way and a flag
+// Flags is the one settings parser of the Go services. It binds settings to
+// command-line flags whose defaults come from environment variables, so every setting can be given either way and a flag
 // wins over the variable (docs/conventions.md names the variables).
 //
 // Values from the environment are parsed while the flags are defined; a bad
@@ -62,27 +64,37 @@ func (f *Flags) Parse(args []string) error {
 	return errors.Join(errs...)
 }
 
-// Seconds adapts a duration to a setting written in whole seconds, as
-// SHOP_SHUTDOWN_GRACE_SECONDS is; pass it to Flags.Text. Negative values are
-// rejected.
-func Seconds(d *time.Duration) interface {
+// Seconds adapts a duration to a setting written in seconds, fractions
+// allowed ("1.5"), as every language reads SHOP_SHUTDOWN_GRACE_SECONDS and
+// SHOP_RESERVATION_TTL_SECONDS; pass it to Flags.Text. The value is kept to
+// the millisecond. Negative values are rejected, and so is zero unless
+// allowZero is set. A blank value keeps the default.
+func Seconds(d *time.Duration, allowZero bool) interface {
 	encoding.TextUnmarshaler
 	encoding.TextMarshaler
 } {
-	return &seconds{d}
+	return &seconds{d: d, allowZero: allowZero}
 }
 
-type seconds struct{ d *time.Duration }
+type seconds struct {
+	d         *time.Duration
+	allowZero bool
+}
 
 func (s seconds) UnmarshalText(text []byte) error {
-	n, err := strconv.Atoi(string(text))
-	if err != nil {
-		return fmt.Errorf("%q is not a whole number of seconds", text)
+	raw := strings.TrimSpace(string(text))
+	if raw == "" {
+		return nil
 	}
-	if n < 0 {
-		return fmt.Errorf("%d is negative; it must be 0 or more seconds", n)
+	v, err := strconv.ParseFloat(raw, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || (v == 0 && !s.allowZero) {
+		bound := "more than zero"
+		if s.allowZero {
+			bound = "zero or more"
+		}
+		return fmt.Errorf("must be a number of seconds, %s (fractions allowed); got %q", bound, text)
 	}
-	*s.d = time.Duration(n) * time.Second
+	*s.d = time.Duration(math.Round(v*1000)) * time.Millisecond
 	return nil
 }
 
@@ -90,7 +102,7 @@ func (s seconds) MarshalText() ([]byte, error) {
 	if s.d == nil {
 		return []byte("0"), nil
 	}
-	return []byte(strconv.Itoa(int(*s.d / time.Second))), nil
+	return []byte(strconv.FormatFloat(s.d.Seconds(), 'f', -1, 64)), nil
 }
 
 // Config is what every shop server needs to run, whatever its service.
@@ -118,8 +130,8 @@ func (c *Config) Register(f *Flags, defaultAddr string) {
 	f.String(&c.ListenAddr, "listen-addr", "SHOP_LISTEN_ADDR", defaultAddr,
 		"host:port to listen on; port 0 picks a free port")
 	c.ShutdownGrace = DefaultShutdownGrace
-	f.Text(Seconds(&c.ShutdownGrace), "shutdown-grace-seconds", "SHOP_SHUTDOWN_GRACE_SECONDS",
-		"seconds a shutdown waits for in-flight RPCs before cancelling them")
+	f.Text(Seconds(&c.ShutdownGrace, true), "shutdown-grace-seconds", "SHOP_SHUTDOWN_GRACE_SECONDS",
+		"seconds a shutdown waits for in-flight RPCs before cancelling them, fractions allowed")
 	c.LogLevel = slog.LevelInfo
 	f.Text(&c.LogLevel, "log-level", "SHOP_LOG_LEVEL", "lowest level logged: debug, info, warn or error")
 }

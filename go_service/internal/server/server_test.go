@@ -413,3 +413,27 @@ func TestABadEnvironmentValueIsNamed(t *testing.T) {
 		t.Error("a negative grace period was accepted")
 	}
 }
+
+func TestSecondsReadFractionsAsEveryLanguageDoes(t *testing.T) {
+	for raw, want := range map[string]time.Duration{
+		"1.5":   1500 * time.Millisecond,
+		"0":     0,
+		"10":    10 * time.Second,
+		" 0.25": 250 * time.Millisecond,
+	} {
+		d := time.Minute
+		if err := server.Seconds(&d, true).UnmarshalText([]byte(raw)); err != nil || d != want {
+			t.Errorf("Seconds(%q) = %v, %v; want %v", raw, d, err, want)
+		}
+	}
+	for _, raw := range []string{"-1", "soon", "NaN", "Inf"} {
+		d := time.Minute
+		if err := server.Seconds(&d, true).UnmarshalText([]byte(raw)); err == nil {
+			t.Errorf("Seconds(%q) accepted, giving %v", raw, d)
+		}
+	}
+	d := time.Minute
+	if err := server.Seconds(&d, false).UnmarshalText([]byte("0")); err == nil {
+		t.Errorf("a zero that must be more than zero was accepted")
+	}
+}

@@ -5,6 +5,7 @@ import { credentials, loadPackageDefinition, type Client, type ServiceError } fr
 import { loadSync } from "@grpc/proto-loader";
 import { protoPath } from "grpc-health-check";
 
+import { readListenAddr } from "./config.js";
 import { isMainModule } from "./main.js";
 
 type HealthClient = Client & {
@@ -45,7 +46,7 @@ export function checkHealth(address: string, timeoutMs: number): Promise<string>
 }
 
 if (isMainModule(import.meta.url)) {
-  const address = probeAddress(process.env["SHOP_LISTEN_ADDR"] ?? "127.0.0.1:50052");
+  const address = probeAddress(readListenAddr(process.env, "SHOP_LISTEN_ADDR", "127.0.0.1:50052"));
   try {
     const status = await checkHealth(address, 3000);
     process.stdout.write(`${address}: ${status}\n`);

@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from inventory_support import InventoryNode, Stub, write_seed
+
+from inventory.support import InventoryNode, Stub, write_seed
 
 
 @pytest.fixture

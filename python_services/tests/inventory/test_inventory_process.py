@@ -11,12 +11,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from inventory_support import DEADLINE, SCHEMA_FILE, next_message, wait_serving, write_seed
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 
-from rich_errors import fails
-from service_process import ServiceProcess
+from inventory.support import SCHEMA_FILE, next_message, write_seed
+from support import DEADLINE, ServiceProcess, fails, wait_serving
 
 
 def service_env(tmp_path: Path, **overrides: str) -> dict[str, str]:

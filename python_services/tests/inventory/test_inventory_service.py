@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from inventory_support import DEADLINE, DOMAIN, SEED, InventoryNode, Stub, levels, reserve_request
 from shop.inventory.v1 import inventory_service_pb2 as pb
 
-from rich_errors import fails
+from inventory.support import DOMAIN, SEED, InventoryNode, Stub, levels, reserve_request
 from shop_services.inventory.store import Line, fingerprint, merge_lines
+from support import DEADLINE, fails
 
 # GetStock
 
@@ -41,7 +41,7 @@ async def test_get_stock_of_unknown_skus_is_not_found_listing_each_once(inventor
 )
 async def test_bad_get_stock_is_invalid_argument(inventory: Stub, skus: list[str], fields: list[str]) -> None:
     error = await fails(inventory.GetStock(pb.GetStockRequest(skus=skus), timeout=DEADLINE))
-    assert (error.code, error.fields) == (grpc.StatusCode.INVALID_ARGUMENT, fields), error
+    assert (error.code, error.field_paths) == (grpc.StatusCode.INVALID_ARGUMENT, fields), error
     assert error.message.startswith("The request is invalid: "), error
 
 
@@ -139,7 +139,7 @@ async def test_bad_reserve_is_invalid_argument(
         await inventory.Reserve(request_, timeout=DEADLINE)
         return
     error = await fails(inventory.Reserve(request_, timeout=DEADLINE))
-    assert (error.code, error.fields) == (grpc.StatusCode.INVALID_ARGUMENT, fields), error
+    assert (error.code, error.field_paths) == (grpc.StatusCode.INVALID_ARGUMENT, fields), error
 
 
 # Commit and Release
@@ -225,7 +225,7 @@ async def test_unknown_reservation_is_not_found(inventory: Stub, rpc: str) -> No
 async def test_missing_reservation_id_is_invalid_argument(inventory: Stub, rpc: str) -> None:
     request = pb.CommitRequest() if rpc == "Commit" else pb.ReleaseRequest()
     error = await fails(getattr(inventory, rpc)(request, timeout=DEADLINE))
-    assert (error.code, error.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["reservation_id"]), error
+    assert (error.code, error.field_paths) == (grpc.StatusCode.INVALID_ARGUMENT, ["reservation_id"]), error
 
 
 # ImportStock
@@ -256,7 +256,7 @@ async def test_import_stock_of_nothing_changes_nothing(inventory: Stub) -> None:
 async def test_import_stock_with_a_bad_item_applies_nothing_and_names_its_index(inventory: Stub) -> None:
     error = await fails(import_stock(inventory, ("sku-new", 1), ("", 5), ("sku-a", 1_000_001), ("sku-b", -1)))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
-    assert error.fields == ["items[1].sku", "items[2].on_hand", "items[3].on_hand"], error
+    assert error.field_paths == ["items[1].sku", "items[2].on_hand", "items[3].on_hand"], error
     assert (await levels(inventory, "sku-a"))["sku-a"].on_hand == SEED["sku-a"]
     assert (await fails(inventory.GetStock(pb.GetStockRequest(skus=["sku-new"])))).reason == "SKU_NOT_FOUND"
 
@@ -264,7 +264,7 @@ async def test_import_stock_with_a_bad_item_applies_nothing_and_names_its_index(
 async def test_import_stock_below_the_reserved_units_applies_nothing(inventory: Stub) -> None:
     await inventory.Reserve(reserve_request("r-1", ("sku-a", 4)), timeout=DEADLINE)
     error = await fails(import_stock(inventory, ("sku-new", 1), ("sku-a", 3)))
-    assert (error.code, error.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["items[1].on_hand"]), error
+    assert (error.code, error.field_paths) == (grpc.StatusCode.INVALID_ARGUMENT, ["items[1].on_hand"]), error
     assert "must not be below the 4 units reserved for sku-a" in error.message, error
     assert (await levels(inventory, "sku-a"))["sku-a"].on_hand == SEED["sku-a"]
     assert (await fails(inventory.GetStock(pb.GetStockRequest(skus=["sku-new"])))).reason == "SKU_NOT_FOUND"

@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
-from inventory_support import (
-    DEADLINE,
+from shop.inventory.v1 import inventory_service_pb2 as pb
+
+from inventory.support import (
     DOMAIN,
     PRODUCTS_FILE,
     SCHEMA_FILE,
@@ -24,11 +25,9 @@ from inventory_support import (
     reserve_request,
     until_past,
 )
-from shop.inventory.v1 import inventory_service_pb2 as pb
-
-from rich_errors import fails
 from shop_services.inventory.store import InventoryStore, Line, now_ms, read_seed
 from shop_services.inventory.watch import StockWatchHub
+from support import DEADLINE, fails
 
 # WatchStock
 
@@ -80,7 +79,7 @@ async def test_watch_of_an_unknown_sku_is_not_found_before_any_message(inventory
 async def test_watch_with_bad_skus_is_invalid_argument(inventory: Stub) -> None:
     stream = inventory.WatchStock(pb.WatchStockRequest(skus=[""]), timeout=DEADLINE)
     error = await fails(stream.read())
-    assert (error.code, error.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["skus[0]"]), error
+    assert (error.code, error.field_paths) == (grpc.StatusCode.INVALID_ARGUMENT, ["skus[0]"]), error
 
 
 async def test_cancelling_a_watch_ends_it_on_the_server(node: InventoryNode, inventory: Stub) -> None:

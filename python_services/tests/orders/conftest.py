@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from orders_fakes import Fakes
-from orders_support import OrdersHarness
 from shop.orders.v1 import order_service_pb2_grpc as pb_grpc
+
+from orders.fakes import Fakes
+from orders.support import OrdersHarness
 
 
 @pytest.fixture

@@ -8,12 +8,13 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from orders_fakes import Fakes
-from orders_support import DEADLINE, OrdersHarness, order_request
 from shop.orders.v1 import order_service_pb2 as pb
 from shop.orders.v1 import order_service_pb2_grpc as pb_grpc
 
+from orders.fakes import Fakes
+from orders.support import OrdersHarness, order_request
 from shop_services.common.errors import details_of, error_reason
+from support import DEADLINE
 
 
 def violations(error: grpc.aio.AioRpcError) -> list[str]:

@@ -18,12 +18,14 @@ from typing import Any
 
 import grpc
 import pytest
-from orders_fakes import Fakes
-from orders_support import DEADLINE, order_request, wait_serving
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.orders.v1 import order_service_pb2 as pb
 from shop.orders.v1 import order_service_pb2_grpc as pb_grpc
 from shop.payments.v1 import payment_service_pb2 as payments_pb
+
+from orders.fakes import Fakes
+from orders.support import order_request
+from support import DEADLINE, wait_serving
 
 
 class OrdersProcess:

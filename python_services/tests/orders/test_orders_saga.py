@@ -7,14 +7,15 @@ import time
 
 import grpc
 import pytest
-from orders_fakes import Fakes
-from orders_support import DEADLINE, order_request, watch_to_end
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.orders.v1 import order_service_pb2 as pb
 from shop.orders.v1 import order_service_pb2_grpc as pb_grpc
 from shop.payments.v1 import payment_service_pb2 as payments_pb
 
+from orders.fakes import Fakes
+from orders.support import order_request, watch_to_end
 from shop_services.common.errors import error_info, error_reason
+from support import DEADLINE
 
 
 def assert_nothing_left(fakes: Fakes) -> None:

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from payments_support import PaymentsHarness
 from shop.payments.v1 import payment_service_pb2_grpc
+
+from payments.support import PaymentsHarness
 
 
 @pytest.fixture

@@ -13,11 +13,10 @@ from pathlib import Path
 import grpc
 import pytest
 from google.type import money_pb2
-from payments_support import DEADLINE, wait_serving
 from shop.payments.v1 import payment_service_pb2 as pb
 from shop.payments.v1 import payment_service_pb2_grpc as pb_grpc
 
-from service_process import ServiceProcess
+from support import DEADLINE, ServiceProcess, wait_serving
 
 
 @pytest.fixture

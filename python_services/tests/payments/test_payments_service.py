@@ -9,11 +9,12 @@ from typing import TypeAlias
 import grpc
 import pytest
 from google.type import money_pb2
-from payments_support import DEADLINE, PaymentsHarness
 from shop.payments.v1 import payment_service_pb2 as pb
 from shop.payments.v1 import payment_service_pb2_grpc as pb_grpc
 
-from rich_errors import rich_error
+from payments.support import PaymentsHarness
+from shop_services.common.errors import decode_error
+from support import DEADLINE
 
 DOMAIN = "payments.shop.example"
 # The async stub type exists for type checkers only (mypy-protobuf).
@@ -132,7 +133,7 @@ async def test_request_id_reused_with_a_different_charge_is_already_exists(
     token = str(change.get("token", original.payment_token))
     amount = change.get("amount", original.amount)
     assert isinstance(amount, money_pb2.Money)
-    error = rich_error(
+    error = decode_error(
         await charge_fails(payments, charge_request(token, request_id=original.request_id, amount=amount))
     )
     assert (error.code, error.reason, error.domain) == (
@@ -156,7 +157,7 @@ async def test_request_id_reused_with_another_reference_replays_the_payment(paym
 async def test_tok_declined_is_failed_precondition_card_declined_every_time(payments: Stub) -> None:
     request = charge_request("tok_declined")
     for _ in range(2):
-        error = rich_error(await charge_fails(payments, request))
+        error = decode_error(await charge_fails(payments, request))
         assert (error.code, error.reason, error.domain) == (
             grpc.StatusCode.FAILED_PRECONDITION,
             "CARD_DECLINED",
@@ -174,7 +175,7 @@ async def test_tok_declined_records_nothing_so_the_request_id_stays_free(payment
 async def test_tok_unavailable_is_unavailable_processor_unavailable_every_time(payments: Stub) -> None:
     request = charge_request("tok_unavailable")
     for _ in range(3):
-        error = rich_error(await charge_fails(payments, request))
+        error = decode_error(await charge_fails(payments, request))
         assert (error.code, error.reason, error.domain) == (
             grpc.StatusCode.UNAVAILABLE,
             "PROCESSOR_UNAVAILABLE",
@@ -186,7 +187,7 @@ async def test_tok_unavailable_is_unavailable_processor_unavailable_every_time(p
 
 async def test_tok_flaky_fails_the_first_attempt_then_succeeds(payments: Stub) -> None:
     request = charge_request("tok_flaky")
-    error = rich_error(await charge_fails(payments, request))
+    error = decode_error(await charge_fails(payments, request))
     assert (error.code, error.reason, error.domain) == (
         grpc.StatusCode.UNAVAILABLE,
         "PROCESSOR_UNAVAILABLE",
@@ -207,7 +208,7 @@ async def test_tok_flaky_fails_once_per_request_id(payments: Stub) -> None:
 async def test_tok_flaky_retry_with_another_amount_is_request_id_reused(payments: Stub) -> None:
     request = charge_request("tok_flaky")
     await charge_fails(payments, request)
-    error = rich_error(
+    error = decode_error(
         await charge_fails(payments, charge_request("tok_flaky", request_id=request.request_id, amount=money(units=1)))
     )
     assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED"), error
@@ -253,9 +254,9 @@ async def test_bad_charge_is_invalid_argument_naming_each_field(
             request.amount.CopyFrom(value)
         else:
             setattr(request, name, value)
-    error = rich_error(await charge_fails(payments, request))
+    error = decode_error(await charge_fails(payments, request))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
-    assert error.fields == fields, error
+    assert error.field_paths == fields, error
 
 
 async def test_bad_charge_records_nothing(payments: Stub) -> None:
@@ -270,8 +271,8 @@ async def test_missing_payment_id_is_invalid_argument(payments: Stub, rpc: str) 
     request = pb.GetPaymentRequest() if rpc == "GetPayment" else pb.RefundRequest()
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await getattr(payments, rpc)(request, timeout=DEADLINE)
-    error = rich_error(caught.value)
-    assert (error.code, error.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["payment_id"]), error
+    error = decode_error(caught.value)
+    assert (error.code, error.field_paths) == (grpc.StatusCode.INVALID_ARGUMENT, ["payment_id"]), error
 
 
 @pytest.mark.parametrize("rpc", ["GetPayment", "Refund"])
@@ -281,7 +282,7 @@ async def test_unknown_payment_id_is_not_found_payment_not_found(payments: Stub,
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await getattr(payments, rpc)(request, timeout=DEADLINE)
-    error = rich_error(caught.value)
+    error = decode_error(caught.value)
     assert (error.code, error.reason, error.domain) == (grpc.StatusCode.NOT_FOUND, "PAYMENT_NOT_FOUND", DOMAIN), error
     assert error.metadata == {"payment_id": "pay_nope"}, error
 

@@ -1,17 +1,42 @@
-"""Configuration from environment variables, failing fast with the variable's name."""
+"""The one settings parser of the Python services: every setting is an
+environment variable (docs/conventions.md lists them), read with the meaning
+every language gives it, failing fast with the variable's name."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-# The repository root, for defaults such as data/products.json. Services in a
-# container set every path explicitly instead.
-REPO_ROOT = Path(__file__).resolve().parents[4]
-
 
 class ConfigError(ValueError):
     """A configuration variable is missing or malformed."""
+
+
+def find_repo_file(rel: str, start: Path | None = None) -> Path | None:
+    """`rel` (a path relative to the repository root, such as
+    data/products.json) looked for in start (the working directory by default)
+    and then in each of its parents, the one way every language finds the
+    repository (docs/conventions.md)."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / rel
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def env_repo_file(name: str, rel: str) -> str:
+    """The variable's path, or else find_repo_file(rel); ConfigError naming
+    the variable when neither exists."""
+    value = os.environ.get(name, "").strip()
+    if value:
+        return value
+    found = find_repo_file(rel)
+    if found is None:
+        raise ConfigError(
+            f"environment variable {name} is not set and there is no {rel} in {Path.cwd()} or any parent directory"
+        )
+    return str(found)
 
 
 def env_str(name: str, default: str | None = None) -> str:

@@ -3,11 +3,15 @@
 Bad input is INVALID_ARGUMENT with a BadRequest (one violation per field);
 business failures carry an ErrorInfo with a documented reason and domain. The
 status travels in the grpc-status-details-bin trailer (AIP-193).
+
+decode_error is the one decoder of that trailer, for the services that call
+others (the orders saga) and for every Python test suite alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 import grpc
@@ -89,17 +93,77 @@ def details_of(error: grpc.aio.AioRpcError | grpc.RpcError) -> status_pb2.Status
     return status
 
 
-def error_reason(error: grpc.RpcError) -> str | None:
-    """The ErrorInfo reason a peer sent with its error, or None."""
-    status = details_of(error)
+@dataclass
+class ErrorDetails:
+    """What a failed call carried: its code, message and decoded details."""
+
+    code: grpc.StatusCode
+    message: str
+    status: status_pb2.Status | None = None
+    field_paths: list[str] = field(default_factory=list)
+    reason: str | None = None
+    domain: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    detail_types: list[str] = field(default_factory=list)
+    decode_error: str | None = None
+
+    def describe(self) -> str:
+        """Everything seen, for an assertion message."""
+        lines = [f"code={self.code.name} message={self.message!r}"]
+        if self.decode_error:
+            lines.append(f"grpc-status-details-bin could not be decoded: {self.decode_error}")
+        elif self.status is None:
+            lines.append("no grpc-status-details-bin trailer (no google.rpc.Status)")
+        else:
+            lines.append(f"details: {self.detail_types or 'none'}")
+            if self.field_paths:
+                lines.append(f"BadRequest field paths: {self.field_paths}")
+            if self.reason is not None:
+                lines.append(f"ErrorInfo: reason={self.reason!r} domain={self.domain!r} metadata={self.metadata}")
+        return "\n  ".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def decode_error(error: grpc.RpcError) -> ErrorDetails:
+    """Decode a failed call's google.rpc.Status, BadRequest and ErrorInfo.
+
+    A trailer that cannot be decoded (garbled, or disagreeing with the call's
+    code or message) is recorded in decode_error rather than raised: for a
+    caller it is a finding about the peer, not a crash of its own.
+    """
+    code: grpc.StatusCode = error.code()
+    message: str = error.details() or ""
+    details = ErrorDetails(code=code, message=message)
+    try:
+        status = details_of(error)
+    except ValueError as exc:  # the code or message disagree with the trailer
+        details.decode_error = str(exc)
+        return details
+    except Exception as exc:  # noqa: BLE001 - a garbled trailer is a finding, not a crash
+        details.decode_error = f"{type(exc).__name__}: {exc}"
+        return details
+    details.status = status
     if status is None:
-        return None
+        return details
     for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+        details.detail_types.append(detail.TypeName())
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            details.field_paths.extend(v.field for v in bad.field_violations)
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            return str(info.reason)
-    return None
+            details.reason, details.domain = info.reason, info.domain
+            details.metadata = dict(info.metadata)
+    return details
+
+
+def error_reason(error: grpc.RpcError) -> str | None:
+    """The ErrorInfo reason a peer sent with its error, or None."""
+    return decode_error(error).reason
 
 
 def abort_internal() -> NoReturn:
@@ -108,11 +172,13 @@ def abort_internal() -> NoReturn:
 
 
 __all__ = [
+    "ErrorDetails",
     "RpcError",
     "Violations",
     "abort_internal",
     "bad_request",
     "code_pb2",
+    "decode_error",
     "details_of",
     "error_info",
     "error_reason",

@@ -1,8 +1,10 @@
 """The Python implementation of shop.inventory.v1.InventoryService.
 
-Swappable with node_service's (the reference) and the Go one: same contract,
-same errors, same database layout (data/inventory_schema.sql), so two of them
-can even run on one database file at once. Start it with
+Swappable with every other implementation of the contract: the same RPCs and
+errors (protos/shop/inventory/v1/inventory_service.proto, held to
+tests/contract/test_inventory.py), the same settings (docs/conventions.md) and
+the same database layout (data/inventory_schema.sql), so two of them can even
+run on one database file at once. Start it with
 `python -m shop_services.inventory`; tests use create_inventory_server.
 """
 

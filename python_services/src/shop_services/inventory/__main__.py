@@ -5,8 +5,10 @@ Configuration (docs/conventions.md):
 - SHOP_LISTEN_ADDR: host:port, default 127.0.0.1:50072 (50052 is the stack's
   inventory port, which the Node implementation takes by default);
 - SHOP_DB_PATH: default inventory.db in the working directory;
-- SHOP_SEED_FILE: default data/products.json in the repository;
-- SHOP_INVENTORY_SCHEMA: default data/inventory_schema.sql in the repository;
+- SHOP_SEED_FILE: default data/products.json in the repository (looked for
+  in the working directory and then in each of its parents);
+- SHOP_INVENTORY_SCHEMA: default data/inventory_schema.sql in the repository
+  (looked for the same way);
 - SHOP_RESERVATION_TTL_SECONDS: more than zero, fractions allowed, default 900;
 - SHOP_SHUTDOWN_GRACE_SECONDS: default 10;
 - SHOP_LOG_LEVEL: debug, info, warn or error, default info.
@@ -23,15 +25,15 @@ import sqlite3
 import sys
 from dataclasses import dataclass
 
-from shop_services.common.config import REPO_ROOT, ConfigError, env_float, env_log_level, env_str
+from shop_services.common.config import ConfigError, env_float, env_log_level, env_repo_file, env_str
 from shop_services.common.logs import setup_logging
 from shop_services.common.server import serve, service_main
 from shop_services.inventory.service import create_inventory_server
 
 DEFAULT_ADDR = "127.0.0.1:50072"
 DEFAULT_DB_PATH = "inventory.db"
-DEFAULT_SEED_FILE = REPO_ROOT / "data" / "products.json"
-DEFAULT_SCHEMA_FILE = REPO_ROOT / "data" / "inventory_schema.sql"
+SEED_FILE = "data/products.json"
+SCHEMA_FILE = "data/inventory_schema.sql"
 DEFAULT_TTL_SECONDS = 900.0
 DEFAULT_GRACE_SECONDS = 10.0
 IMPL = "python"
@@ -59,8 +61,8 @@ class Config:
         return cls(
             address=address,
             db_path=env_str("SHOP_DB_PATH", DEFAULT_DB_PATH),
-            seed_file=env_str("SHOP_SEED_FILE", str(DEFAULT_SEED_FILE)),
-            schema_file=env_str("SHOP_INVENTORY_SCHEMA", str(DEFAULT_SCHEMA_FILE)),
+            seed_file=env_repo_file("SHOP_SEED_FILE", SEED_FILE),
+            schema_file=env_repo_file("SHOP_INVENTORY_SCHEMA", SCHEMA_FILE),
             reservation_ttl_seconds=ttl,
             grace_seconds=env_float("SHOP_SHUTDOWN_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
             log_level=env_log_level(),

@@ -1,6 +1,8 @@
-"""The inventory's errors, worded and detailed exactly as every implementation
-sends them (node_service/src/errors.ts is the reference): the same code,
-message, ErrorInfo reason, domain and metadata, and the same BadRequest paths.
+"""The inventory's errors, as the contract fixes them: the code, ErrorInfo
+reason, domain and metadata documented in inventory_service.proto, the
+BadRequest field paths of docs/conventions.md, and the messages every
+implementation sends (tests/contract/test_inventory.py holds each
+implementation to them).
 """
 
 from __future__ import annotations

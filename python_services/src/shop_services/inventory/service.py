@@ -1,9 +1,10 @@
 """shop.inventory.v1.InventoryService on grpc.aio: the Python implementation.
 
-It implements the same contract as node_service (the reference) on the same
-database layout, so either can replace the other, even on one database file at
-once. Request validation, field paths and messages match
-node_service/src/service.ts; the store does the work.
+It implements the contract every inventory implements (inventory_service.proto,
+held to tests/contract/test_inventory.py) on the shared database layout
+(data/inventory_schema.sql), so any implementation can replace another, even
+on one database file at once. Request validation follows the proto's limits
+and the field paths of docs/conventions.md; the store does the work.
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ _RESET_GRACE_SECONDS = 0.05
 
 def sweep_interval_seconds(ttl_ms: int) -> float:
     """How often overdue reservations are expired so that watchers see it:
-    half the time to live, within 50 ms and 5 s (as node_service does)."""
+    half the time to live, within 50 ms and 5 s, in every implementation."""
     return min(5000, max(50, math.floor(ttl_ms / 2))) / 1000
 
 

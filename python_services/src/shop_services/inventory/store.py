@@ -1,9 +1,9 @@
 """The inventory's SQLite store, on the layout of data/inventory_schema.sql.
 
 All state lives in the database and nothing is cached in memory, so another
-implementation (Node's, Go's) can run on the same file at the same time. The
-rules the schema file states are followed to the letter, as
-node_service/src/store.ts does:
+implementation of the contract can run on the same file at the same time. The
+rules written at the top of data/inventory_schema.sql (and in
+docs/conventions.md) are followed to the letter:
 
 - every connection sets WAL, busy_timeout = 5000 and foreign_keys;
 - start-up applies the schema in one BEGIN IMMEDIATE transaction and, when
@@ -23,7 +23,7 @@ drop a read that is older than one it has already seen.
 
 Business failures are returned by the transaction functions rather than
 raised, so the expiries made on the way are committed; the async methods raise
-them after the commit, as Node's store does.
+them after the commit.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """StockWatchHub fans stock changes out to WatchStock streams.
 
-As in node_service/src/watch.ts: changes this process commits arrive from the
+As the contract asks (WatchStock in inventory_service.proto, the watch tests
+of tests/contract/test_inventory.py): changes this process commits arrive from the
 store right after each commit; changes another process commits to the same
 database file (a second implementation during a live swap) are found by
 polling PRAGMA data_version every POLL_INTERVAL_SECONDS while anyone watches,

@@ -34,12 +34,11 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
 from shop.catalog.v1 import catalog_service_pb2_grpc
 from shop.inventory.v1 import inventory_service_pb2_grpc
 from shop.payments.v1 import payment_service_pb2_grpc
 
-from shop_services.common.errors import details_of, error_reason
+from shop_services.common.errors import decode_error
 from shop_services.common.interceptors import REQUEST_ID_HEADER
 
 RequestT = TypeVar("RequestT", bound=Message)
@@ -102,15 +101,8 @@ class CallFailedError(Exception):
 
     @classmethod
     def from_rpc_error(cls, error: grpc.aio.AioRpcError) -> CallFailedError:
-        fields: list[str] = []
-        status = details_of(error)
-        if status is not None:
-            for detail in status.details:
-                if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    detail.Unpack(bad)
-                    fields.extend(str(v.field) for v in bad.field_violations)
-        return cls(error.code(), error.details() or "", reason=error_reason(error), fields=tuple(fields))
+        details = decode_error(error)
+        return cls(details.code, details.message, reason=details.reason, fields=tuple(details.field_paths))
 
 
 class Clients:

@@ -85,7 +85,7 @@ MESSAGES: list[Message] = [
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: m.DESCRIPTOR.full_name)
-def test_message_round_trips_through_the_wire_format(message: Message) -> None:
+def test_one_message_of_every_package_survives_the_wire_format(message: Message) -> None:
     wire = message.SerializeToString()
     decoded = type(message).FromString(wire)
     assert decoded == message

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/genproto/googleapis/type/money"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -17,6 +18,7 @@ import (
 
 	catalogv1 "github.com/polyglot-shop/shop/go_service/gen/shop/catalog/v1"
 	"github.com/polyglot-shop/shop/go_service/internal/catalog"
+	"github.com/polyglot-shop/shop/go_service/internal/rpcerr"
 	"github.com/polyglot-shop/shop/go_service/internal/server"
 )
 
@@ -119,32 +121,9 @@ func wantStatus(t *testing.T, err error, want codes.Code) *status.Status {
 	return st
 }
 
-// fieldViolations returns the BadRequest field paths in st's details.
-func fieldViolations(st *status.Status) []string {
-	var fields []string
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				fields = append(fields, v.GetField())
-			}
-		}
-	}
-	return fields
-}
-
-// errorInfo returns the ErrorInfo in st's details, or nil.
-func errorInfo(st *status.Status) *errdetails.ErrorInfo {
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			return info
-		}
-	}
-	return nil
-}
-
 func wantFields(t *testing.T, st *status.Status, want ...string) {
 	t.Helper()
-	got := fieldViolations(st)
+	got := rpcerr.Decode(st).FieldPaths
 	if len(got) != len(want) {
 		t.Fatalf("field violations = %q, want %q (status %v, details %v)", got, want, st, st.Details())
 	}
@@ -157,9 +136,22 @@ func wantFields(t *testing.T, st *status.Status, want ...string) {
 
 func wantReason(t *testing.T, st *status.Status, reason string) *errdetails.ErrorInfo {
 	t.Helper()
-	info := errorInfo(st)
+	info := rpcerr.Decode(st).ErrorInfo
 	if info == nil || info.GetReason() != reason || info.GetDomain() != catalog.ErrorDomain {
 		t.Fatalf("ErrorInfo = %v, want reason %s domain %s (status %v)", info, reason, catalog.ErrorDomain, st)
 	}
 	return info
+}
+
+func newCatalog(t *testing.T) *catalogServer {
+	t.Helper()
+	return startCatalog(t, filepath.Join(t.TempDir(), "catalog.db"))
+}
+
+func moneyEqual(a, b *money.Money) bool {
+	return a.GetCurrencyCode() == b.GetCurrencyCode() && a.GetUnits() == b.GetUnits() && a.GetNanos() == b.GetNanos()
+}
+
+func eur(units int64, nanos int32) *money.Money {
+	return &money.Money{CurrencyCode: "EUR", Units: units, Nanos: nanos}
 }

@@ -1,4 +1,4 @@
-"""Helpers shared by the orders tests: the harness, request builders, watchers."""
+"""Shared support of the orders tests: the harness, request builders, watchers."""
 
 from __future__ import annotations
 
@@ -6,24 +6,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from orders_fakes import Fakes
 from shop.orders.v1 import order_service_pb2 as pb
 from shop.orders.v1 import order_service_pb2_grpc as pb_grpc
 
+from orders.fakes import Fakes
 from shop_services.orders import Dependencies, OrdersServer, SagaSettings, create_orders_server
+from support import DEADLINE, wait_serving
 
-# Generous: the test machine has two cores and other builds run beside the tests.
-DEADLINE = 30.0
 # Short backoffs and a quick recovery loop keep the tests fast.
 SETTINGS = SagaSettings(step_timeout=20.0, retry_backoff=0.01, recovery_interval=0.2)
-
-
-async def wait_serving(channel: grpc.aio.Channel, service: str = "") -> None:
-    """Wait, through grpc.health.v1, until the server answers SERVING."""
-    health = health_pb2_grpc.HealthStub(channel)
-    response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=DEADLINE, wait_for_ready=True)
-    assert response.status == health_pb2.HealthCheckResponse.SERVING, response
 
 
 def dependencies(fakes: Fakes) -> Dependencies:

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -21,6 +20,7 @@ import (
 
 	inventoryv1 "github.com/polyglot-shop/shop/go_service/gen/shop/inventory/v1"
 	"github.com/polyglot-shop/shop/go_service/internal/inventory"
+	"github.com/polyglot-shop/shop/go_service/internal/rpcerr"
 	"github.com/polyglot-shop/shop/go_service/internal/server"
 )
 
@@ -220,14 +220,7 @@ func wantStatus(t *testing.T, err error, want codes.Code) *status.Status {
 func wantFields(t *testing.T, err error, want ...string) {
 	t.Helper()
 	st := wantStatus(t, err, codes.InvalidArgument)
-	var got []string
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				got = append(got, v.GetField())
-			}
-		}
-	}
+	got := rpcerr.Decode(st).FieldPaths
 	if !slices.Equal(got, want) {
 		t.Fatalf("field violations = %q, want %q (status %v)", got, want, st)
 	}
@@ -238,20 +231,16 @@ func wantFields(t *testing.T, err error, want ...string) {
 func wantReason(t *testing.T, err error, code codes.Code, reason string, metadata map[string]string) {
 	t.Helper()
 	st := wantStatus(t, err, code)
-	for _, d := range st.Details() {
-		info, ok := d.(*errdetails.ErrorInfo)
-		if !ok {
-			continue
-		}
-		if info.GetReason() != reason || info.GetDomain() != inventory.ErrorDomain {
-			t.Fatalf("ErrorInfo = %v, want reason %s domain %s", info, reason, inventory.ErrorDomain)
-		}
-		if metadata != nil && !maps.Equal(info.GetMetadata(), metadata) {
-			t.Fatalf("ErrorInfo metadata = %v, want %v", info.GetMetadata(), metadata)
-		}
-		return
+	info := rpcerr.Decode(st).ErrorInfo
+	if info == nil {
+		t.Fatalf("no ErrorInfo in %v (details %v)", st, st.Details())
 	}
-	t.Fatalf("no ErrorInfo in %v (details %v)", st, st.Details())
+	if info.GetReason() != reason || info.GetDomain() != inventory.ErrorDomain {
+		t.Fatalf("ErrorInfo = %v, want reason %s domain %s", info, reason, inventory.ErrorDomain)
+	}
+	if metadata != nil && !maps.Equal(info.GetMetadata(), metadata) {
+		t.Fatalf("ErrorInfo metadata = %v, want %v", info.GetMetadata(), metadata)
+	}
 }
 
 // eventually polls cond every few milliseconds until it holds or the call

@@ -1,25 +1,14 @@
-"""Helpers for the payments tests: a restartable in-process server, health waits
-and decoding the google.rpc.Status a call failed with."""
+"""Shared support of the payments tests: a restartable in-process server."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop.payments.v1 import payment_service_pb2_grpc
 
 from shop_services.payments import PaymentsServer, create_payments_server
-
-# Generous: the test machine has two cores and other builds run beside the tests.
-DEADLINE = 30.0
-
-
-async def wait_serving(channel: grpc.aio.Channel, service: str = "") -> None:
-    """Wait, through grpc.health.v1, until the server answers SERVING."""
-    health = health_pb2_grpc.HealthStub(channel)
-    response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=DEADLINE, wait_for_ready=True)
-    assert response.status == health_pb2.HealthCheckResponse.SERVING, response
+from support import wait_serving
 
 
 class PaymentsHarness:

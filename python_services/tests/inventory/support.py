@@ -1,5 +1,5 @@
-"""Helpers for the inventory tests: in-process servers on one database file,
-health waits, and decoding the google.rpc.Status a call failed with."""
+"""Shared support of the inventory tests: in-process servers on one database
+file, the test seed, and stream readers."""
 
 from __future__ import annotations
 
@@ -11,18 +11,17 @@ from pathlib import Path
 from typing import TypeAlias
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 
-from shop_services.common.config import REPO_ROOT
+from shop_services.common.config import find_repo_file
 from shop_services.inventory import InventoryServer, create_inventory_server
+from support import DEADLINE, wait_serving
 
-# Generous: the test machine has two cores and other builds run beside the tests.
-DEADLINE = 30.0
 DOMAIN = "inventory.shop.example"
-SCHEMA_FILE = REPO_ROOT / "data" / "inventory_schema.sql"
-PRODUCTS_FILE = REPO_ROOT / "data" / "products.json"
+SCHEMA_FILE = find_repo_file("data/inventory_schema.sql")
+PRODUCTS_FILE = find_repo_file("data/products.json")
+assert SCHEMA_FILE is not None and PRODUCTS_FILE is not None, "run the tests inside the repository"
 
 # The test seed: a few SKUs with known stock.
 SEED = {"sku-a": 10, "sku-b": 5, "sku-c": 0, "sku-d": 100}
@@ -35,13 +34,6 @@ def write_seed(path: Path, stock: dict[str, int] = SEED) -> Path:
     products = [{"id": sku, "name": sku, "initial_stock": n} for sku, n in stock.items()]
     path.write_text(json.dumps({"products": products}), encoding="utf-8")
     return path
-
-
-async def wait_serving(channel: grpc.aio.Channel, service: str = "") -> None:
-    """Wait, through grpc.health.v1, until the server answers SERVING."""
-    health = health_pb2_grpc.HealthStub(channel)
-    response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=DEADLINE, wait_for_ready=True)
-    assert response.status == health_pb2.HealthCheckResponse.SERVING, response
 
 
 class InventoryNode:
