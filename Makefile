@@ -245,7 +245,7 @@ $(STAMPS)/web-deps: web/package.json web/package-lock.json
 .PHONY: chromium
 chromium: ## Install Debian's chromium for the storefront's browser tests, if missing
 	@if [ ! -x $(CHROMIUM) ]; then \
-	  apt-get update -qq && apt-get -o DPkg::Lock::Timeout=900 install -y -qq chromium; fi
+	  apt-get -o DPkg::Lock::Timeout=900 update -qq && apt-get -o DPkg::Lock::Timeout=900 install -y -qq chromium; fi
 
 .PHONY: tools
 tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(STAMPS)/web-deps $(BIN)/grpcurl chromium ## Install every pinned tool
