@@ -135,6 +135,18 @@ swap: build ## Replace a running service's implementation live (SERVICE=inventor
 canary: build ## Split a service's traffic to another implementation (SERVICE=inventory IMPL=go WEIGHT=10)
 	@$(STACK) canary $(SERVICE) $(IMPL) $(WEIGHT)
 
+.PHONY: certs
+certs: $(STAMPS)/venv ## Issue (rotate) the local CA's certificates and the token signing key into .run/certs
+	@$(STACK) certs
+
+CUSTOMER ?=
+SCOPE ?=
+
+.PHONY: token
+token: $(STAMPS)/venv ## Print a customer token from the local issuer (CUSTOMER=ada, SCOPE=shop.operator for an operator)
+	@if [ -z '$(CUSTOMER)' ]; then echo "usage: make token CUSTOMER=<customer id> [SCOPE=shop.operator]" >&2; exit 2; fi
+	@$(STACK) token '$(CUSTOMER)' $(if $(SCOPE),--scope '$(SCOPE)')
+
 .PHONY: clean-data
 clean-data: $(STAMPS)/py-package ## Delete the stack's databases (the stack must be down)
 	@$(STACK) clean-data
@@ -142,8 +154,9 @@ clean-data: $(STAMPS)/py-package ## Delete the stack's databases (the stack must
 ##@ Docker (for machines with a Docker engine; this one has none)
 
 .PHONY: docker-config
-docker-config: $(STAMPS)/py-package ## Render Envoy's Docker Compose configuration into envoy/gen/docker
+docker-config: $(STAMPS)/py-package ## Render Envoy's Docker Compose configuration into envoy/gen/docker (and the certificates)
 	cd web && npm run --silent build
+	@$(STACK) certs --if-missing
 	@$(STACK) render-docker envoy/gen/docker
 	cp $(DESCRIPTOR) envoy/gen/docker/shop_api.binpb
 	rm -rf envoy/gen/docker/web && cp -r web/dist envoy/gen/docker/web
@@ -167,6 +180,25 @@ GHZ := $(BIN)/ghz
 .PHONY: bench
 bench: build $(GHZ) ## Measure each language and the Envoy hop (QUICK=1 for a one-minute run); writes results/<time>/report.md
 	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+##@ Load (Locust drives a shop's traffic through the local edge; load/README.md)
+
+USERS ?= 20
+SPAWN_RATE ?= 5
+DURATION ?= 10m
+HEADLESS ?=
+WEB_PORT ?=
+MIX ?=
+ALLOW_REMOTE ?=
+LOAD_ARGS ?=
+# HOST only from the command line: many shells export a HOST of their own.
+LOAD_HOST := $(if $(filter command line,$(origin HOST)),$(HOST))
+
+.PHONY: load
+load: $(STAMPS)/py-package ## Shop traffic through the edge with Locust's web UI (USERS=20 SPAWN_RATE=5 DURATION=10m HEADLESS=1 HOST=127.0.0.1:8080 MIX=...)
+	@PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m load --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION) \
+	  $(if $(HEADLESS),--headless) $(if $(LOAD_HOST),--host $(LOAD_HOST)) $(if $(WEB_PORT),--web-port $(WEB_PORT)) \
+	  $(if $(MIX),--mix $(MIX)) $(if $(ALLOW_REMOTE),--allow-remote-target) $(LOAD_ARGS)
 
 ##@ Tests
 
@@ -192,8 +224,8 @@ test-web: $(STAMPS)/protos ## Type-check and unit-test the storefront (web/)
 
 .PHONY: test-python
 test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
-	$(VENV)/bin/ruff check python_services deploy tests
-	$(VENV)/bin/ruff format --check python_services deploy tests
+	$(VENV)/bin/ruff check python_services deploy tests load
+	$(VENV)/bin/ruff format --check python_services deploy tests load
 	cd python_services && $(VENV)/bin/mypy
 	cd python_services && $(VENV)/bin/pytest -q
 

@@ -28,6 +28,21 @@ class Load:
 
 
 @dataclass(frozen=True)
+class Tls:
+    """How ghz connects: TLS trusting ca, with a client certificate when cert is set."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def args(self) -> list[str]:
+        args = ["--cacert", str(self.ca)]
+        if self.cert is not None and self.key is not None:
+            args += ["--cert", str(self.cert), "--key", str(self.key)]
+        return args
+
+
+@dataclass(frozen=True)
 class Call:
     """One RPC against one address: what ghz needs to make it."""
 
@@ -35,6 +50,7 @@ class Call:
     address: str
     data: str  # JSON; may use ghz templates such as {{newUUID}}
     metadata: dict[str, str] = field(default_factory=dict)
+    tls: Tls | None = None  # None: plaintext (only the TLS cost scenario's twins)
 
 
 @dataclass(frozen=True)
@@ -79,7 +95,7 @@ class Ghz:
         """Run ghz for load.seconds and return its figures; raise BenchError on any failed request."""
         args = [
             str(self.binary),
-            "--insecure",
+            *(call.tls.args() if call.tls else ["--insecure"]),
             "--protoset",
             str(self.protoset),
             "--call",

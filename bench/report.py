@@ -54,6 +54,11 @@ def _cpu_per_request(row: Row, program: str) -> str:
     return f"{statistics.median(values):.0f}" if values else ""
 
 
+def _cpu_value(row: Row) -> float:
+    text = _cpu_per_request(row, row.program)
+    return float(text) if text else 0.0
+
+
 def _envoy(paths: dict[str, Row]) -> Row | None:
     return next((row for path, row in paths.items() if path.startswith("envoy")), None)
 
@@ -183,6 +188,33 @@ def markdown(meta: dict[str, object], rows: Sequence[Row]) -> str:
                 out.append(
                     f"| {target} | {_cell(row, 'rps')} | {_cell(row, 'latency_ms.p50')} | "
                     f"{_cell(row, 'latency_ms.p90')} | {_cell(row, 'latency_ms.p99')} | {_cores(row, top=5)} |"
+                )
+        out.append("")
+    tls = _by(rows, "tls")
+    if tls:
+        out += [
+            "## What TLS costs: mutual TLS and plaintext side by side",
+            "",
+            "The same cheap read, closed loop as above, against the stack's process (mutual TLS, the operator's "
+            "certificate, as Envoy and the tools call it) and against a twin of the same implementation on the "
+            "same database started without its TLS files (plaintext). ghz keeps its connections open, so this is "
+            "the steady-state cost (encryption per request), not the handshake's. Latencies in ms.",
+            "",
+            "| call | transport | requests/s | p50 | p99 | server CPU µs/request | TLS / plaintext (CPU per request) "
+            "| TLS / plaintext (p50) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for target, paths in tls.items():
+            secure, plain = paths.get("mutual TLS"), paths.get("plaintext")
+            for path, row in paths.items():
+                cpu_ratio = p50_ratio = ""
+                if row is secure and plain is not None:
+                    a, b = _cpu_value(secure), _cpu_value(plain)
+                    cpu_ratio = f"{a / b:.2f}" if a and b else ""
+                    p50_ratio = f"{secure.median('latency_ms.p50') / plain.median('latency_ms.p50'):.2f}"
+                out.append(
+                    f"| {target} | {path} | {_cell(row, 'rps')} | {_cell(row, 'latency_ms.p50')} | "
+                    f"{_cell(row, 'latency_ms.p99')} | {_cpu_per_request(row, row.program)} | {cpu_ratio} | {p50_ratio} |"
                 )
         out.append("")
     out += [

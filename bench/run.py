@@ -14,7 +14,14 @@ Scenarios (docs/performance.md says why each is shaped so):
    through Envoy: the latency the Envoy hop adds;
 3. stream: WatchStock messages/s while stock changes are written;
 4. e2e: PlaceOrder through Envoy's public listener (the whole saga, durable
-   commits in four databases) at 1 and 16 concurrent clients.
+   commits in four databases) at 1 and 16 concurrent clients;
+5. tls: what TLS costs: the cheap read of one service per language over
+   mutual TLS (as the stack runs it) and over plaintext, on a twin process
+   of the same implementation started without its TLS files, side by side.
+
+Every call goes over TLS as the stack requires: the operator's certificate to
+service ports and the internal listener, the CA alone to the public one, and
+a customer token for PlaceOrder.
 
 In full mode each measurement is repeated (rounds), the rounds interleaved so
 that a burst of noise from the shared machine lands on every row alike, and
@@ -28,29 +35,34 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from google.type import money_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop.inventory.v1 import inventory_service_pb2 as inv_pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as inv_grpc
 from shop.orders.v1 import order_service_pb2 as ord_pb
 from shop.orders.v1 import order_service_pb2_grpc as ord_grpc
 from shop.payments.v1 import payment_service_pb2 as pay_pb
 from shop.payments.v1 import payment_service_pb2_grpc as pay_grpc
+from shopstack import pki
 from shopstack import topology as topo_mod
 from shopstack.envoy import IMPL_HEADER
 from shopstack.stack import Stack, StackError, free_port
-from shopstack.topology import DESCRIPTOR_SET, ROOT
+from shopstack.topology import DESCRIPTOR_SET, ROOT, Implementation
 
 from bench import cpu, machine, report, streaming
 from bench.errors import BenchError
-from bench.ghz import Call, Ghz, Load, Result
+from bench.ghz import Call, Ghz, Load, Result, Tls
 from bench.model import FULL, QUICK, Knobs, Plan, Row, Target
 
 RESULTS = ROOT / "results"
@@ -135,7 +147,7 @@ def start_stack(knobs: Knobs) -> tuple[Stack, dict[str, str]]:
 
 def seed(stack: Stack, order_sku: str) -> str:
     """Stock for the orders and one payment to read; returns the payment id."""
-    with grpc.insecure_channel(stack.internal_addr) as channel:
+    with stack.internal_channel() as channel:
         summary = inv_grpc.InventoryServiceStub(channel).ImportStock(
             iter([inv_pb.ImportStockRequest(sku=order_sku, on_hand=1_000_000)]), timeout=10
         )
@@ -157,11 +169,14 @@ def check_orders(stack: Stack, customer_id: str, expected: int) -> None:
     """Every order a PlaceOrder run made must be CONFIRMED: a failed saga is a failed request."""
     states: dict[str, int] = {}
     token = ""
-    with grpc.insecure_channel(stack.public_addr) as channel:
+    auth = (("authorization", f"Bearer {stack.token(customer_id)}"),)
+    with stack.public_channel() as channel:
         stub = ord_grpc.OrderServiceStub(channel)
         while True:
             page = stub.ListOrders(
-                ord_pb.ListOrdersRequest(customer_id=customer_id, page_size=100, page_token=token), timeout=30
+                ord_pb.ListOrdersRequest(customer_id=customer_id, page_size=100, page_token=token),
+                timeout=30,
+                metadata=auth,
             )
             for order in page.orders:
                 name = ord_pb.OrderState.Name(order.state)
@@ -188,6 +203,7 @@ class Bench:
         self.langs = langs
         self.stock_value = 1000
         self.pids = cpu.programs(stack)
+        self.twins = Twins(stack)
         read_sku = skus[1]
         self.targets = [
             Target(
@@ -229,10 +245,25 @@ class Bench:
         """x-shop-impl, when Envoy runs more than one implementation of the service."""
         return {IMPL_HEADER: lang} if len(self.stack.routing.get(service, {})) > 1 else {}
 
+    @property
+    def operator_tls(self) -> Tls:
+        """Service ports and the internal listener: mutual TLS as the operator."""
+        pair = self.stack.certs.pair(pki.OPERATOR)
+        return Tls(self.stack.certs.ca, pair.cert, pair.key)
+
+    @property
+    def public_tls(self) -> Tls:
+        return Tls(self.stack.certs.ca)
+
     def calls(self, target: Target) -> list[tuple[str, Call]]:
-        direct = Call(target.method, self.stack.addr(target.service, target.lang), target.data)
+        direct = Call(target.method, self.stack.addr(target.service, target.lang), target.data, tls=self.operator_tls)
         envoy_addr = self.stack.internal_addr if target.internal else self.stack.public_addr
-        via = Call(target.method, envoy_addr, target.data, self.pin(target.service, target.lang))
+        metadata = self.pin(target.service, target.lang)
+        if metadata and not target.internal:
+            # Pinning at the public edge needs an operator's token.
+            metadata = {**metadata, "authorization": f"Bearer {self.stack.operator_token('bench')}"}
+        tls = self.operator_tls if target.internal else self.public_tls
+        via = Call(target.method, envoy_addr, target.data, metadata, tls=tls)
         return [("direct", direct), ("envoy internal" if target.internal else "envoy public", via)]
 
     def ghz_run(self, row: Row, call: Call, load: Load, warm: bool) -> None:
@@ -269,18 +300,23 @@ class Bench:
         for lang in self.langs:
             label = f"inventory WatchStock ({lang})"
             direct = self.stack.addr("inventory", lang)
-            header = self.pin("inventory", lang).get(IMPL_HEADER)
-            for path, watch_addr, pin in (("direct", direct, None), ("envoy public", self.stack.public_addr, header)):
+            # Through the public listener the pin needs an operator's token.
+            pinned: tuple[tuple[str, str], ...] = ()
+            if self.pin("inventory", lang):
+                token = self.stack.operator_token("bench")
+                pinned = ((IMPL_HEADER, lang), ("authorization", f"Bearer {token}"))
+            for path, watch_addr, pin in (("direct", direct, ()), ("envoy public", self.stack.public_addr, pinned)):
                 row = self.row("stream", label, path)
                 before, start = cpu.sample(self.pids), time.monotonic()
                 result = asyncio.run(
                     streaming.measure(
                         watch_addr,
                         direct,
+                        self.stack.aio_channel,
                         self.watch_skus,
                         watchers=self.plan.watchers,
                         seconds=self.plan.stream_seconds,
-                        impl_header=pin,
+                        metadata=pin,
                         first_value=self.stock_value,
                     )
                 )
@@ -310,7 +346,10 @@ class Bench:
                         "lines": [{"product_id": self.order_sku, "quantity": 1}],
                     }
                 )
-                call = Call("shop.orders.v1.OrderService.PlaceOrder", self.stack.public_addr, data)
+                auth = {"authorization": f"Bearer {self.stack.token(customer)}"}
+                call = Call(
+                    "shop.orders.v1.OrderService.PlaceOrder", self.stack.public_addr, data, auth, tls=self.public_tls
+                )
                 what = f"e2e: {label}"
                 if kind == "measured":
                     result = self.measured(call, run_load, what, row)
@@ -323,12 +362,85 @@ class Bench:
                         f"p99 {result.latency_ms[99]:7.2f} ms"
                     )
 
+    def tls(self, round_no: int) -> None:
+        """One service per language, the same read over mutual TLS and over plaintext."""
+        load = Load(self.plan.concurrency, self.plan.connections, self.plan.unary_seconds)
+        for target in self.targets:
+            if target.lang not in TLS_TWINS.get(target.service, ()):
+                continue
+            impl = self.stack.topology.impl_of(target.service, target.lang)
+            twin = self.twins.start(impl)
+            self.pids[twin.program] = twin.pid
+            secure = Call(
+                target.method, self.stack.addr(target.service, target.lang), target.data, tls=self.operator_tls
+            )
+            plain = Call(target.method, twin.address, target.data)
+            for path, call, program in (("mutual TLS", secure, impl.cluster), ("plaintext", plain, twin.program)):
+                self.ghz_run(self.row("tls", target.label, path, program), call, load, warm=round_no == 0)
+
+
+# The implementations the TLS scenario measures: one per language.
+TLS_TWINS = {"catalog": ("go",), "inventory": ("node",), "payments": ("python",)}
+
+
+@dataclass
+class Twin:
+    program: str
+    pid: int
+    address: str
+    process: subprocess.Popen[bytes]
+
+
+class Twins:
+    """Plaintext twins of running implementations: the same command, database
+    and settings as the stack's process, without the TLS files."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.running: dict[str, Twin] = {}
+
+    def start(self, impl: Implementation) -> Twin:
+        if impl.cluster in self.running:
+            return self.running[impl.cluster]
+        address = f"127.0.0.1:{free_port()}"
+        env = {k: v for k, v in self.stack.program_env(impl).items() if not k.startswith("SHOP_TLS_")}
+        env["SHOP_LISTEN_ADDR"] = address
+        command = [part.format(root=ROOT, run=self.stack.run_dir) for part in impl.command]
+        program = f"{impl.cluster}-plaintext"
+        log = (self.stack.logs_dir / f"{program}.log").open("wb")
+        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+        twin = Twin(program, process.pid, address, process)
+        self.running[impl.cluster] = twin
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with grpc.insecure_channel(address) as channel:
+                    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return twin
+            except grpc.RpcError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"{program} did not start; see {Path(log.name)}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for twin in self.running.values():
+            twin.process.send_signal(signal.SIGTERM)
+        for twin in self.running.values():
+            try:
+                twin.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                twin.process.kill()
+                twin.process.wait()
+
 
 SCENARIOS: dict[str, Callable[[Bench, int], None]] = {
     "unary": Bench.unary,
     "hop": Bench.hop,
     "stream": Bench.stream,
     "e2e": Bench.e2e,
+    "tls": Bench.tls,
 }
 
 
@@ -382,12 +494,15 @@ def main(argv: list[str] | None = None) -> int:
             payment_id = seed(stack, skus[0])
             langs = sorted(stack.routing["inventory"], key=INVENTORY_LANGS.index)
             bench = Bench(plan, stack, ghz, payment_id, langs, skus)
-            for round_no in range(plan.rounds):
-                print(f"bench: round {round_no + 1} of {plan.rounds}")
-                for name in scenarios:
-                    phase = time.monotonic()
-                    SCENARIOS[name](bench, round_no)
-                    print(f"bench: {name} took {time.monotonic() - phase:.1f}s")
+            try:
+                for round_no in range(plan.rounds):
+                    print(f"bench: round {round_no + 1} of {plan.rounds}")
+                    for name in scenarios:
+                        phase = time.monotonic()
+                        SCENARIOS[name](bench, round_no)
+                        print(f"bench: {name} took {time.monotonic() - phase:.1f}s")
+            finally:
+                bench.twins.stop()
             rows = list(bench.rows.values())
         finally:
             stack.down()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -98,18 +99,18 @@ async def _watch(
 async def measure(
     watch_addr: str,
     write_addr: str,
+    open_channel: Callable[[str], grpc.aio.Channel],
     skus: list[str],
     *,
     watchers: int,
     seconds: float,
-    impl_header: str | None,
+    metadata: tuple[tuple[str, str], ...],
     first_value: int,
 ) -> StreamResult:
     """Watch skus on watch_addr with `watchers` streams while writing to write_addr for `seconds`."""
-    metadata: tuple[tuple[str, str], ...] = (("x-shop-impl", impl_header),) if impl_header else ()
     async with (
-        grpc.aio.insecure_channel(watch_addr) as watch_channel,
-        grpc.aio.insecure_channel(write_addr) as write_channel,
+        open_channel(watch_addr) as watch_channel,
+        open_channel(write_addr) as write_channel,
     ):
         watch_stub = pb_grpc.InventoryServiceStub(watch_channel)
         write_stub = pb_grpc.InventoryServiceStub(write_channel)

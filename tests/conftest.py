@@ -40,6 +40,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="run the contract suites against this address only (HOST:PORT) instead of a started stack",
     )
+    parser.addoption(
+        "--certs",
+        default=None,
+        help="with --target: call it with mutual TLS, the operator's certificate from this directory "
+        "(make certs writes .run/certs)",
+    )
 
 
 def make_stack(run_dir: Path, routing: dict[str, dict[str, int]] | None = None) -> Stack:

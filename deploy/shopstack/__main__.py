@@ -7,25 +7,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shopstack import envoy, swap, topology
+from shopstack import envoy, swap, tokens, topology
 from shopstack.stack import Stack, StackError, default_stack, die, remove_data
 
 EXAMPLES = """\
 The shop is up.
 
-  storefront             http://localhost:{public}/   (open it in a browser)
-  gRPC, gRPC-Web, JSON   localhost:{public}   (Envoy public listener)
-  internal gRPC          127.0.0.1:{internal} (service-to-service; internal RPCs allowed)
+  storefront             https://localhost:{public}/   (open it in a browser; it must trust the CA below)
+  gRPC, gRPC-Web, JSON   localhost:{public}   (Envoy public listener, TLS)
+  internal gRPC          127.0.0.1:{internal} (service-to-service; mutual TLS, RBAC by identity)
   Envoy admin            http://127.0.0.1:{admin}
+  certificates           {certs}   (make certs rotates them; docs/security.md)
   run directory          {run}   (logs: make logs; state: make status; stop: make down)
 
 Try:
-  .tmp/bin/grpcurl -plaintext localhost:{public} list
-  .tmp/bin/grpcurl -plaintext -d '{{"page_size": 3, "tag": "coffee"}}' localhost:{public} shop.catalog.v1.CatalogService/ListProducts
-  .tmp/bin/grpcurl -plaintext -d '{{"skus": ["sku-espresso-beans-1kg"]}}' localhost:{public} shop.inventory.v1.InventoryService/GetStock
-  .tmp/bin/grpcurl -plaintext -d '{{"request_id": "demo-1", "customer_id": "ada", "payment_token": "tok_success", "lines": [{{"product_id": "sku-espresso-beans-1kg", "quantity": 2}}]}}' localhost:{public} shop.orders.v1.OrderService/PlaceOrder
-  curl -s 'localhost:{public}/v1/products?page_size=2'
-  curl -s -X POST localhost:{public}/v1/orders -H 'content-type: application/json' -d '{{"request_id": "demo-2", "customer_id": "ada", "payment_token": "tok_success", "lines": [{{"product_id": "sku-tote-bag", "quantity": 1}}]}}'
+  CA={certs}/ca.crt
+  TOKEN=$(make -s token CUSTOMER=ada)
+  .tmp/bin/grpcurl -cacert $CA localhost:{public} list
+  .tmp/bin/grpcurl -cacert $CA -d '{{"page_size": 3, "tag": "coffee"}}' localhost:{public} shop.catalog.v1.CatalogService/ListProducts
+  .tmp/bin/grpcurl -cacert $CA -d '{{"skus": ["sku-espresso-beans-1kg"]}}' localhost:{public} shop.inventory.v1.InventoryService/GetStock
+  .tmp/bin/grpcurl -cacert $CA -H "authorization: Bearer $TOKEN" -d '{{"request_id": "demo-1", "payment_token": "tok_success", "lines": [{{"product_id": "sku-espresso-beans-1kg", "quantity": 2}}]}}' localhost:{public} shop.orders.v1.OrderService/PlaceOrder
+  curl -s --cacert $CA 'https://localhost:{public}/v1/products?page_size=2'
+  curl -s --cacert $CA -X POST https://localhost:{public}/v1/orders -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{{"request_id": "demo-2", "payment_token": "tok_success", "lines": [{{"product_id": "sku-tote-bag", "quantity": 1}}]}}'
 """
 
 
@@ -49,6 +52,7 @@ def cmd_up(args: argparse.Namespace) -> None:
             internal=topo.internal_port,
             admin=topo.admin_port,
             run=stack.run_dir,
+            certs=stack.certs.directory,
         )
     )
     print(stack.status())
@@ -127,6 +131,31 @@ def cmd_render_docker(args: argparse.Namespace) -> None:
     envoy.render(topo, Path(args.out), envoy.docker_mode())
 
 
+def cmd_certs(args: argparse.Namespace) -> None:
+    """Issue (rotate) the CA's certificates and the token key into a run directory."""
+    stack = default_stack()
+    if args.run_dir:
+        stack = Stack(run_dir=Path(args.run_dir), topology=stack.topology)
+    if args.if_missing:
+        made = stack.ensure_certs()
+    else:
+        stack.make_certs()
+        made = True
+    certs = stack.certs
+    if made:
+        print(f"certificates and token key written to {certs.directory} (CA: {certs.ca})")
+    if stack.supervisord_pid() is not None and made:
+        print("the stack is running: `make down && make up` to load the new certificates")
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    """Print a customer token signed by the local issuer."""
+    stack = default_stack()
+    stack.ensure_certs()
+    scopes = [args.scope] if args.scope else []
+    print(tokens.issue(stack.certs, stack.topology.security, args.customer, scopes=scopes))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="shopstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +183,14 @@ def main(argv: list[str] | None = None) -> None:
     canary_cmd.add_argument("weight", type=int)
     canary_cmd.set_defaults(func=cmd_canary)
     sub.add_parser("clean-data", help="delete the databases").set_defaults(func=cmd_clean_data)
+    certs = sub.add_parser("certs", help="issue the local CA's certificates and the token key")
+    certs.add_argument("--run-dir", help="another run directory than the stack's (tests)")
+    certs.add_argument("--if-missing", action="store_true", help="only when some file is missing")
+    certs.set_defaults(func=cmd_certs)
+    token = sub.add_parser("token", help="print a customer token (JWT) from the local issuer")
+    token.add_argument("customer", help="the customer id, the token's subject")
+    token.add_argument("--scope", help="a scope to grant, e.g. shop.operator")
+    token.set_defaults(func=cmd_token)
     docker = sub.add_parser("render-docker", help="write Envoy's Docker Compose configuration")
     docker.add_argument("out")
     docker.set_defaults(func=cmd_render_docker)

@@ -27,7 +27,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shopstack import envoy
+from shopstack import channels, envoy, pki, tokens
 from shopstack.topology import DESCRIPTOR_SET, ROOT, Implementation, Topology, methods
 
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -137,6 +137,50 @@ class Stack:
     def state_file(self) -> Path:
         return self.run_dir / "state.json"
 
+    @property
+    def certs(self) -> pki.Certs:
+        """The run directory's CA, certificates and token key (`make certs`)."""
+        security = self.topology.security
+        return pki.Certs(self.run_dir / security.certs_dir, security.trust_domain)
+
+    def ensure_certs(self) -> bool:
+        """Issue the certificates and token key unless they are all there."""
+        return pki.ensure(self.certs, self.topology.identities())
+
+    def make_certs(self) -> None:
+        """Issue (rotate) every certificate and the token key; keep the CA."""
+        pki.make_all(self.certs, self.topology.identities())
+
+    def token(self, customer: str, scopes: Iterable[str] = ()) -> str:
+        """A customer token from this stack's local issuer (`make token`)."""
+        return tokens.issue(self.certs, self.topology.security, customer, scopes=scopes)
+
+    def operator_token(self, subject: str = "operator") -> str:
+        """A token with the operator scope (x-shop-impl at the edge)."""
+        return self.token(subject, scopes=[self.topology.security.operator_scope])
+
+    # -- channels ------------------------------------------------------------
+
+    def channel(
+        self, address: str, identity: str | None = pki.OPERATOR, options: channels.ChannelOptions = ()
+    ) -> grpc.Channel:
+        """A TLS channel trusting this stack's CA, presenting identity's
+        certificate (None: no client certificate, as on the public listener)."""
+        return channels.channel(self.certs, address, identity, options)
+
+    def aio_channel(
+        self, address: str, identity: str | None = pki.OPERATOR, options: channels.ChannelOptions = ()
+    ) -> grpc.aio.Channel:
+        return channels.aio_channel(self.certs, address, identity, options)
+
+    def public_channel(self, options: channels.ChannelOptions = ()) -> grpc.Channel:
+        """The public listener, as a customer reaches it: TLS, no client certificate."""
+        return self.channel(self.public_addr, None, options)
+
+    def internal_channel(self, identity: str = pki.OPERATOR, options: channels.ChannelOptions = ()) -> grpc.Channel:
+        """The internal listener, with identity's certificate (mutual TLS)."""
+        return self.channel(self.internal_addr, identity, options)
+
     def log_of(self, program: str) -> Path:
         return self.logs_dir / f"{program}.log"
 
@@ -169,8 +213,14 @@ class Stack:
 
     def program_env(self, impl: Implementation) -> dict[str, str]:
         """The environment of one service process (docs/conventions.md)."""
+        pair = self.certs.pair(impl.service)
         env = {
             "SHOP_LISTEN_ADDR": f"127.0.0.1:{self.topology.port_of(impl)}",
+            # Mutual TLS: the service's own identity, and the CA its callers'
+            # certificates must come from (docs/security.md).
+            "SHOP_TLS_CERT_FILE": str(pair.cert),
+            "SHOP_TLS_KEY_FILE": str(pair.key),
+            "SHOP_TLS_CA_FILE": str(self.certs.ca),
             # Every implementation of a service shares its database, so a
             # swapped-in implementation carries on with the same data.
             "SHOP_DB_PATH": str(self.data_dir / f"{impl.service}.db"),
@@ -229,14 +279,14 @@ class Stack:
         """Write supervisord.conf, Envoy's configuration and state.json."""
         for folder in (self.logs_dir, self.data_dir, self.envoy_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        envoy.render(
-            self.topology,
-            self.envoy_dir,
-            envoy.local_mode(self.envoy_dir, DESCRIPTOR_SET),
-            self.routing,
-        )
+        self.ensure_certs()
+        envoy.render(self.topology, self.envoy_dir, self.envoy_mode(), self.routing)
         self.conf.write_text(self.supervisord_conf())
         self.save_state()
+
+    def envoy_mode(self) -> envoy.Mode:
+        """Where this stack's Envoy finds its files."""
+        return envoy.local_mode(self.envoy_dir, DESCRIPTOR_SET, self.certs.directory)
 
     def save_state(self) -> None:
         state = {
@@ -350,7 +400,7 @@ class Stack:
         service = self.topology.services[impl.service]
         name = "" if impl.service == "reflection" else service.proto
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{self.topology.port_of(impl)}") as channel:
+            with self.channel(f"127.0.0.1:{self.topology.port_of(impl)}") as channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=name), timeout=timeout
                 )
@@ -417,7 +467,7 @@ class Stack:
         """
         rpcs = methods()
         pending = {}
-        with grpc.insecure_channel(self.internal_addr) as channel:
+        with self.internal_channel() as channel:
             for impl in self.running_impls():
                 service = self.topology.services[impl.service]
                 probe = next((m for m in rpcs.get(service.proto, []) if m.retry_safe and not m.streaming), None)

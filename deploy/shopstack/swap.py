@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from shopstack import envoy
 from shopstack.stack import Stack, StackError
-from shopstack.topology import DESCRIPTOR_SET, Implementation
+from shopstack.topology import Implementation
 
 
 def _apply(stack: Stack, routing: dict[str, dict[str, int]]) -> None:
@@ -37,7 +37,7 @@ def _apply(stack: Stack, routing: dict[str, dict[str, int]]) -> None:
     envoy.render(
         stack.topology,
         stack.envoy_dir,
-        envoy.local_mode(stack.envoy_dir, DESCRIPTOR_SET),
+        stack.envoy_mode(),
         routing,
         bootstrap_too=False,
     )

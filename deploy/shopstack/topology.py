@@ -73,9 +73,30 @@ class Service:
     internal_rpcs: tuple[str, ...]
     depends_on: tuple[str, ...]
     implementations: dict[str, Implementation]
+    customer_rpcs: tuple[str, ...] = ()
 
     def is_internal(self, method: str) -> bool:
         return "*" in self.internal_rpcs or method in self.internal_rpcs
+
+    def needs_customer(self, method: str) -> bool:
+        return "*" in self.customer_rpcs or method in self.customer_rpcs
+
+
+@dataclass(frozen=True)
+class Security:
+    """Identities, certificates and tokens ([security] in stack.toml)."""
+
+    trust_domain: str
+    certs_dir: str
+    token_issuer: str
+    token_audience: str
+    token_ttl_seconds: int
+    operator_scope: str
+    # identity name -> the RPC paths it may call on the internal listener ("*": all).
+    internal_access: dict[str, tuple[str, ...]]
+
+    def spiffe_id(self, name: str) -> str:
+        return f"spiffe://{self.trust_domain}/{name}"
 
 
 @dataclass(frozen=True)
@@ -86,10 +107,21 @@ class Topology:
     internal_port: int
     admin_port: int
     services: dict[str, Service]
+    security: Security
     # Browser origins allowed to call the public listener (CORS).
     cors_origins: tuple[str, ...] = ()
     # Port overrides per cluster name (tests run on free ports).
     ports: dict[str, int] = field(default_factory=dict)
+
+    def identities(self) -> dict[str, tuple[str, ...]]:
+        """Every identity that gets a certificate, with the DNS names it is
+        reached by in Docker Compose (a service's cluster names; envoy)."""
+        names: dict[str, tuple[str, ...]] = {
+            name: tuple(impl.cluster for impl in svc.implementations.values()) for name, svc in self.services.items()
+        }
+        names["envoy"] = ("envoy",)
+        names["operator"] = ()
+        return names
 
     def port_of(self, impl: Implementation) -> int:
         return self.ports.get(impl.cluster, impl.port)
@@ -155,14 +187,26 @@ def load(path: Path = STACK_FILE) -> Topology:
             internal_rpcs=tuple(spec.get("internal_rpcs", ())),
             depends_on=tuple(spec.get("depends_on", ())),
             implementations=variants,
+            customer_rpcs=tuple(spec.get("customer_rpcs", ())),
         )
     edge = raw["edge"]
+    sec = raw["security"]
+    security = Security(
+        trust_domain=sec["trust_domain"],
+        certs_dir=sec["certs_dir"],
+        token_issuer=sec["token_issuer"],
+        token_audience=sec["token_audience"],
+        token_ttl_seconds=int(sec["token_ttl_seconds"]),
+        operator_scope=sec["operator_scope"],
+        internal_access={name: tuple(rpcs) for name, rpcs in sec["internal_access"].items()},
+    )
     return Topology(
         public_port=int(edge["public_port"]),
         internal_port=int(edge["internal_port"]),
         admin_port=int(edge["admin_port"]),
         services=services,
         cors_origins=tuple(edge.get("cors_origins", ())),
+        security=security,
     )
 
 

@@ -22,12 +22,13 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from conftest import session_routing
-from shopstack import envoy
+from shopstack import channels, envoy, pki, topology
 from shopstack.stack import Stack
 
 # Every call without its own timeout gets this one: generous for a 2-core
@@ -192,15 +193,28 @@ class _TargetInterceptor(
 
 
 @pytest.fixture(scope="module")
-def channel(target: Target) -> Iterator[grpc.Channel]:
-    """A channel to the target, sending its metadata and a default deadline on every call."""
-    raw = grpc.insecure_channel(
-        target.address,
-        options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
+def channel(request: pytest.FixtureRequest, target: Target) -> Iterator[grpc.Channel]:
+    """A channel to the target, sending its metadata and a default deadline on every call.
+
+    Against the session stack it is mutual TLS with the operator's
+    certificate (every service and the internal listener require one);
+    under --target it is plaintext unless --certs names a certificates
+    directory (`make certs` writes .run/certs).
+    """
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ]
+    certs_dir = request.config.getoption("--certs")
+    if request.config.getoption("--target"):
+        if certs_dir:
+            certs = pki.Certs(Path(certs_dir), topology.load().security.trust_domain)
+            raw = channels.channel(certs, target.address, options=options)
+        else:
+            raw = grpc.insecure_channel(target.address, options=options)
+    else:
+        stack: Stack = request.getfixturevalue("stack")
+        raw = stack.channel(target.address, options=options)
     try:
         grpc.channel_ready_future(raw).result(timeout=DEFAULT_TIMEOUT_SECONDS)
     except grpc.FutureTimeoutError:

@@ -64,7 +64,7 @@ def inventory(full_stack: Stack | None) -> Iterator[inv_pbg.InventoryServiceStub
     if full_stack is None:
         yield None
         return
-    with grpc.insecure_channel(full_stack.internal_addr) as chan:
+    with full_stack.internal_channel() as chan:
         inv = inv_pbg.InventoryServiceStub(chan)
         inv.ImportStock(
             iter([inv_pb.ImportStockRequest(sku=s, on_hand=RESTOCK) for s in (SKU_A, SKU_B)]),

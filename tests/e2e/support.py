@@ -7,12 +7,14 @@ messages: order states and failure reasons, stock levels, payment states.
 
 from __future__ import annotations
 
+import collections
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import grpc
 from shop.catalog.v1 import catalog_service_pb2 as catalog_pb
@@ -72,21 +74,113 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, in
         time.sleep(interval)
 
 
+_ORDERS = "/shop.orders.v1.OrderService/"
+# The customer of calls that name none (GetOrder of an id nobody placed).
+ANONYMOUS_SHOPPER = "shopper-e2e"
+
+
+class _Details(
+    collections.namedtuple(
+        "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+@dataclass
+class CustomerTokens(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Signs every OrderService call on the public listener in as its customer.
+
+    Tests are written as customers: an order's customer_id says who places
+    it. This sends each call with that customer's token (PlaceOrder and
+    ListOrders: the request's customer_id; GetOrder and WatchOrder: the
+    customer of that order, learned from the answers), unless the call
+    carries its own authorization. The security suite sends its own tokens.
+    """
+
+    stack: Stack
+    _tokens: dict[str, str] = field(default_factory=dict)
+    _owners: dict[str, str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def token(self, customer: str) -> str:
+        with self._lock:
+            if customer not in self._tokens:
+                self._tokens[customer] = self.stack.token(customer)
+            return self._tokens[customer]
+
+    def _customer(self, request: Any) -> str:
+        if isinstance(request, orders_pb.PlaceOrderRequest | orders_pb.ListOrdersRequest) and request.customer_id:
+            return str(request.customer_id)
+        order_id = getattr(request, "order_id", "")
+        with self._lock:
+            return self._owners.get(order_id, ANONYMOUS_SHOPPER)
+
+    def _learn(self, customer: str, reply: Any) -> None:
+        orders = list(getattr(reply, "orders", []))
+        if hasattr(reply, "order") and reply.HasField("order"):
+            orders.append(reply.order)
+        with self._lock:
+            for order in orders:
+                self._owners[order.order_id] = customer
+
+    def _details(self, details: grpc.ClientCallDetails, request: Any) -> tuple[grpc.ClientCallDetails, str | None]:
+        metadata = list(details.metadata or ())
+        if not details.method.startswith(_ORDERS) or any(k == "authorization" for k, _ in metadata):
+            return details, None
+        customer = self._customer(request)
+        metadata.append(("authorization", f"Bearer {self.token(customer)}"))
+        new = _Details(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+        return new, customer
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        details, customer = self._details(details, request)
+        outcome = continuation(details, request)
+        if customer is not None:
+
+            def learn(done: Any) -> None:
+                if done.exception() is None:
+                    self._learn(customer, done.result())
+
+            outcome.add_done_callback(learn)
+        return outcome
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        details, _ = self._details(details, request)
+        return continuation(details, request)
+
+
 @dataclass
 class Shop:
-    """Stubs on the public listener (what customers reach) and the internal one."""
+    """Stubs on the public listener (what customers reach) and the internal one.
+
+    Both are TLS (the stack's CA); the internal listener sees the operator's
+    certificate, and OrderService calls on the public one carry their
+    customer's token (CustomerTokens).
+    """
 
     stack: Stack
     public: grpc.Channel
     internal: grpc.Channel
+    tokens: CustomerTokens
 
     @classmethod
     def open(cls, stack: Stack) -> Shop:
-        public = grpc.insecure_channel(stack.public_addr)
-        internal = grpc.insecure_channel(stack.internal_addr)
-        grpc.channel_ready_future(public).result(timeout=CALL_TIMEOUT)
+        raw_public = stack.public_channel()
+        internal = stack.internal_channel()
+        grpc.channel_ready_future(raw_public).result(timeout=CALL_TIMEOUT)
         grpc.channel_ready_future(internal).result(timeout=CALL_TIMEOUT)
-        return cls(stack, public, internal)
+        tokens = CustomerTokens(stack)
+        public = grpc.intercept_channel(raw_public, tokens)
+        return cls(stack, public, internal, tokens)
 
     def close(self) -> None:
         self.public.close()

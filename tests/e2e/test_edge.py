@@ -5,6 +5,7 @@ through every service a PlaceOrder touches.
 
 from __future__ import annotations
 
+import ssl
 import struct
 import uuid
 from collections.abc import Callable
@@ -135,7 +136,12 @@ def test_reflection_through_envoy_lists_every_shop_service_v1(shop: Shop) -> Non
 
 @pytest.fixture(scope="module")
 def http(shop: Shop) -> httpx.Client:
-    with httpx.Client(base_url=f"http://{shop.stack.public_addr}", timeout=CALL_TIMEOUT) as client:
+    # TLS, trusting the stack's CA, as `curl --cacert .run/certs/ca.crt` does.
+    with httpx.Client(
+        base_url=f"https://{shop.stack.public_addr}",
+        timeout=CALL_TIMEOUT,
+        verify=ssl.create_default_context(cafile=str(shop.stack.certs.ca)),
+    ) as client:
         yield client
 
 
@@ -184,25 +190,26 @@ def test_json_prices_a_cart(http: httpx.Client) -> None:
 def test_json_places_an_order_and_reads_it_back(shop: Shop, http: httpx.Client) -> None:
     sku = "sku-honey-500g"
     shop.import_stock({sku: 100})
+    customer = new_id("cust")
+    signed_in = {"authorization": f"Bearer {shop.stack.token(customer)}"}
     body = {
         "requestId": new_id("req"),
-        "customerId": new_id("cust"),
         "lines": [{"productId": sku, "quantity": 2}],
         "paymentToken": "tok_success",
     }
-    placed = http.post("/v1/orders", json=body, timeout=30)
+    placed = http.post("/v1/orders", json=body, timeout=30, headers=signed_in)
     assert placed.status_code == 200, placed.text
     order = placed.json()["order"]
     assert order["state"] == "ORDER_STATE_CONFIRMED", order
-    assert order["customerId"] == body["customerId"]
+    assert order["customerId"] == customer  # from the token, not the body
     assert order["paymentId"]
     assert shop.stock(sku).on_hand == 98
 
-    fetched = http.get(f"/v1/orders/{order['orderId']}")
+    fetched = http.get(f"/v1/orders/{order['orderId']}", headers=signed_in)
     assert fetched.status_code == 200, fetched.text
     assert fetched.json()["order"] == order
 
-    missing = http.get(f"/v1/orders/ord_{uuid.uuid4().hex}")
+    missing = http.get(f"/v1/orders/ord_{uuid.uuid4().hex}", headers=signed_in)
     assert missing.status_code == 404, missing.text
     assert any(d.get("reason") == "ORDER_NOT_FOUND" for d in missing.json().get("details", [])), missing.text
 
@@ -267,6 +274,39 @@ def test_cors_preflight_for_a_json_route_is_answered(http: httpx.Client) -> None
     assert "POST" in reply.headers["access-control-allow-methods"]
 
 
+def test_an_order_rpc_preflight_needs_no_token_and_its_401_is_readable_cross_origin(http: httpx.Client) -> None:
+    """CORS runs before jwt_authn: a preflight (never carrying a token) is
+    answered, and the refusal of the tokenless call carries the CORS headers."""
+    path = "/shop.orders.v1.OrderService/ListOrders"
+    preflight = http.options(
+        path,
+        headers={
+            "origin": ORIGIN,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization,content-type,x-grpc-web",
+        },
+    )
+    assert preflight.status_code in (200, 204), (preflight.status_code, preflight.headers, preflight.text)
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    allowed = {h.strip() for h in preflight.headers["access-control-allow-headers"].split(",")}
+    assert "authorization" in allowed, allowed
+    json_preflight = http.options("/v1/orders", headers={"origin": ORIGIN, "access-control-request-method": "GET"})
+    assert json_preflight.status_code in (200, 204), (json_preflight.status_code, json_preflight.text)
+
+    message = orders_pb.ListOrdersRequest().SerializeToString()
+    refused = http.post(
+        path,
+        content=b"\x00" + struct.pack(">I", len(message)) + message,
+        headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1", "origin": ORIGIN},
+    )
+    assert refused.headers["access-control-allow-origin"] == ORIGIN, refused.headers
+    assert refused.headers.get("grpc-status") == str(grpc.StatusCode.UNAUTHENTICATED.value[0]), refused.headers
+    assert "Jwt is missing" in refused.headers.get("grpc-message", ""), refused.headers
+    json_refused = http.get("/v1/orders", headers={"origin": ORIGIN})
+    assert json_refused.status_code == 401, json_refused.text
+    assert json_refused.headers["access-control-allow-origin"] == ORIGIN, json_refused.headers
+
+
 def test_json_responses_carry_cors_headers_for_an_allowed_origin(http: httpx.Client) -> None:
     reply = http.get("/v1/products", params={"page_size": 1}, headers={"origin": "http://127.0.0.1:5173"})
     assert reply.status_code == 200, reply.text
@@ -314,11 +354,14 @@ def test_an_internal_rpc_is_refused_over_grpc_web_and_at_its_preflight(http: htt
 def test_envoy_names_the_implementation_that_served_a_call(shop: Shop, http: httpx.Client) -> None:
     message = inventory_pb.GetStockRequest(skus=["sku-tote-bag"]).SerializeToString()
     frame = b"\x00" + struct.pack(">I", len(message)) + message
+    # Pinning at the edge needs an operator's token (tests/security checks that
+    # anyone else's pin is ignored); over gRPC-Web, as the storefront pins.
+    operator = {"authorization": f"Bearer {shop.stack.operator_token()}"}
     for lang in sorted(shop.stack.routing["inventory"]):
         reply = http.post(
             "/shop.inventory.v1.InventoryService/GetStock",
             content=frame,
-            headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1", "x-shop-impl": lang},
+            headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1", "x-shop-impl": lang, **operator},
         )
         assert reply.status_code == 200, reply.content
         assert reply.headers["x-shop-impl"] == f"inventory-{lang}", reply.headers

@@ -40,7 +40,7 @@ def inventory_in_place(request: pytest.FixtureRequest, stack: Stack) -> Iterator
     swap.canary(stack, "inventory", lang, 100)
     cluster = f"cluster.inventory-{lang}.upstream_rq_total"
     probe = inventory_pb.GetStockRequest(skus=["sku-tote-bag"])
-    with grpc.insecure_channel(stack.public_addr) as channel:
+    with stack.public_channel() as channel:
         stub = inventory_grpc.InventoryServiceStub(channel)
 
         def routed() -> bool:

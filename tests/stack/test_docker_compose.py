@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from shopstack import topology
+from shopstack import envoy, topology
 
 ROOT = topology.ROOT
 TOPOLOGY = topology.load()
@@ -92,3 +92,25 @@ def test_envoy_uses_the_generated_configuration(tmp_path: Path) -> None:
     """Compose mounts what `make docker-config` renders; no hand-kept copy exists."""
     assert "./envoy/gen/docker:/etc/envoy:ro" in SERVICES["envoy"]["volumes"]
     assert not list((ROOT / "envoy").glob("*.yaml")), "Envoy config is generated, not kept by hand"
+
+
+@pytest.mark.parametrize("impl", DEFAULT_IMPLS, ids=lambda i: i.cluster)
+def test_each_service_serves_mutual_tls_with_its_own_identity(impl: topology.Implementation) -> None:
+    spec = SERVICES[impl.cluster]
+    certs = envoy.DOCKER_CERTS_DIR
+    assert spec["environment"]["SHOP_TLS_CERT_FILE"] == f"{certs}/{impl.service}.crt"
+    assert spec["environment"]["SHOP_TLS_KEY_FILE"] == f"{certs}/{impl.service}.key"
+    assert spec["environment"]["SHOP_TLS_CA_FILE"] == f"{certs}/ca.crt"
+    assert f"./.run/certs:{certs}:ro" in spec["volumes"]
+    probe = " ".join(spec["healthcheck"]["test"])
+    # The health probe gets through mutual TLS: grpc-health-probe with the
+    # service's certificate, or the service's own probe, which reads its TLS variables.
+    assert "-tls-client-cert" in probe or "healthcheck" in probe, probe
+
+
+def test_envoy_in_docker_has_the_certificates_and_no_plaintext_listener() -> None:
+    assert f"./.run/certs:{envoy.DOCKER_CERTS_DIR}:ro" in SERVICES["envoy"]["volumes"]
+    config = envoy.bootstrap(TOPOLOGY, envoy.docker_mode())
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            assert chain["transport_socket"]["name"] == "envoy.transport_sockets.tls", listener["name"]

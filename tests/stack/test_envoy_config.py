@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from shopstack import envoy, topology
+from shopstack import envoy, pki, topology
 from shopstack.stack import VENV_BIN
 
 TOPOLOGY = topology.load()
@@ -189,11 +189,19 @@ def test_every_cluster_health_checks_ejects_and_limits() -> None:
 @pytest.mark.parametrize("mode_name", ["local", "docker"])
 def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Path) -> None:
     """`envoy --mode validate` on each generated configuration, dynamic parts inlined."""
+    certs = pki.Certs(tmp_path / "certs", TOPOLOGY.security.trust_domain)
+    pki.make_all(certs, TOPOLOGY.identities())
     if mode_name == "local":
-        mode = envoy.local_mode(tmp_path, topology.DESCRIPTOR_SET)
+        mode = envoy.local_mode(tmp_path, topology.DESCRIPTOR_SET, certs.directory)
     else:
-        # The container's descriptor path does not exist here; everything else is the Docker config.
-        mode = replace(envoy.docker_mode(), descriptor_set=str(topology.DESCRIPTOR_SET), web_dir=str(topology.WEB_DIST))
+        # The container's descriptor, certificate and storefront paths do not
+        # exist here; everything else is the Docker config.
+        mode = replace(
+            envoy.docker_mode(),
+            descriptor_set=str(topology.DESCRIPTOR_SET),
+            certs_dir=str(certs.directory),
+            web_dir=str(topology.WEB_DIST),
+        )
     config = tmp_path / "envoy-static.yaml"
     config.write_text(yaml.safe_dump(envoy.static_bootstrap(TOPOLOGY, mode)))
     result = subprocess.run(
@@ -212,3 +220,84 @@ def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Pat
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout + result.stderr
+
+
+def _listener(name: str) -> dict:
+    config = envoy.bootstrap(TOPOLOGY, envoy.docker_mode())
+    return next(lis for lis in config["static_resources"]["listeners"] if lis["name"] == name)
+
+
+def _http_filters(listener: str) -> dict[str, dict]:
+    hcm = _listener(listener)["filter_chains"][0]["filters"][0]["typed_config"]
+    return {f["name"]: f["typed_config"] for f in hcm["http_filters"]}
+
+
+def test_the_public_listener_serves_tls_with_alpn_h2_and_http11_and_no_client_certificate() -> None:
+    tls = _listener("public")["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert tls["common_tls_context"]["alpn_protocols"] == ["h2", "http/1.1"]
+    assert tls["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"].endswith("/edge.crt")
+    assert not tls.get("require_client_certificate")
+
+
+def test_the_internal_listener_requires_a_client_certificate_from_the_ca() -> None:
+    tls = _listener("internal")["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert tls["require_client_certificate"] is True
+    assert tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"].endswith("/ca.crt")
+
+
+def test_every_cluster_speaks_mutual_tls_and_accepts_only_its_services_identity() -> None:
+    routing = {name: {lang: 1 for lang in svc.implementations} for name, svc in TOPOLOGY.services.items()}
+    for cluster in envoy.clusters(TOPOLOGY, routing, envoy.docker_mode())["resources"]:
+        service = cluster["name"].rsplit("-", 1)[0]
+        context = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+        assert context["tls_certificates"][0]["certificate_chain"]["filename"].endswith("/envoy.crt")
+        sans = context["validation_context"]["match_typed_subject_alt_names"]
+        assert sans == [{"san_type": "URI", "matcher": {"exact": f"spiffe://shop.local/{service}"}}], cluster["name"]
+
+
+def test_internal_rbac_allows_each_identity_exactly_its_rpcs_from_stack_toml() -> None:
+    policies = _http_filters("internal")["envoy.filters.http.rbac"]["rules"]["policies"]
+    assert set(policies) == {"orders", "operator"}
+    saga = {p["url_path"]["path"]["exact"] for p in policies["orders"]["permissions"]}
+    assert saga == {
+        "/shop.catalog.v1.CatalogService/BatchGetProducts",
+        "/shop.inventory.v1.InventoryService/Reserve",
+        "/shop.inventory.v1.InventoryService/Commit",
+        "/shop.inventory.v1.InventoryService/Release",
+        "/shop.payments.v1.PaymentService/Charge",
+        "/shop.payments.v1.PaymentService/Refund",
+    }
+    principal = policies["orders"]["principals"][0]["authenticated"]["principal_name"]["exact"]
+    assert principal == "spiffe://shop.local/orders"
+    assert policies["operator"]["permissions"] == [{"any": True}]
+
+
+def test_order_rpcs_need_a_customer_token_and_the_rest_check_one_only_when_sent() -> None:
+    jwt = _http_filters("public")["envoy.filters.http.jwt_authn"]
+    rules = jwt["rules"]
+    assert rules[0] == {"match": {"prefix": "/shop.orders.v1.OrderService/"}, "requires": {"provider_name": "shop"}}
+    assert rules[-1]["match"] == {"prefix": "/"}
+    assert {"allow_missing": {}} in rules[-1]["requires"]["requires_any"]["requirements"]
+    provider = jwt["providers"]["shop"]
+    assert provider["issuer"] == TOPOLOGY.security.token_issuer
+    assert provider["audiences"] == [TOPOLOGY.security.token_audience]
+    assert provider["forward"] is False
+
+
+def test_callers_cannot_send_the_identity_headers_envoy_sets() -> None:
+    filters = list(_http_filters("public"))
+    mutation = _http_filters("public")["envoy.filters.http.header_mutation"]
+    removed = {m["remove"] for m in mutation["mutations"]["request_mutations"]}
+    assert removed == {"x-shop-customer", "x-shop-scope"}
+    assert filters.index("envoy.filters.http.header_mutation") < filters.index("envoy.filters.http.jwt_authn")
+
+
+def test_the_public_impl_pin_needs_the_operator_scope_and_is_stripped_otherwise() -> None:
+    routing = {**envoy.default_routing(TOPOLOGY), "inventory": {"node": 90, "go": 10}}
+    routes = routes_by_path("public", routing)["/shop.inventory.v1.InventoryService/GetStock"]
+    for pinned in routes[:-1]:
+        names = [h["name"] for h in pinned["match"]["headers"]]
+        assert names == ["x-shop-impl", "x-shop-scope"], pinned
+    assert routes[-1]["request_headers_to_remove"] == ["x-shop-impl"]
+    internal = routes_by_path("internal", routing)["/shop.inventory.v1.InventoryService/GetStock"]
+    assert [h["name"] for h in internal[0]["match"]["headers"]] == ["x-shop-impl"]

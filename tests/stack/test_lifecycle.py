@@ -12,7 +12,6 @@ import socket
 import uuid
 from collections.abc import Iterator
 
-import grpc
 import pytest
 from conftest import make_stack
 from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
@@ -44,7 +43,7 @@ def program_pids(stack: Stack) -> dict[str, int]:
 def test_up_then_down_leaves_no_process_and_keeps_the_data(shop: Stack) -> None:
     shop.up(timeout=120)
     sku = f"sku-lifecycle-{uuid.uuid4().hex[:8]}"
-    with grpc.insecure_channel(shop.internal_addr) as channel:
+    with shop.internal_channel() as channel:
         inventory_grpc.InventoryServiceStub(channel).ImportStock(
             iter([inventory_pb.ImportStockRequest(sku=sku, on_hand=7)]), timeout=15
         )
@@ -57,7 +56,7 @@ def test_up_then_down_leaves_no_process_and_keeps_the_data(shop: Stack) -> None:
     assert not left, f"still running after down: {left}"
 
     shop.up(timeout=120)
-    with grpc.insecure_channel(shop.public_addr) as channel:
+    with shop.public_channel() as channel:
         reply = inventory_grpc.InventoryServiceStub(channel).GetStock(
             inventory_pb.GetStockRequest(skus=[sku]), timeout=15
         )

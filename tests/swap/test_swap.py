@@ -61,13 +61,13 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def import_stock(stack: Stack, sku: str, on_hand: int) -> None:
-    with grpc.insecure_channel(stack.internal_addr) as channel:
+    with stack.internal_channel() as channel:
         stub = inventory_grpc.InventoryServiceStub(channel)
         stub.ImportStock(iter([inventory_pb.ImportStockRequest(sku=sku, on_hand=on_hand)]), timeout=CALL_TIMEOUT)
 
 
 def stock_of(stack: Stack, sku: str, metadata: tuple[tuple[str, str], ...] = ()) -> inventory_pb.StockLevel:
-    with grpc.insecure_channel(stack.public_addr) as channel:
+    with stack.public_channel() as channel:
         stub = inventory_grpc.InventoryServiceStub(channel)
         reply = stub.GetStock(inventory_pb.GetStockRequest(skus=[sku]), timeout=CALL_TIMEOUT, metadata=metadata)
     return reply.levels[0]
@@ -76,8 +76,10 @@ def stock_of(stack: Stack, sku: str, metadata: tuple[tuple[str, str], ...] = ())
 class Load:
     """An open-loop mixed load at a fixed rate, counting outcomes per kind."""
 
-    def __init__(self, address: str) -> None:
-        self.address = address
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        # The load's one customer, signed in once.
+        self.auth = (("authorization", f"Bearer {stack.token('swap-load')}"),)
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.failures: list[str] = []
         self.confirmed_units = 0
@@ -93,7 +95,7 @@ class Load:
         assert not self._thread.is_alive(), "the load generator did not stop"
 
     async def _run(self) -> None:
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with self.stack.aio_channel(self.stack.public_addr, identity=None) as channel:
             catalog = catalog_grpc.CatalogServiceStub(channel)
             inventory = inventory_grpc.InventoryServiceStub(channel)
             orders = orders_grpc.OrderServiceStub(channel)
@@ -138,7 +140,7 @@ class Load:
             lines=[orders_pb.OrderLine(product_id=SKU, quantity=1)],
         )
         try:
-            reply = await orders.PlaceOrder(request, timeout=CALL_TIMEOUT)
+            reply = await orders.PlaceOrder(request, timeout=CALL_TIMEOUT, metadata=self.auth)
         except grpc.aio.AioRpcError as err:
             self.failures.append(f"PlaceOrder: {err.code().name} {err.details()}")
             self.outcomes[("PlaceOrder", err.code().name)] += 1
@@ -161,7 +163,7 @@ def test_live_swaps_under_load_fail_no_call_and_keep_the_stock(shop: Stack) -> N
     impls = available_impls()
     import_stock(shop, SKU, 100_000)
     before = stock_of(shop, SKU)
-    load = Load(shop.public_addr)
+    load = Load(shop)
     load.start()
     served_by: dict[str, int] = {}
     try:
@@ -214,9 +216,11 @@ def test_a_canary_splits_by_weight_and_the_header_pins_one_implementation(shop: 
         # 30% of 200 calls: far inside these bounds unless the split is broken.
         assert 20 <= split[canary] <= 100, split
 
+        # At the public edge the pin needs an operator's token.
+        operator = ("authorization", f"Bearer {shop.operator_token()}")
         start = {impl: served(shop, impl) for impl in (base, canary)}
         for _ in range(20):
-            stock_of(shop, SKU, metadata=(("x-shop-impl", canary),))
+            stock_of(shop, SKU, metadata=(("x-shop-impl", canary), operator))
         pinned = {impl: served(shop, impl) - start[impl] for impl in (base, canary)}
         assert pinned[canary] >= 20 and pinned[base] == 0, pinned
     finally:

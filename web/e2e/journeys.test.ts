@@ -1,16 +1,26 @@
 // The storefront's journeys in a real browser: Debian's chromium driven by
 // playwright-core, against a running stack. tests/web/test_storefront.py
 // starts them on the session's stack and passes its addresses:
-//   SHOP_PUBLIC_URL    the public listener (serves the page and the API)
-//   SHOP_INTERNAL_URL  the internal listener (ImportStock, GetStock for checks)
+//   SHOP_PUBLIC_URL    the public listener over TLS (serves the page and the API)
+//   SHOP_INTERNAL_URL  the internal listener (ImportStock, GetStock for checks),
+//                      mutual TLS with the operator's certificate
+//   SHOP_CERTS_DIR     the stack's CA and certificates (`make certs`)
+//   SHOP_WEB_TOKENS    JSON {"customers": [...], "operators": [...]}: tokens
+//                      from the stack's local issuer (Stack.token()), one per
+//                      journey; the operators' carry the operator scope
 //   SHOP_INVENTORY_IMPLS  the inventory implementations running (node,go,python)
 //   SHOP_WEB_ARTIFACTS a folder for a failing journey's screenshot and console
 //   SHOP_CHROMIUM      the browser (default /usr/bin/chromium)
 //
 // Every journey owns its catalog SKU and sets its stock first, so exact stock
-// assertions hold on a shared stack; customers are unique per journey.
+// assertions hold on a shared stack; each journey signs in through the
+// storefront's development sign-in with a token of its own customer.
+// Chromium ignores certificate errors in these contexts only (the edge's
+// certificate is from the stack's own CA); node trusts that CA through
+// NODE_EXTRA_CA_CERTS.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -32,10 +42,20 @@ const INTERNAL_URL = env("SHOP_INTERNAL_URL");
 const IMPLS = env("SHOP_INVENTORY_IMPLS", "node").split(",").filter(Boolean);
 const ARTIFACTS = env("SHOP_WEB_ARTIFACTS", join(process.cwd(), ".build", "artifacts"));
 const CHROMIUM = env("SHOP_CHROMIUM", "/usr/bin/chromium");
+const CERTS = env("SHOP_CERTS_DIR");
+const TOKENS = JSON.parse(env("SHOP_WEB_TOKENS")) as { customers: string[]; operators: string[]; longCustomer: string };
 const TIMEOUT_MS = 15_000;
 
-// The internal listener, to set and read stock as a test fixture would.
-const internal = createGrpcTransport({ baseUrl: INTERNAL_URL });
+// The internal listener, to set and read stock as a test fixture would: as
+// the operator (its RBAC allows the operator every RPC).
+const internal = createGrpcTransport({
+  baseUrl: INTERNAL_URL,
+  nodeOptions: {
+    ca: readFileSync(join(CERTS, "ca.crt")),
+    cert: readFileSync(join(CERTS, "operator.crt")),
+    key: readFileSync(join(CERTS, "operator.key")),
+  },
+});
 const inventory = createClient(InventoryService, internal);
 const orders = createClient(OrderService, internal);
 
@@ -77,7 +97,7 @@ after(async () => {
 /** A journey in a fresh browser context; a failure keeps a screenshot and the console. */
 function journey(name: string, run: (page: Page) => Promise<void>, viewport = { width: 1280, height: 900 }): void {
   test(name, async () => {
-    const context = await browser.newContext({ viewport });
+    const context = await browser.newContext({ viewport, ignoreHTTPSErrors: true });
     context.setDefaultTimeout(TIMEOUT_MS);
     const page = await context.newPage();
     const consoleLines: string[] = [];
@@ -97,13 +117,33 @@ function journey(name: string, run: (page: Page) => Promise<void>, viewport = { 
   });
 }
 
-/** Opens the storefront as a new customer, pinned to one inventory implementation if asked. */
+/** The customer a token names (its `sub`), read as the page reads it. */
+function subject(token: string): string {
+  return (JSON.parse(Buffer.from(token.split(".")[1], "base64url").toString()) as { sub: string }).sub;
+}
+
+function takeToken(operator: boolean): string {
+  const token = (operator ? TOKENS.operators : TOKENS.customers).shift();
+  if (!token) throw new Error(`SHOP_WEB_TOKENS has too few ${operator ? "operator" : "customer"} tokens for these journeys`);
+  return token;
+}
+
+/** Signs in on the development sign-in page with a token, then goes to hash. */
+async function signIn(page: Page, token: string, hash: string): Promise<void> {
+  await page.goto(`${PUBLIC_URL}/#/sign-in?next=${encodeURIComponent(hash)}`);
+  await page.getByLabel("Customer token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("link", { name: `Signed in as ${subject(token)}` }).waitFor();
+}
+
+/**
+ * Opens the storefront signed in as a customer of its own (an operator when
+ * pinning, which only an operator's token may do), pinned to one inventory
+ * implementation if asked.
+ */
 async function open(page: Page, hash = "#/", pin?: string): Promise<string> {
-  const customer = `web-${randomUUID()}`;
-  await page.addInitScript((c) => {
-    if (!localStorage.getItem("shop.customer")) localStorage.setItem("shop.customer", c);
-  }, customer);
-  await page.goto(`${PUBLIC_URL}/${hash}`);
+  const token = takeToken(pin !== undefined);
+  await signIn(page, token, hash);
   if (pin) {
     // The choice is kept in the browser: after a reload every inventory call is pinned.
     await page.getByLabel("Inventory implementation").selectOption(pin);
@@ -111,7 +151,7 @@ async function open(page: Page, hash = "#/", pin?: string): Promise<string> {
     // The select fills in once /storefront.json arrives; it then shows the kept pin.
     await page.waitForFunction((p) => (document.getElementById("pin") as HTMLSelectElement | null)?.value === p, pin);
   }
-  return customer;
+  return subject(token);
 }
 
 const card = (page: Page, name: string) => page.getByRole("listitem").filter({ has: page.getByRole("heading", { name }) });
@@ -197,19 +237,23 @@ journey("a declined card shows its reason, and the stock is unchanged", async (p
   const sku = "sku-vanilla-syrup";
   await setStock(sku, 30);
   const name = await realName(sku);
-  await open(page, `#/product/${sku}`);
+  const ownToken = takeToken(false);
+  await signIn(page, ownToken, `#/product/${sku}`);
   await page.getByText("30 in stock").waitFor();
   await page.getByLabel("Quantity").fill("2");
   await page.getByRole("button", { name: `Add ${name} to cart` }).click();
   await checkout(page, "Test card: the charge is declined");
-  // Bad input first: the service's BadRequest shows next to its field.
+  // Bad input first: signed in with a token for a customer id longer than the
+  // contract allows, the service's BadRequest shows next to its field.
   const customer = page.getByLabel("Customer ID");
-  const ownId = await customer.inputValue();
-  await customer.fill("x".repeat(200));
+  await signIn(page, TOKENS.longCustomer, "#/checkout");
+  await page.getByLabel("Card").selectOption({ label: "Test card: the charge is declined" });
   await page.getByRole("button", { name: /^Place order/ }).click();
   await page.locator("#customer-error").getByText(/128/).waitFor();
   assert.equal(await customer.getAttribute("aria-invalid"), "true");
-  await customer.fill(ownId);
+  await signIn(page, ownToken, "#/checkout");
+  await page.getByLabel("Card").selectOption({ label: "Test card: the charge is declined" });
+  assert.equal(await customer.inputValue(), subject(ownToken));
   await page.getByRole("button", { name: /^Place order/ }).click();
   await page.getByRole("alert").getByText(/^The order failed: the card was declined\./).waitFor();
   const steps = page.getByRole("list", { name: "Saga steps" });
@@ -284,5 +328,7 @@ journey("on a narrow screen the catalog is one column and usable from the keyboa
   }
   assert.ok(visited.at(-1)?.startsWith("#/product/"), `Tab never reached a product: ${visited.join(" ")}`);
   await page.keyboard.press("Enter");
+  // The catalog stays on screen until the product has loaded: wait for the product page itself.
+  await page.getByText(/^Product id sku-/).waitFor();
   await page.getByRole("button", { name: /^Add .* to cart$/ }).waitFor();
 }, { width: 360, height: 740 });

@@ -12,12 +12,16 @@ import { CatalogService } from "../gen/shop/catalog/v1/catalog_service_pb.js";
 import { InventoryService } from "../gen/shop/inventory/v1/inventory_service_pb.js";
 import { OrderService } from "../gen/shop/orders/v1/order_service_pb.js";
 import { CallLog, IMPL_HEADER } from "./calls.js";
+import { SessionStore } from "./session.js";
 
 /** Where the API is: the origin that served the page. */
-export const BASE_URL = globalThis.location?.origin ?? "http://localhost:8080";
+export const BASE_URL = globalThis.location?.origin ?? "https://localhost:8080";
 
 /** Every call the page makes, for the "under the hood" panel. */
 export const calls = new CallLog(50);
+
+/** The dev sign-in (session.ts): a token kept in this tab only. */
+export const session = new SessionStore(sessionStorage);
 
 /** Which inventory implementation to pin calls to ("" lets Envoy choose). */
 let inventoryPin = "";
@@ -31,11 +35,15 @@ export function getInventoryPin(): string {
 }
 
 /**
- * The headers each call carries. One place: a bearer token for a signed-in
- * customer is one more header here.
+ * The headers each call carries, in one place: the signed-in customer's token
+ * (every OrderService call needs one; Envoy checks it on the others when
+ * sent), and the inventory pin (which Envoy honours only for an operator's
+ * token, so the panel offers it only then).
  */
 function callHeaders(service: string): Record<string, string> {
   const headers: Record<string, string> = {};
+  const signedIn = session.current();
+  if (signedIn) headers.authorization = `Bearer ${signedIn.token}`;
   if (service === InventoryService.typeName && inventoryPin) {
     // Envoy routes the call to this implementation while several run.
     headers[IMPL_HEADER] = inventoryPin;

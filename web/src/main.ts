@@ -6,6 +6,8 @@ import { checkoutPage } from "./pages/checkout.js";
 import { orderPage, ordersPage } from "./pages/orders.js";
 import { mountPanel } from "./pages/panel.js";
 import { productPage } from "./pages/product.js";
+import { signInPage } from "./pages/sign-in.js";
+import { session } from "./api.js";
 import { cart } from "./shop.js";
 
 const view = document.getElementById("main")!;
@@ -26,6 +28,7 @@ function route(): void {
   else if (parts[0] === "cart") page = cartPage(view, signal);
   else if (parts[0] === "checkout") page = checkoutPage(view, signal);
   else if (parts[0] === "orders" && parts[1]) page = orderPage(view, parts[1], signal);
+  else if (parts[0] === "sign-in") page = signInPage(view, params);
   else if (parts[0] === "orders") page = ordersPage(view, params, signal);
   else page = catalogPage(view, params, signal);
   void page.then(() => {
@@ -48,6 +51,14 @@ function showCartCount(): void {
   el.parentElement!.setAttribute("aria-label", `Cart, ${n} item${n === 1 ? "" : "s"}`);
 }
 
+function showSession(): void {
+  const link = document.getElementById("session")!;
+  const current = session.current();
+  link.textContent = current ? current.customer : "Sign in";
+  link.setAttribute("aria-label", current ? `Signed in as ${current.customer}` : "Sign in (development)");
+}
+
+session.subscribe(showSession);
 cart.subscribe(() => {
   showCartCount();
   // The cart page re-prices whenever the cart changes.
@@ -60,6 +71,7 @@ window.addEventListener("hashchange", () => {
 window.addEventListener("storage", showCartCount);
 mountPanel(document.getElementById("hood")!);
 showCartCount();
+showSession();
 route();
 
 // The skip link moves focus without touching the hash the router reads.

@@ -22,11 +22,12 @@ where Envoy runs (Mode) and what both halves share.
 """
 
 from shopstack.envoy.bootstrap import bootstrap
-from shopstack.envoy.common import Mode, Routing, default_routing, docker_mode, local_mode
+from shopstack.envoy.common import DOCKER_CERTS_DIR, Mode, Routing, default_routing, docker_mode, local_mode
 from shopstack.envoy.dynamic import IMPL_HEADER, clusters, routes
 from shopstack.envoy.render import render, static_bootstrap
 
 __all__ = [
+    "DOCKER_CERTS_DIR",
     "IMPL_HEADER",
     "Mode",
     "Routing",

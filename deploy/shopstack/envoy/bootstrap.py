@@ -10,7 +10,45 @@ from __future__ import annotations
 from typing import Any
 
 from shopstack.envoy.common import Mode, address, path_source
-from shopstack.topology import Topology
+from shopstack.topology import Topology, methods
+
+# Headers only Envoy may set: the verified customer and scopes of a token
+# (from jwt_authn's claim_to_headers). Whatever a caller sends in them is
+# removed at the public listener before the token is checked.
+CUSTOMER_HEADER = "x-shop-customer"
+SCOPE_HEADER = "x-shop-scope"
+JWT_PROVIDER = "shop"
+# A caller's x-request-id is kept when it looks like an id: at most this long,
+# letters, digits and - _ . : only. Anything else is replaced by a fresh UUID,
+# so it never reaches a log verbatim.
+REQUEST_ID_MAX = 128
+_REQUEST_ID_LUA = """
+local seeded = false
+local function fresh_id()
+  if not seeded then
+    -- one Lua state per worker: mix the time with this state's own address
+    local here = tonumber(string.match(tostring({}), "0x(%x+)") or "0", 16)
+    math.randomseed((os.time() * 1000003 + math.floor(os.clock() * 1e6) + here) % 2147483647)
+    seeded = true
+  end
+  local b = {}
+  for i = 1, 16 do b[i] = math.random(0, 255) end
+  b[7] = bit.bor(bit.band(b[7], 0x0f), 0x40)
+  b[9] = bit.bor(bit.band(b[9], 0x3f), 0x80)
+  return string.format("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", unpack(b))
+end
+
+function envoy_on_request(handle)
+  local id = handle:headers():get("x-request-id")
+  if id == nil then
+    return
+  end
+  if #id <= MAX and string.find(id, "^[%w%-_.:]+$") ~= nil then
+    return
+  end
+  handle:headers():replace("x-request-id", fresh_id())
+end
+""".replace("MAX", str(REQUEST_ID_MAX))
 
 # Public services JSON transcoding exposes (their google.api.http rules).
 _TRANSCODED = (
@@ -48,7 +86,35 @@ def _access_log(listener: str) -> list[dict[str, Any]]:
     ]
 
 
+# jwt_authn answers a token whose audience is not ours with 403; a token that
+# is not for this API authenticates nobody, so the edge answers it like every
+# other bad token: 401, which gRPC callers see as UNAUTHENTICATED.
+_JWT_DENIED_IS_UNAUTHENTICATED = {
+    "mappers": [
+        {
+            "filter": {
+                "extension_filter": {
+                    "name": "envoy.access_loggers.extension_filters.cel",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                        "expression": "response.code == 403 && response.code_details.startsWith('jwt_authn')",
+                    },
+                }
+            },
+            "status_code": 401,
+        }
+    ]
+}
+
+
 def _hcm(mode: Mode, listener: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
+    hcm = _hcm_base(mode, listener, filters)
+    if listener == "public":
+        hcm["typed_config"]["local_reply_config"] = _JWT_DENIED_IS_UNAUTHENTICATED
+    return hcm
+
+
+def _hcm_base(mode: Mode, listener: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -59,7 +125,8 @@ def _hcm(mode: Mode, listener: str, filters: list[dict[str, Any]]) -> dict[str, 
             # and a caller's own id is kept, so every hop logs the same id.
             "generate_request_id": True,
             "preserve_external_request_id": True,
-            # ...and every response carries it, so a caller can quote it.
+            # Callers learn the id their call is logged under (their own, or
+            # the one made for them, or the one that replaced a malformed one).
             "always_set_request_id_in_response": True,
             "rds": {
                 "route_config_name": listener,
@@ -114,8 +181,122 @@ def _fault_filters(topology: Topology) -> list[dict[str, Any]]:
     return filters
 
 
-def _public_filters(mode: Mode) -> list[dict[str, Any]]:
+def _request_id_filter() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": _REQUEST_ID_LUA},
+        },
+    }
+
+
+def _strip_identity_headers() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [{"remove": CUSTOMER_HEADER}, {"remove": SCOPE_HEADER}]},
+        },
+    }
+
+
+def _customer_paths(topology: Topology) -> list[dict[str, Any]]:
+    """jwt_authn match rules for the RPCs that need a customer token (customer_rpcs)."""
+    rpcs = methods()
+    matches: list[dict[str, Any]] = []
+    for service in topology.services.values():
+        if "*" in service.customer_rpcs:
+            matches.append({"prefix": f"/{service.proto}/"})
+            continue
+        for method in rpcs.get(service.proto, []):
+            if service.needs_customer(method.name):
+                matches.append({"path": method.path})
+    return matches
+
+
+def _jwt_filter(topology: Topology, mode: Mode) -> dict[str, Any]:
+    """Customer tokens: required on customer_rpcs, optional (but checked when sent) elsewhere.
+
+    A verified token's subject and scopes reach the services as
+    x-shop-customer and x-shop-scope; a missing, expired, forged or foreign
+    token on a customer RPC is answered 401 (UNAUTHENTICATED) with jwt_authn's
+    reason ("Jwt is missing", "Jwt is expired", "Jwt issuer is not configured",
+    "Audiences in Jwt are not allowed", "Jwt verification fails").
+    """
+    security = topology.security
+    required = {"provider_name": JWT_PROVIDER}
+    optional = {"requires_any": {"requirements": [required, {"allow_missing": {}}]}}
+    rules = [{"match": match, "requires": required} for match in _customer_paths(topology)]
+    rules.append({"match": {"prefix": "/"}, "requires": optional})
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {
+                JWT_PROVIDER: {
+                    "issuer": security.token_issuer,
+                    "audiences": [security.token_audience],
+                    "local_jwks": {"filename": mode.jwks},
+                    # The token itself goes no further than the edge.
+                    "forward": False,
+                    "claim_to_headers": [
+                        {"header_name": CUSTOMER_HEADER, "claim_name": "sub"},
+                        {"header_name": SCOPE_HEADER, "claim_name": "scope"},
+                    ],
+                    # Routes may depend on the verified scope (the x-shop-impl pin).
+                    "clear_route_cache": True,
+                }
+            },
+            "rules": rules,
+            "bypass_cors_preflight": True,
+        },
+    }
+
+
+def _rbac_filter(topology: Topology) -> dict[str, Any]:
+    """Who may call what on the internal listener, by the peer certificate's
+    SPIFFE id ([security.internal_access] in stack.toml); the rest is 403,
+    which gRPC callers get as PERMISSION_DENIED."""
+    security = topology.security
+    policies = {}
+    for identity, rpcs in security.internal_access.items():
+        if "*" in rpcs:
+            permissions: list[dict[str, Any]] = [{"any": True}]
+        else:
+            permissions = [{"url_path": {"path": {"exact": path}}} for path in rpcs]
+        policies[identity] = {
+            "permissions": permissions,
+            "principals": [{"authenticated": {"principal_name": {"exact": security.spiffe_id(identity)}}}],
+        }
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "ALLOW", "policies": policies},
+        },
+    }
+
+
+def _downstream_tls(mode: Mode, cert: str, alpn: list[str], client_certificate: bool) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context": {
+            "tls_certificates": [mode.cert(cert)],
+            "alpn_protocols": alpn,
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+        },
+    }
+    if client_certificate:
+        context["require_client_certificate"] = True
+        context["common_tls_context"]["validation_context"] = {"trusted_ca": mode.trusted_ca}
+    return {"name": "envoy.transport_sockets.tls", "typed_config": context}
+
+
+def _public_filters(topology: Topology, mode: Mode) -> list[dict[str, Any]]:
     return [
+        _request_id_filter(),
+        _strip_identity_headers(),
         {
             "name": "envoy.filters.http.grpc_web",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"},
@@ -139,10 +320,15 @@ def _public_filters(mode: Mode) -> list[dict[str, Any]]:
         },
         # After the transcoder: a JSON call (GET /v1/products) has become the
         # gRPC call its route matches by the time CORS looks up the policy.
+        # Before jwt_authn: the CORS filter answers every preflight itself (a
+        # preflight carries no token), and jwt_authn's 401 passes back through
+        # it, so a page on another origin can read why it was refused.
         {
             "name": "envoy.filters.http.cors",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
         },
+        # After the transcoder, so a JSON call is checked by its gRPC method.
+        _jwt_filter(topology, mode),
     ]
 
 
@@ -168,14 +354,28 @@ def bootstrap(topology: Topology, mode: Mode) -> dict[str, Any]:
         "static_resources": {
             "listeners": [
                 {
+                    # TLS for everyone (customers have tokens, not certificates);
+                    # ALPN offers h2 for gRPC and http/1.1 for JSON and gRPC-Web.
                     "name": "public",
                     "address": address(mode.listen_host, topology.public_port),
-                    "filter_chains": [{"filters": [_hcm(mode, "public", _public_filters(mode))]}],
+                    "filter_chains": [
+                        {
+                            "filters": [_hcm(mode, "public", _public_filters(topology, mode))],
+                            "transport_socket": _downstream_tls(mode, "edge", ["h2", "http/1.1"], False),
+                        }
+                    ],
                 },
                 {
+                    # Mutual TLS: only holders of a certificate from the shop's CA
+                    # connect; RBAC then allows each identity its own RPCs.
                     "name": "internal",
                     "address": address(mode.internal_host, topology.internal_port),
-                    "filter_chains": [{"filters": [_hcm(mode, "internal", _fault_filters(topology))]}],
+                    "filter_chains": [
+                        {
+                            "filters": [_hcm(mode, "internal", [_rbac_filter(topology), *_fault_filters(topology)])],
+                            "transport_socket": _downstream_tls(mode, "envoy", ["h2"], True),
+                        }
+                    ],
                 },
             ]
         },

@@ -22,12 +22,28 @@ class Mode:
     descriptor_set: str
     upstream_host: str | None  # None: each cluster's own service name (Docker DNS)
     web_dir: str  # the storefront's built files (web/dist), served at "/"
+    certs_dir: str  # the CA, the certificates and the JWKS (`make certs`)
 
     def upstream(self, cluster: str) -> str:
         return self.upstream_host or cluster
 
+    def cert(self, name: str) -> dict[str, Any]:
+        """A tls_certificates entry: name's certificate and key."""
+        return {
+            "certificate_chain": {"filename": f"{self.certs_dir}/{name}.crt"},
+            "private_key": {"filename": f"{self.certs_dir}/{name}.key"},
+        }
 
-def local_mode(config_dir: Path, descriptor_set: Path) -> Mode:
+    @property
+    def trusted_ca(self) -> dict[str, str]:
+        return {"filename": f"{self.certs_dir}/ca.crt"}
+
+    @property
+    def jwks(self) -> str:
+        return f"{self.certs_dir}/jwks.json"
+
+
+def local_mode(config_dir: Path, descriptor_set: Path, certs_dir: Path) -> Mode:
     """Everything on loopback: `make up` and the tests."""
     return Mode(
         "local",
@@ -38,7 +54,12 @@ def local_mode(config_dir: Path, descriptor_set: Path) -> Mode:
         str(descriptor_set),
         "127.0.0.1",
         str(WEB_DIST),
+        str(certs_dir),
     )
+
+
+# Where the containers mount the certificates `make certs` wrote (docker-compose.yml).
+DOCKER_CERTS_DIR = "/etc/shop/certs"
 
 
 def docker_mode() -> Mode:
@@ -52,6 +73,7 @@ def docker_mode() -> Mode:
         "/etc/envoy/shop_api.binpb",
         None,
         "/etc/envoy/web",
+        DOCKER_CERTS_DIR,
     )
 
 

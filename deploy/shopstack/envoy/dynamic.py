@@ -19,9 +19,11 @@ from shopstack.topology import WEB_DIST, Method, Service, Topology
 # A request header that pins a call to one implementation while several run,
 # and the response header naming the cluster that served a call.
 IMPL_HEADER = "x-shop-impl"
+# Set by jwt_authn from a verified token's scope claim (bootstrap.py strips any a caller sends).
+_SCOPE_HEADER = "x-shop-scope"
 # The gRPC-Web and CORS headers a browser client sends and may read.
 _CORS_ALLOW_HEADERS = (
-    "content-type,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,"
+    "content-type,authorization,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,"
     "x-accept-content-transfer-encoding,x-accept-response-streaming,connect-protocol-version"
 )
 _CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id,x-shop-impl"
@@ -46,6 +48,27 @@ def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dic
     health_service = "" if service.name == "reflection" else service.proto
     return {
         "name": impl.cluster,
+        # Mutual TLS to every service: Envoy presents its own certificate and
+        # accepts only the service's SPIFFE id; health checks go the same way.
+        "transport_socket": {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "common_tls_context": {
+                    "tls_certificates": [mode.cert("envoy")],
+                    "alpn_protocols": ["h2"],
+                    "validation_context": {
+                        "trusted_ca": mode.trusted_ca,
+                        "match_typed_subject_alt_names": [
+                            {
+                                "san_type": "URI",
+                                "matcher": {"exact": topology.security.spiffe_id(service.name)},
+                            }
+                        ],
+                    },
+                },
+            },
+        },
         "type": "STATIC" if mode.upstream_host else "STRICT_DNS",
         "connect_timeout": "1s",
         "lb_policy": "ROUND_ROBIN",
@@ -297,9 +320,20 @@ def _storefront_routes(topology: Topology, routing: Routing, web_dir: str) -> li
         if name != "reflection"
     }
     entries.append(
-        _static(STOREFRONT_CONFIG_PATH, {"inline_string": json.dumps({"services": config})}, "application/json")
+        _static(
+            STOREFRONT_CONFIG_PATH,
+            # The operator scope: the panel offers pinning only to a token with it.
+            {"inline_string": json.dumps({"services": config, "operator_scope": topology.security.operator_scope})},
+            "application/json",
+        )
     )
     return entries
+
+
+def _operator_scope(topology: Topology) -> dict[str, Any]:
+    """A header matcher: the verified token's scopes include the operator scope."""
+    scope = re.escape(topology.security.operator_scope)
+    return {"name": _SCOPE_HEADER, "string_match": {"safe_regex": {"regex": f"(.* )?{scope}( .*)?"}}}
 
 
 def routes(
@@ -328,28 +362,32 @@ def routes(
             if public and service.is_internal(method.name):
                 entries.append(_denied(method.path, service))
                 continue
-            # While two implementations run, x-shop-impl pins a call to one.
+            # While two implementations run, x-shop-impl pins a call to one:
+            # on the internal listener for any caller (all hold the shop's
+            # certificates), on the public one only with an operator token.
             pinnable = sorted(targets) if len(targets) > 1 else []
             for lang in pinnable:
+                headers: list[dict[str, Any]] = [{"name": IMPL_HEADER, "string_match": {"exact": lang}}]
+                if public:
+                    headers.append(_operator_scope(topology))
                 entries.append(
                     {
                         "name": f"{method.path} pinned to {lang}",
                         # No gRPC matcher: Envoy picks a gRPC-Web call's route
                         # before its grpc_web filter makes it gRPC.
-                        "match": {
-                            "path": method.path,
-                            "headers": [{"name": IMPL_HEADER, "string_match": {"exact": lang}}],
-                        },
+                        "match": {"path": method.path, "headers": headers},
                         "route": _route_action(service, method, {lang: 1}),
                     }
                 )
-            entries.append(
-                {
-                    "name": method.path,
-                    "match": {"path": method.path},
-                    "route": _route_action(service, method, targets),
-                }
-            )
+            entry: dict[str, Any] = {
+                "name": method.path,
+                "match": {"path": method.path},
+                "route": _route_action(service, method, targets),
+            }
+            if public:
+                # Anyone else's x-shop-impl goes no further.
+                entry["request_headers_to_remove"] = [IMPL_HEADER]
+            entries.append(entry)
     reflection = topology.services["reflection"]
     entries.append(
         {

@@ -1,15 +1,20 @@
 package server
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // Flags is the one settings parser of the Go services. It binds settings to
@@ -117,6 +122,15 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// LogLevel is the lowest level logged.
 	LogLevel slog.Level
+	// TLSCertFile and TLSKeyFile are the server's certificate (its
+	// SPIFFE-style identity in the SAN) and key; TLSCAFile is the CA every
+	// client certificate must come from. All three set: the server serves
+	// mutual TLS only. None set: plaintext, which only unit tests use.
+	TLSCertFile, TLSKeyFile, TLSCAFile string
+
+	// creds are the transport credentials Validate loaded from the TLS
+	// files; nil means plaintext.
+	creds credentials.TransportCredentials
 }
 
 // DefaultShutdownGrace is SHOP_SHUTDOWN_GRACE_SECONDS's default.
@@ -134,9 +148,49 @@ func (c *Config) Register(f *Flags, defaultAddr string) {
 		"seconds a shutdown waits for in-flight RPCs before cancelling them, fractions allowed")
 	c.LogLevel = slog.LevelInfo
 	f.Text(&c.LogLevel, "log-level", "SHOP_LOG_LEVEL", "lowest level logged: debug, info, warn or error")
+	f.String(&c.TLSCertFile, "tls-cert-file", "SHOP_TLS_CERT_FILE", "", "the server's TLS certificate (PEM); with the key and CA files, serve mutual TLS")
+	f.String(&c.TLSKeyFile, "tls-key-file", "SHOP_TLS_KEY_FILE", "", "the server's TLS private key (PEM)")
+	f.String(&c.TLSCAFile, "tls-ca-file", "SHOP_TLS_CA_FILE", "", "the CA (PEM) that every client certificate must come from")
 }
 
-// Validate checks the settings.
+// loadTLS builds the mutual-TLS server credentials from the three files, or
+// leaves c.creds nil when none is set.
+func (c *Config) loadTLS() error {
+	set := 0
+	for _, f := range []string{c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile} {
+		if f != "" {
+			set++
+		}
+	}
+	switch set {
+	case 0:
+		return nil
+	case 3:
+	default:
+		return errors.New("TLS needs SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE and SHOP_TLS_CA_FILE together; only some are set")
+	}
+	pair, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return fmt.Errorf("load SHOP_TLS_CERT_FILE/SHOP_TLS_KEY_FILE: %w", err)
+	}
+	caPEM, err := os.ReadFile(c.TLSCAFile)
+	if err != nil {
+		return fmt.Errorf("read SHOP_TLS_CA_FILE: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return fmt.Errorf("SHOP_TLS_CA_FILE %s holds no PEM certificate", c.TLSCAFile)
+	}
+	c.creds = credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{pair},
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+	})
+	return nil
+}
+
+// Validate checks the settings and loads the TLS files, if any.
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Service == "" {
@@ -147,6 +201,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, fmt.Errorf("the shutdown grace period is %s; it must not be negative", c.ShutdownGrace))
+	}
+	if err := c.loadTLS(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -55,6 +55,11 @@ func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) *Server {
 		grpc.ChainUnaryInterceptor(UnaryLogging(log), UnaryRecovery(log)),
 		grpc.ChainStreamInterceptor(StreamLogging(log), StreamRecovery(log)),
 	}, opts...)
+	if cfg.creds != nil {
+		// Mutual TLS: the handshake refuses a client without a certificate
+		// from the configured CA (Config.Validate loaded it).
+		opts = append(opts, grpc.Creds(cfg.creds))
+	}
 	s := &Server{
 		cfg:    cfg,
 		log:    log,
@@ -103,7 +108,11 @@ func (s *Server) Listen() (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", s.cfg.ListenAddr, err)
 	}
-	s.log.Info("listening", "addr", lis.Addr().String())
+	mode := "off"
+	if s.cfg.creds != nil {
+		mode = "mutual"
+	}
+	s.log.Info("listening", "addr", lis.Addr().String(), "tls", mode)
 	return lis, nil
 }
 

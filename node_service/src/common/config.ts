@@ -3,6 +3,7 @@
 // meaning every language gives it. A bad value fails start-up with the
 // variable's name. A service's own settings (inventory/config.ts) are read
 // with the same functions.
+import { readFileSync } from "node:fs";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
@@ -69,6 +70,41 @@ export function readListenAddr(env: Env, name: string, fallback: string): string
   return value;
 }
 
+/** A server's TLS files, read at start-up. */
+export interface TlsFiles {
+  /** The server's certificate (its SPIFFE-style identity in the URI SAN), PEM. */
+  cert: Buffer;
+  key: Buffer;
+  /** The CA every client certificate must come from, PEM. */
+  ca: Buffer;
+}
+
+const TLS_VARIABLES = ["SHOP_TLS_CERT_FILE", "SHOP_TLS_KEY_FILE", "SHOP_TLS_CA_FILE"] as const;
+
+/**
+ * SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE and SHOP_TLS_CA_FILE, read: all three
+ * set means mutual TLS; none set, undefined (plaintext, which only tests use);
+ * some set, or an unreadable file, is a ConfigError naming the variables.
+ */
+export function readTlsFiles(env: Env): TlsFiles | undefined {
+  const paths = TLS_VARIABLES.map((name) => readOptional(env, name));
+  const missing = TLS_VARIABLES.filter((_, i) => paths[i] === undefined);
+  if (missing.length === TLS_VARIABLES.length) {
+    return undefined;
+  }
+  if (missing.length > 0) {
+    throw new ConfigError(missing.join(", "), `must be set too: TLS needs ${TLS_VARIABLES.join(", ")} together`);
+  }
+  const [cert, key, ca] = TLS_VARIABLES.map((name, i) => {
+    try {
+      return readFileSync(paths[i] ?? "");
+    } catch (err) {
+      throw new ConfigError(name, `names a file that cannot be read: ${(err as Error).message}`);
+    }
+  }) as [Buffer, Buffer, Buffer];
+  return { cert, key, ca };
+}
+
 /** What every Node server needs to run, whatever its service. */
 export interface ServerConfig {
   /** host:port to listen on; port 0 picks a free port. */
@@ -76,16 +112,19 @@ export interface ServerConfig {
   /** How long SIGTERM waits for in-flight RPCs, in milliseconds. */
   shutdownGraceMs: number;
   logLevel: LogLevel;
+  /** Mutual TLS; undefined means plaintext (tests only). */
+  tls?: TlsFiles;
 }
 
 /**
- * Reads SHOP_LISTEN_ADDR (defaultAddr when unset), SHOP_SHUTDOWN_GRACE_SECONDS
- * and SHOP_LOG_LEVEL.
+ * Reads SHOP_LISTEN_ADDR (defaultAddr when unset), SHOP_SHUTDOWN_GRACE_SECONDS,
+ * SHOP_LOG_LEVEL and the three SHOP_TLS_* files.
  */
 export function loadServerConfig(env: Env, defaultAddr: string): ServerConfig {
   return {
     listenAddr: readListenAddr(env, "SHOP_LISTEN_ADDR", defaultAddr),
     shutdownGraceMs: readSecondsAsMs(env, "SHOP_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS, true),
     logLevel: readLogLevel(env, "SHOP_LOG_LEVEL", "info"),
+    tls: readTlsFiles(env),
   };
 }

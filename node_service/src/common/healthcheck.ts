@@ -1,11 +1,19 @@
 // A grpc.health.v1 probe for the Docker HEALTHCHECK: exits 0 when the server
 // at SHOP_LISTEN_ADDR (a wildcard host is probed on loopback) reports SERVING
-// for the overall server, 1 otherwise. Any Node service's image uses it.
-import { credentials, loadPackageDefinition, type Client, type ServiceError } from "@grpc/grpc-js";
+// for the overall server, 1 otherwise. Any Node service's image uses it. With
+// the service's TLS variables set, it connects with the service's own
+// certificate, as the server requires.
+import {
+  credentials,
+  loadPackageDefinition,
+  type ChannelCredentials,
+  type Client,
+  type ServiceError,
+} from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { protoPath } from "grpc-health-check";
 
-import { readListenAddr } from "./config.js";
+import { readListenAddr, readTlsFiles, type TlsFiles } from "./config.js";
 import { isMainModule } from "./main.js";
 
 type HealthClient = Client & {
@@ -15,7 +23,7 @@ type HealthClient = Client & {
     callback: (err: ServiceError | null, response?: { status: string }) => void,
   ): void;
 };
-type HealthClientConstructor = new (address: string, creds: ReturnType<typeof credentials.createInsecure>) => HealthClient;
+type HealthClientConstructor = new (address: string, creds: ChannelCredentials) => HealthClient;
 
 /** Where to probe: the listen address, with 0.0.0.0 or [::] made loopback. */
 export function probeAddress(listenAddr: string): string {
@@ -27,12 +35,21 @@ export function probeAddress(listenAddr: string): string {
   return host === "[::]" ? `[::1]:${port}` : listenAddr;
 }
 
+/** A client that the server's mutual TLS accepts: the service's own certificate. */
+export function clientCredentials(tls: TlsFiles | undefined): ChannelCredentials {
+  return tls === undefined ? credentials.createInsecure() : credentials.createSsl(tls.ca, tls.key, tls.cert);
+}
+
 /** Asks the server's health service; resolves to its status name. */
-export function checkHealth(address: string, timeoutMs: number): Promise<string> {
+export function checkHealth(
+  address: string,
+  timeoutMs: number,
+  creds: ChannelCredentials = credentials.createInsecure(),
+): Promise<string> {
   const proto = loadPackageDefinition(loadSync(protoPath, { enums: String })) as unknown as {
     grpc: { health: { v1: { Health: HealthClientConstructor } } };
   };
-  const client = new proto.grpc.health.v1.Health(address, credentials.createInsecure());
+  const client = new proto.grpc.health.v1.Health(address, creds);
   return new Promise((resolve, reject) => {
     client.check({ service: "" }, { deadline: Date.now() + timeoutMs }, (err, response) => {
       client.close();
@@ -48,7 +65,7 @@ export function checkHealth(address: string, timeoutMs: number): Promise<string>
 if (isMainModule(import.meta.url)) {
   const address = probeAddress(readListenAddr(process.env, "SHOP_LISTEN_ADDR", "127.0.0.1:50052"));
   try {
-    const status = await checkHealth(address, 3000);
+    const status = await checkHealth(address, 3000, clientCredentials(readTlsFiles(process.env)));
     process.stdout.write(`${address}: ${status}\n`);
     process.exitCode = status === "SERVING" ? 0 : 1;
   } catch (err) {

@@ -15,7 +15,7 @@ import {
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 
-import type { ServerConfig } from "./config.js";
+import type { ServerConfig, TlsFiles } from "./config.js";
 import { loggingInterceptor } from "./interceptors.js";
 import type { Logger } from "./logger.js";
 import { reflectionPackage } from "./reflection.js";
@@ -54,9 +54,20 @@ export interface RunningServer {
   shutdown(): Promise<void>;
 }
 
-function bind(server: Server, addr: string): Promise<number> {
+/**
+ * Mutual TLS when the configuration names the files: the handshake refuses a
+ * client without a certificate from the CA. Plaintext otherwise (tests only).
+ */
+export function serverCredentials(tls: TlsFiles | undefined): ServerCredentials {
+  if (tls === undefined) {
+    return ServerCredentials.createInsecure();
+  }
+  return ServerCredentials.createSsl(tls.ca, [{ cert_chain: tls.cert, private_key: tls.key }], true);
+}
+
+function bind(server: Server, addr: string, credentials: ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.bindAsync(addr, ServerCredentials.createInsecure(), (err, port) => {
+    server.bindAsync(addr, credentials, (err, port) => {
       if (err !== null) {
         reject(new Error(`bind ${addr}: ${err.message}`, { cause: err }));
         return;
@@ -85,14 +96,14 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
     health.addToServer(server);
     // Reflection serves the whole shop API (from `make protos`) and health.
     new ReflectionService(reflectionPackage(readFileSync(options.descriptorSet))).addToServer(server);
-    port = await bind(server, config.listenAddr);
+    port = await bind(server, config.listenAddr, serverCredentials(config.tls));
   } catch (err) {
     server.forceShutdown();
     throw err;
   }
 
   const addr = `${config.listenAddr.slice(0, config.listenAddr.lastIndexOf(":"))}:${port}`;
-  logger.info({ addr }, "listening");
+  logger.info({ addr, tls: config.tls === undefined ? "off" : "mutual" }, "listening");
   for (const name of names) {
     health.setStatus(name, "SERVING");
   }

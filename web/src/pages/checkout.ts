@@ -9,7 +9,7 @@ import { CALL_TIMEOUT_MS, PLACE_ORDER_TIMEOUT_MS, orders } from "../api.js";
 import { alertBox, h, show } from "../dom.js";
 import { explain } from "../errors.js";
 import { failureLabel, formatMoney, isTerminal, stateLabel } from "../format.js";
-import { attempts, cart, customerId, setCustomerId } from "../shop.js";
+import { attempts, cart, customerId } from "../shop.js";
 import { isProblem, priceCart } from "./cart.js";
 import { stepsList } from "./steps.js";
 
@@ -36,8 +36,14 @@ export async function checkoutPage(view: HTMLElement, signal: AbortSignal): Prom
     return;
   }
   const { priced, names } = result;
+  if (!customerId()) {
+    // Every OrderService call needs a customer token (Envoy's jwt_authn).
+    show(view, h("h1", {}, "Checkout"), h("p", {}, "Sign in to place an order. ",
+      h("a", { href: "#/sign-in?next=%23%2Fcheckout" }, "Development sign-in")));
+    return;
+  }
 
-  const customer = h("input", { id: "customer", name: "customer", value: customerId(), required: true, autocomplete: "username", "aria-describedby": "customer-error" });
+  const customer = h("input", { id: "customer", name: "customer", value: customerId(), readonly: true, "aria-describedby": "customer-error customer-help" });
   const card = h("select", { id: "card", name: "card", "aria-describedby": "card-error" },
     TEST_CARDS.map(([token, label]) => h("option", { value: token }, label)));
   const submit = h("button", { type: "submit", class: "primary" }, `Place order: pay ${formatMoney(priced.total)}`);
@@ -64,7 +70,9 @@ export async function checkoutPage(view: HTMLElement, signal: AbortSignal): Prom
         });
       },
     },
-    h("div", { class: "field" }, h("label", { for: "customer" }, "Customer ID"), customer, customerError),
+    h("div", { class: "field" }, h("label", { for: "customer" }, "Customer ID"), customer,
+      h("p", { class: "muted", id: "customer-help" }, "From your token. ", h("a", { href: "#/sign-in?next=%23%2Fcheckout" }, "Sign in as someone else")),
+      customerError),
     h("div", { class: "field" }, h("label", { for: "card" }, "Card"), card, cardError),
     submit,
   );
@@ -77,7 +85,6 @@ export async function checkoutPage(view: HTMLElement, signal: AbortSignal): Prom
     show(outcome);
     const input = { customerId: customer.value.trim(), paymentToken: card.value, items };
     const requestId = attempts.requestIdFor(input);
-    if (input.customerId) setCustomerId(input.customerId);
     progress.hidden = false;
     renderProgress(progress, undefined, []);
 

@@ -4,32 +4,29 @@ import { CALL_TIMEOUT_MS, orders } from "../api.js";
 import { alertBox, h, show } from "../dom.js";
 import { explain } from "../errors.js";
 import { failureLabel, formatMoney, stateLabel } from "../format.js";
-import { customerId, setCustomerId } from "../shop.js";
+import { customerId } from "../shop.js";
 import { stepsList } from "./steps.js";
 
 const PAGE_SIZE = 10;
 const tokens: string[] = [""];
+let tokensOf = "";
 
 export async function ordersPage(view: HTMLElement, params: URLSearchParams, signal: AbortSignal): Promise<void> {
   const customer = customerId();
   let page = Number.parseInt(params.get("page") ?? "1", 10);
+  if (customer !== tokensOf) {
+    // Another customer signed in: their pages start again.
+    tokens.splice(1);
+    tokensOf = customer;
+  }
   if (!(page >= 1 && page <= tokens.length)) page = 1;
-  const input = h("input", { id: "orders-customer", value: customer, required: true });
-  const form = h(
-    "form",
-    {
-      class: "filter",
-      onsubmit: (e: Event) => {
-        e.preventDefault();
-        setCustomerId(input.value.trim());
-        tokens.splice(1);
-        location.hash = `#/orders?customer=${encodeURIComponent(input.value.trim())}`;
-      },
-    },
-    h("label", { for: "orders-customer" }, "Customer ID"),
-    input,
-    h("button", { type: "submit" }, "Show orders"),
-  );
+  if (!customer) {
+    // Every OrderService call needs a customer token (Envoy's jwt_authn).
+    show(view, h("h1", {}, "Your orders"), h("p", {}, "Sign in to see your orders. ",
+      h("a", { href: "#/sign-in?next=%23%2Forders" }, "Development sign-in")));
+    return;
+  }
+  const form = h("p", { class: "muted" }, `Signed in as ${customer}. `, h("a", { href: "#/sign-in?next=%23%2Forders" }, "Sign in as someone else"));
   show(view, h("h1", {}, "Your orders"), form, h("p", { role: "status" }, "Loading orders…"));
   let list: Order[];
   let next: string;

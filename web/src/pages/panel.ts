@@ -1,12 +1,15 @@
 // "Under the hood": every call the page made, as the edge saw it.
-import { calls, getInventoryPin, setInventoryPin } from "../api.js";
+import { calls, getInventoryPin, session, setInventoryPin } from "../api.js";
 import type { Call } from "../calls.js";
 import { h, show } from "../dom.js";
+import { isOperator } from "../session.js";
 
 const PIN_KEY = "shop.inventoryPin";
 
 interface StorefrontConfig {
   services: Record<string, { implementations: string[]; weights: Record<string, number> }>;
+  /** Envoy honours x-shop-impl at the edge only for a token with this scope. */
+  operator_scope: string;
 }
 
 export function mountPanel(root: HTMLElement): void {
@@ -19,6 +22,7 @@ export function mountPanel(root: HTMLElement): void {
     },
   });
   const routing = h("span", { class: "muted" });
+  const pinNote = h("span", { class: "muted", id: "pin-note" });
   const body = h("tbody");
   const count = h("span");
   show(
@@ -27,14 +31,14 @@ export function mountPanel(root: HTMLElement): void {
       "details",
       { open: localStorage.getItem("shop.panelOpen") !== "0", ontoggle: (e: Event) => localStorage.setItem("shop.panelOpen", (e.target as HTMLDetailsElement).open ? "1" : "0") },
       h("summary", {}, h("strong", { id: "hood-title" }, "Under the hood"), " · ", count),
-      h("div", { class: "pin" }, h("label", { for: "pin" }, "Inventory implementation"), select, routing),
+      h("div", { class: "pin" }, h("label", { for: "pin" }, "Inventory implementation"), select, routing, pinNote),
       h("div", { class: "table-scroll", tabindex: 0, role: "region", "aria-label": "Calls" },
         h("table", { class: "calls" },
           h("thead", {}, h("tr", {}, ...["Method", "Status", "Latency", "Served by", "x-request-id", "Trace id"].map((c) => h("th", { scope: "col" }, c)))),
           body)),
     ),
   );
-  void loadConfig(select, routing);
+  void loadConfig(select, routing, pinNote);
   let queued = false;
   calls.subscribe(() => {
     if (queued) return;
@@ -64,7 +68,7 @@ function row(call: Call): HTMLElement {
 }
 
 /** The implementations that run, from the routes Envoy serves (/storefront.json). */
-async function loadConfig(select: HTMLSelectElement, routing: HTMLElement): Promise<void> {
+async function loadConfig(select: HTMLSelectElement, routing: HTMLElement, pinNote: HTMLElement): Promise<void> {
   let config: StorefrontConfig | undefined;
   try {
     const res = await fetch("/storefront.json", { cache: "no-store" });
@@ -77,7 +81,20 @@ async function loadConfig(select: HTMLSelectElement, routing: HTMLElement): Prom
   show(select,
     h("option", { value: "" }, "Envoy decides"),
     (inventory && Object.keys(inventory.weights).length > 1 ? Object.keys(inventory.weights) : []).map((impl) => h("option", { value: impl }, `Pin to ${impl}`)));
-  select.value = getInventoryPin();
-  if (select.value !== getInventoryPin()) setInventoryPin("");
   routing.textContent = weights ? `Envoy's routing: ${weights}` : "";
+  const allow = (): void => {
+    // Only an operator's token may pin (Envoy strips anyone else's header).
+    const operator = config !== undefined && isOperator(session.current(), config.operator_scope);
+    select.disabled = !operator;
+    pinNote.textContent = operator ? "" : " Pinning needs a token with the operator scope.";
+    if (!operator) {
+      setInventoryPin("");
+      select.value = "";
+      return;
+    }
+    select.value = getInventoryPin();
+    if (select.value !== getInventoryPin()) setInventoryPin("");
+  };
+  session.subscribe(allow);
+  allow();
 }

@@ -2,7 +2,9 @@
 
 Exits 0 when the server at ADDR answers SERVING for SERVICE (default "", the
 whole server) and 1 otherwise, printing why. Docker's HEALTHCHECK runs it, so
-an image needs no grpc_health_probe binary.
+an image needs no grpc_health_probe binary. When the service's own TLS
+variables are set (common/tls.py), it connects with the service's certificate,
+as the server requires.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shop_services.common.config import ConfigError
+from shop_services.common.tls import Tls, tls_from_env
+
 TIMEOUT_SECONDS = 3.0
 
 
-def check(address: str, service: str = "", timeout: float = TIMEOUT_SECONDS) -> str | None:
+def check(address: str, service: str = "", timeout: float = TIMEOUT_SECONDS, tls: Tls | None = None) -> str | None:
     """None when SERVING, otherwise a sentence saying what was wrong."""
-    with grpc.insecure_channel(address) as channel:
+    channel = grpc.insecure_channel(address) if tls is None else grpc.secure_channel(address, tls.channel_credentials())
+    with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
@@ -34,7 +40,12 @@ def main(argv: list[str]) -> int:
     if len(argv) not in (2, 3):
         print("usage: python -m shop_services.common.healthcheck ADDR [SERVICE]", file=sys.stderr)
         return 2
-    problem = check(argv[1], argv[2] if len(argv) == 3 else "")
+    try:
+        tls = tls_from_env()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    problem = check(argv[1], argv[2] if len(argv) == 3 else "", tls=tls)
     if problem is not None:
         print(problem, file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from shop_services.common.config import ConfigError
 from shop_services.common.interceptors import ObservabilityInterceptor
+from shop_services.common.tls import Tls
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
@@ -76,8 +77,11 @@ async def create_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     reflection_pool: descriptor_pool.DescriptorPool | None = None,
     reflected: Sequence[str] = (),
+    tls: Tls | None = None,
 ) -> Running:
     """Build, register and bind a server; it is started and SERVING on return.
+
+    With tls, the port serves mutual TLS only (common/tls.py); without, plaintext.
 
     Reflection describes the registered services (plus `reflected`, looked up
     in `reflection_pool` when given, else in the default pool).
@@ -94,7 +98,10 @@ async def create_server(
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
     register_reflection(server, [*names, *reflected, health_name], pool=reflection_pool)
     try:
-        port = server.add_insecure_port(address)
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, tls.server_credentials())
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: {exc}") from exc
     if port == 0:
@@ -103,7 +110,7 @@ async def create_server(
     running = Running(server=server, port=port, health=health, names=names)
     await running.set_serving(True)
     host = address.rsplit(":", 1)[0]
-    logger.info("listening", extra={"addr": f"{host}:{port}"})
+    logger.info("listening", extra={"addr": f"{host}:{port}", "tls": "mutual" if tls else "off"})
     return running
 
 

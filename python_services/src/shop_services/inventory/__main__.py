@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from shop_services.common.config import ConfigError, env_float, env_log_level, env_repo_file, env_str
 from shop_services.common.logs import setup_logging
 from shop_services.common.server import serve, service_main
+from shop_services.common.tls import Tls, tls_from_env
 from shop_services.inventory.service import create_inventory_server
 
 DEFAULT_ADDR = "127.0.0.1:50072"
@@ -48,6 +49,7 @@ class Config:
     reservation_ttl_seconds: float
     grace_seconds: float
     log_level: str
+    tls: Tls | None
 
     @classmethod
     def from_env(cls) -> Config:
@@ -66,6 +68,7 @@ class Config:
             reservation_ttl_seconds=ttl,
             grace_seconds=env_float("SHOP_SHUTDOWN_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
             log_level=env_log_level(),
+            tls=tls_from_env(),
         )
 
 
@@ -89,6 +92,7 @@ async def run(config: Config) -> int:
             schema_file=config.schema_file,
             reservation_ttl_seconds=config.reservation_ttl_seconds,
             logger=logger,
+            tls=config.tls,
         )
     except (OSError, sqlite3.Error, ValueError) as exc:
         # OSError covers a taken port (the message names the address) and an

@@ -24,6 +24,7 @@ from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 
 from shop_services.common.errors import RpcError
 from shop_services.common.server import Running, Service, create_server
+from shop_services.common.tls import Tls
 from shop_services.inventory import errors
 from shop_services.inventory.store import (
     ImportItem,
@@ -261,6 +262,7 @@ async def create_inventory_server(
     reservation_ttl_seconds: float,
     logger: logging.Logger | None = None,
     sweep_interval: float | None = None,
+    tls: Tls | None = None,
 ) -> InventoryServer:
     """Open (create, migrate, seed) the database, then build, bind and start
     the server; port 0 picks a free port.
@@ -278,7 +280,7 @@ async def create_inventory_server(
     servicer = InventoryService(store, hub, ttl_ms)
     service = Service(SERVICE_NAME, lambda server: pb_grpc.add_InventoryServiceServicer_to_server(servicer, server))
     try:
-        running = await create_server(address, [service], logger)
+        running = await create_server(address, [service], logger, tls=tls)
     except BaseException:
         await hub.close()
         await store.close()

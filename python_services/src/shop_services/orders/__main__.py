@@ -11,6 +11,8 @@ Configuration (docs/conventions.md):
   sagas; default 10. Sagas still running after it are finished by recovery on
   the next start.
 - SHOP_LOG_LEVEL: debug, info, warn or error; default info.
+- SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE, SHOP_TLS_CA_FILE: mutual TLS, for the
+  server and for the calls to the dependencies (common/tls.py).
 
 The saga's knobs (see saga.py):
 
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from shop_services.common.config import ConfigError, env_float, env_str
 from shop_services.common.logs import setup_logging
 from shop_services.common.server import serve, service_main
+from shop_services.common.tls import Tls, tls_from_env
 from shop_services.orders.clients import Dependencies
 from shop_services.orders.saga import SagaSettings
 from shop_services.orders.service import create_orders_server
@@ -50,6 +53,7 @@ class Config:
     settings: SagaSettings
     grace_seconds: float
     log_level: str
+    tls: Tls | None
 
     @classmethod
     def from_env(cls) -> Config:
@@ -79,6 +83,7 @@ class Config:
             ),
             grace_seconds=env_float("SHOP_SHUTDOWN_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
             log_level=log_level,
+            tls=tls_from_env(),
         )
 
 
@@ -86,7 +91,12 @@ async def run(config: Config) -> int:
     logger = setup_logging("orders", config.log_level)
     try:
         server = await create_orders_server(
-            config.address, config.db_path, config.dependencies, settings=config.settings, logger=logger
+            config.address,
+            config.db_path,
+            config.dependencies,
+            settings=config.settings,
+            logger=logger,
+            tls=config.tls,
         )
     except sqlite3.Error as exc:
         logger.error("cannot open the database", extra={"db_path": config.db_path, "error": str(exc)})

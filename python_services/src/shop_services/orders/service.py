@@ -19,6 +19,15 @@ customer_id filter, signed with HMAC-SHA256 under a secret kept in the
 database, so a token survives a restart but an altered token, or one used with
 another filter, is INVALID_ARGUMENT, reason INVALID_PAGE_TOKEN.
 
+Customers. Behind the edge, the caller's customer is the x-shop-customer
+header, which Envoy sets from a verified token's subject (and removes from
+anything a caller sends). With it, PlaceOrder takes the customer from it (a
+different customer_id in the body is PERMISSION_DENIED, reason
+CUSTOMER_MISMATCH), ListOrders lists only that customer's orders, and
+GetOrder and WatchOrder answer another customer's order as NOT_FOUND, exactly
+as an unknown id. Without it the caller is a trusted peer holding one of the
+shop's certificates (an operator, the contract suites) and sees every order.
+
 WatchOrder subscribes to the store's change notifications before it reads the
 order, so no change between the read and the first wait is lost; it sends the
 order whenever what a client can see of it changes, and ends at a terminal
@@ -51,6 +60,7 @@ from shop.orders.v1 import order_service_pb2_grpc as pb_grpc
 from shop_services.common.errors import RpcError, Violations, error_info
 from shop_services.common.interceptors import request_id_of
 from shop_services.common.server import Running, Service, create_server
+from shop_services.common.tls import Tls
 from shop_services.orders.clients import Clients, Dependencies
 from shop_services.orders.coordinator import Coordinator
 from shop_services.orders.saga import SagaSettings
@@ -58,6 +68,9 @@ from shop_services.orders.store import Line, Money, NewOrder, OrderRecord, Reque
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["OrderService"].full_name
 DOMAIN = "orders.shop.example"
+
+# Set by Envoy from a verified customer token (docs/security.md).
+CUSTOMER_HEADER = "x-shop-customer"
 
 MAX_ID_LENGTH = 128
 MAX_LINES = 50
@@ -111,13 +124,15 @@ class OrderService(pb_grpc.OrderServiceServicer):
         return len(self._watchers)
 
     async def PlaceOrder(self, request: pb.PlaceOrderRequest, context: Context) -> pb.PlaceOrderResponse:
-        lines = _validate_place_order(request)
+        customer = _signed_in(context)
+        lines = _validate_place_order(request, customer)
+        customer_id = _own_customer(customer, request.customer_id) if customer else request.customer_id
         trace_id = request_id_of(context.invocation_metadata()) or uuid.uuid4().hex
         remaining = context.time_remaining()
         new = NewOrder(
             order_id=f"ord_{uuid.uuid4().hex}",
             request_id=request.request_id,
-            customer_id=request.customer_id,
+            customer_id=customer_id,
             payment_token=request.payment_token,
             trace_id=trace_id,
             deadline_at=None if remaining is None else time.time() + remaining,
@@ -182,7 +197,7 @@ class OrderService(pb_grpc.OrderServiceServicer):
         return pb.PlaceOrderResponse(order=to_proto(final))
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Context) -> pb.GetOrderResponse:
-        return pb.GetOrderResponse(order=to_proto(self._find(request.order_id)))
+        return pb.GetOrderResponse(order=to_proto(self._find(request.order_id, _signed_in(context))))
 
     async def ListOrders(self, request: pb.ListOrdersRequest, context: Context) -> pb.ListOrdersResponse:
         violations = Violations()
@@ -191,20 +206,23 @@ class OrderService(pb_grpc.OrderServiceServicer):
         if len(request.customer_id) > MAX_ID_LENGTH:
             violations.add("customer_id", f"must be at most {MAX_ID_LENGTH} characters")
         violations.raise_if_any()
+        customer = _signed_in(context)
+        customer_id = _own_customer(customer, request.customer_id) if customer else request.customer_id
         size = request.page_size or DEFAULT_PAGE_SIZE
         before = None
         if request.page_token:
-            before = _decode_page_token(self._store.page_token_secret, request.page_token, request.customer_id)
-        records = self._store.list_page(customer_id=request.customer_id, before_seq=before, limit=size + 1)
+            before = _decode_page_token(self._store.page_token_secret, request.page_token, customer_id)
+        records = self._store.list_page(customer_id=customer_id, before_seq=before, limit=size + 1)
         page, more = records[:size], len(records) > size
-        token = _encode_page_token(self._store.page_token_secret, page[-1].seq, request.customer_id) if more else ""
+        token = _encode_page_token(self._store.page_token_secret, page[-1].seq, customer_id) if more else ""
         return pb.ListOrdersResponse(orders=[to_proto(r) for r in page], next_page_token=token)
 
     async def WatchOrder(self, request: pb.WatchOrderRequest, context: Context) -> AsyncIterator[pb.WatchOrderResponse]:
         _require_order_id(request.order_id)
+        customer = _signed_in(context)
         queue = self._watchers.add(request.order_id)
         try:
-            record = self._find(request.order_id)
+            record = self._find(request.order_id, customer)
             sent = to_proto(record)
             yield pb.WatchOrderResponse(order=sent)
             while not record.terminal:
@@ -219,10 +237,12 @@ class OrderService(pb_grpc.OrderServiceServicer):
         finally:
             self._watchers.remove(request.order_id, queue)
 
-    def _find(self, order_id: str) -> OrderRecord:
+    def _find(self, order_id: str, customer: str | None) -> OrderRecord:
+        """The order; NOT_FOUND when there is none, or when it is another
+        customer's (so an id reveals nothing about whose it is)."""
         _require_order_id(order_id)
         record = self._store.get(order_id)
-        if record is None:
+        if record is None or (customer is not None and record.customer_id != customer):
             raise error_info(
                 grpc.StatusCode.NOT_FOUND,
                 f"No order has the id {order_id!r}.",
@@ -230,6 +250,26 @@ class OrderService(pb_grpc.OrderServiceServicer):
                 domain=DOMAIN,
             )
         return record
+
+
+def _signed_in(context: Context) -> str | None:
+    """The verified customer Envoy passed on, or None for a trusted peer."""
+    for key, value in context.invocation_metadata() or ():
+        if key == CUSTOMER_HEADER and value:
+            return str(value)
+    return None
+
+
+def _own_customer(customer: str, requested: str) -> str:
+    """The signed-in customer; PERMISSION_DENIED when the body names another."""
+    if requested and requested != customer:
+        raise error_info(
+            grpc.StatusCode.PERMISSION_DENIED,
+            f"customer_id {requested!r} is not the signed-in customer; leave customer_id empty or send your own.",
+            reason="CUSTOMER_MISMATCH",
+            domain=DOMAIN,
+        )
+    return customer
 
 
 def _require_order_id(order_id: str) -> None:
@@ -241,11 +281,16 @@ def _require_order_id(order_id: str) -> None:
     violations.raise_if_any()
 
 
-def _validate_place_order(request: pb.PlaceOrderRequest) -> tuple[Line, ...]:
-    """Check a PlaceOrderRequest; raise INVALID_ARGUMENT naming every bad field."""
+def _validate_place_order(request: pb.PlaceOrderRequest, customer: str | None) -> tuple[Line, ...]:
+    """Check a PlaceOrderRequest; raise INVALID_ARGUMENT naming every bad field.
+
+    customer_id may be empty when a signed-in customer places the order.
+    """
     violations = Violations()
     for name in ("request_id", "customer_id"):
         value: str = getattr(request, name)
+        if not value and name == "customer_id" and customer:
+            continue
         if not value:
             violations.add(name, "is required")
         elif len(value) > MAX_ID_LENGTH:
@@ -399,16 +444,17 @@ async def create_orders_server(
     *,
     settings: SagaSettings | None = None,
     logger: logging.Logger | None = None,
+    tls: Tls | None = None,
 ) -> OrdersServer:
     """Open the database, bind and start the server (port 0 picks a free port), then start recovery."""
     logger = logger or logging.getLogger("shop.orders")
     store = Store.open(db_path)
-    clients = Clients(dependencies)
+    clients = Clients(dependencies, tls)
     coordinator = Coordinator(store, clients, settings or SagaSettings(), logger)
     service = OrderService(store, coordinator, logger)
     registration = Service(SERVICE_NAME, lambda server: pb_grpc.add_OrderServiceServicer_to_server(service, server))
     try:
-        started = await create_server(address, [registration], logger)
+        started = await create_server(address, [registration], logger, tls=tls)
     except BaseException:
         await clients.close()
         store.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from shop_services.common.config import env_float, env_log_level, env_str
 from shop_services.common.logs import setup_logging
 from shop_services.common.server import serve, service_main
+from shop_services.common.tls import Tls, tls_from_env
 from shop_services.payments.service import create_payments_server
 
 DEFAULT_ADDR = "127.0.0.1:50053"
@@ -27,6 +28,7 @@ class Config:
     db_path: str
     grace_seconds: float
     log_level: str
+    tls: Tls | None
 
     @classmethod
     def from_env(cls) -> Config:
@@ -36,13 +38,14 @@ class Config:
             db_path=env_str("SHOP_DB_PATH", DEFAULT_DB_PATH),
             grace_seconds=env_float("SHOP_SHUTDOWN_GRACE_SECONDS", DEFAULT_GRACE_SECONDS),
             log_level=env_log_level(),
+            tls=tls_from_env(),
         )
 
 
 async def run(config: Config) -> int:
     logger = setup_logging("payments", config.log_level)
     try:
-        server = await create_payments_server(config.address, config.db_path, logger)
+        server = await create_payments_server(config.address, config.db_path, logger, tls=config.tls)
     except sqlite3.Error as exc:
         logger.error("cannot open the database", extra={"db_path": config.db_path, "error": str(exc)})
         return 1

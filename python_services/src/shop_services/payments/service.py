@@ -21,6 +21,7 @@ from shop.payments.v1 import payment_service_pb2_grpc as pb_grpc
 
 from shop_services.common.errors import RpcError, Violations, bad_request, error_info
 from shop_services.common.server import Running, Service, create_server
+from shop_services.common.tls import Tls
 from shop_services.payments.store import (
     Authorization,
     ChargeInput,
@@ -242,6 +243,7 @@ async def create_payments_server(
     address: str,
     db_path: str | Path,
     logger: logging.Logger | None = None,
+    tls: Tls | None = None,
 ) -> PaymentsServer:
     """Open the database, then build, bind and start the server (port 0 picks a free port)."""
     logger = logger or logging.getLogger("shop.payments")
@@ -249,7 +251,7 @@ async def create_payments_server(
     servicer = PaymentService(store, logger)
     service = Service(SERVICE_NAME, lambda server: pb_grpc.add_PaymentServiceServicer_to_server(servicer, server))
     try:
-        running = await create_server(address, [service], logger)
+        running = await create_server(address, [service], logger, tls=tls)
     except BaseException:
         await store.close()
         raise
