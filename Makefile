@@ -109,7 +109,7 @@ build: $(STAMPS)/py-package ## Build every service implementation
 	cd web && npm run --silent build
 
 .PHONY: up
-up: build $(BIN)/grpcurl ## Start the whole stack in the background and wait until healthy (INVENTORY=node|go|python)
+up: build $(BIN)/grpcurl telemetry-tools ## Start the whole stack, Zipkin and Prometheus in the background and wait until healthy (INVENTORY=node|go|python)
 	@$(STACK) up $(if $(INVENTORY),--inventory $(INVENTORY))
 
 .PHONY: down
@@ -230,7 +230,7 @@ test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
 	cd python_services && $(VENV)/bin/pytest -q
 
 .PHONY: test-cross
-test-cross: build chromium ## The cross-language suites in tests/ (the storefront's in a real browser)
+test-cross: build chromium telemetry-tools ## The cross-language suites in tests/ (the storefront's in a real browser)
 	$(VENV)/bin/pytest -q tests
 
 ##@ Setup
@@ -279,8 +279,36 @@ chromium: ## Install Debian's chromium for the storefront's browser tests, if mi
 	@if [ ! -x $(CHROMIUM) ]; then \
 	  apt-get -o DPkg::Lock::Timeout=900 update -qq && apt-get -o DPkg::Lock::Timeout=900 install -y -qq chromium; fi
 
+# The telemetry backends (docs/observability.md). Zipkin's server is the exec
+# jar from Maven Central, fetched by Maven and checked against its pinned
+# SHA-256; it runs on the machine's Java 17. Prometheus is Debian's package,
+# pinned to the version the machine's release serves. Both are installed
+# only when missing (apt-get needs root, as on CI).
+ZIPKIN_VERSION := 3.5.1
+ZIPKIN_SHA256 := 7ac633a6832647e71e50012a5e3e91fbc7054414955261724526030faf271d8d
+ZIPKIN_JAR := $(TMP)/zipkin/zipkin-server-exec.jar
+PROMETHEUS_DEB := prometheus=2.42.0+ds-5+deb12u1
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900
+
+.PHONY: telemetry-tools
+telemetry-tools: $(STAMPS)/zipkin-$(ZIPKIN_VERSION) $(STAMPS)/prometheus ## Install Zipkin's server (Maven Central) and Prometheus (Debian)
+
+$(STAMPS)/zipkin-$(ZIPKIN_VERSION):
+	@command -v java >/dev/null && command -v mvn >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq default-jre-headless maven; }
+	@rm -rf $(TMP)/zipkin && mkdir -p $(TMP)/zipkin
+	mvn -q -B dependency:copy -Dartifact=io.zipkin:zipkin-server:$(ZIPKIN_VERSION):jar:exec -DoutputDirectory=$(TMP)/zipkin
+	echo "$(ZIPKIN_SHA256)  $(TMP)/zipkin/zipkin-server-$(ZIPKIN_VERSION)-exec.jar" | sha256sum --check --quiet
+	mv $(TMP)/zipkin/zipkin-server-$(ZIPKIN_VERSION)-exec.jar $(ZIPKIN_JAR)
+	@mkdir -p $(dir $@) && touch $@
+
+$(STAMPS)/prometheus:
+	@if ! dpkg-query -W -f='$${Status}' prometheus 2>/dev/null | grep -q 'install ok installed'; then \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends $(PROMETHEUS_DEB); fi
+	@test -x /usr/bin/prometheus && test -x /usr/bin/promtool
+	@mkdir -p $(dir $@) && touch $@
+
 .PHONY: tools
-tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(STAMPS)/web-deps $(BIN)/grpcurl chromium ## Install every pinned tool
+tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(STAMPS)/web-deps $(BIN)/grpcurl chromium telemetry-tools ## Install every pinned tool
 
 .PHONY: clean
 clean: ## Remove generated code, tools and build output (keeps the run directory)

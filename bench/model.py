@@ -95,3 +95,8 @@ class Knobs:
     log_level: str = "info"
     envoy_concurrency: int | None = None
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # As `make up` runs (Zipkin and Prometheus up, every span exported at the
+    # default sampling ratio, /metrics served), or with telemetry off: Envoy
+    # without its tracer, services sampling nothing, exporting nothing and
+    # serving no /metrics (their in-process counters still count).
+    telemetry: bool = True

@@ -224,8 +224,54 @@ def markdown(meta: dict[str, object], rows: Sequence[Row]) -> str:
         f"{facts['cpus']}.",
         "",
     ]
+    out += _telemetry_overhead(rows)
     out += ["![latency and throughput](latency.svg)", ""]
     return "\n".join(out)
+
+
+def _cpu_us_per_request(row: Row) -> float:
+    """Median CPU microseconds the whole shop (every program, Envoy and supervisord) spent per request."""
+    values = []
+    for run in row.runs:
+        cores = run.get("cores") or {}
+        assert isinstance(cores, dict)
+        rps = float(run["rps"])  # type: ignore[arg-type]
+        values.append(sum(float(v) for v in cores.values()) / rps * 1e6 if rps else 0.0)
+    return statistics.median(values) if values else 0.0
+
+
+def _telemetry_overhead(rows: Sequence[Row]) -> list[str]:
+    """Rows measured with telemetry on and off, side by side."""
+    suffix = " (telemetry off)"
+    on = {(r.scenario, r.target, r.path): r for r in rows if not r.scenario.endswith(suffix)}
+    pairs = [
+        (on[(r.scenario.removesuffix(suffix), r.target, r.path)], r)
+        for r in rows
+        if r.scenario.endswith(suffix) and (r.scenario.removesuffix(suffix), r.target, r.path) in on
+    ]
+    if not pairs:
+        return []
+    out = [
+        "## Telemetry overhead",
+        "",
+        "The same runs with telemetry on (as `make up`: Envoy's tracer and every service's spans exported to "
+        "Zipkin at sampling ratio 1.0, /metrics served and scraped) and off (no tracer in Envoy, sampling 0, no "
+        "exporter, no metrics server). CPU is the whole shop's (every service, Envoy, supervisord; not Zipkin "
+        "or Prometheus themselves) per request, the median over rounds.",
+        "",
+        "| scenario | target | path | CPU µs/req on | off | extra | p50 ms on | off | extra |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for with_, without in pairs:
+        cpu_on, cpu_off = _cpu_us_per_request(with_), _cpu_us_per_request(without)
+        p50_on, p50_off = with_.median("latency_ms.p50"), without.median("latency_ms.p50")
+        out.append(
+            f"| {with_.scenario} | {with_.target} | {with_.path} | {cpu_on:.0f} | {cpu_off:.0f} | "
+            f"{(cpu_on / cpu_off - 1) * 100 if cpu_off else 0:+.0f} % | {p50_on:.2f} | {p50_off:.2f} | "
+            f"{(p50_on / p50_off - 1) * 100 if p50_off else 0:+.0f} % |"
+        )
+    out.append("")
+    return out
 
 
 # -- the chart ----------------------------------------------------------------

@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -103,19 +103,31 @@ class BenchStack(Stack):
         return text
 
 
+# The environment of every service when telemetry is off (Knobs.telemetry).
+TELEMETRY_OFF_ENV = {"SHOP_TRACE_SAMPLE_RATIO": "0", "SHOP_METRICS_ADDR": ""}
+# Scenario names of the rows measured with telemetry off (compared in the report).
+OFF_SUFFIX = " (telemetry off)"
+
+
 def make_stack(langs: list[str], knobs: Knobs) -> Stack:
     topo = topo_mod.load()
-    ports = {impl.cluster: free_port() for svc in topo.services.values() for impl in svc.implementations.values()}
-    topo = topo.with_ports(free_port(), free_port(), free_port(), ports)
+    impls = [impl for svc in topo.services.values() for impl in svc.implementations.values()]
+    ports = {key: free_port() for impl in impls for key in (impl.cluster, impl.metrics_key)}
+    topo = topo.with_ports(free_port(), free_port(), free_port(), ports, telemetry=(free_port(), free_port()))
     routing = {name: {svc.impl: 100} for name, svc in topo.services.items()}
     routing["inventory"] = {lang: (100 if i == 0 else 0) for i, lang in enumerate(langs)}
+    env = {name: dict(knobs.service_env.get(name, {})) for name in topo.services}
+    if not knobs.telemetry:
+        for values in env.values():
+            values.update(TELEMETRY_OFF_ENV)
     return BenchStack(
         run_dir=RUN_DIR,
         topology=topo,
         routing=routing,
         log_level=knobs.log_level,
-        env=knobs.service_env,
+        env=env,
         envoy_concurrency=knobs.envoy_concurrency,
+        telemetry=knobs.telemetry,
     )
 
 
@@ -193,7 +205,17 @@ def check_orders(stack: Stack, customer_id: str, expected: int) -> None:
 
 
 class Bench:
-    def __init__(self, plan: Plan, stack: Stack, ghz: Ghz, payment_id: str, langs: list[str], skus: list[str]) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        stack: Stack,
+        ghz: Ghz,
+        payment_id: str,
+        langs: list[str],
+        skus: list[str],
+        suffix: str = "",
+    ) -> None:
+        self.suffix = suffix
         self.plan = plan
         self.stack = stack
         self.ghz = ghz
@@ -236,6 +258,7 @@ class Bench:
         ]
 
     def row(self, scenario: str, target: str, path: str, program: str = "") -> Row:
+        scenario += self.suffix
         key = (scenario, target, path)
         if key not in self.rows:
             self.rows[key] = Row(scenario, target, path, program=program)
@@ -435,6 +458,24 @@ class Twins:
                 twin.process.wait()
 
 
+def measure_without_telemetry(plan: Plan, knobs: Knobs, ghz: Ghz, skus: list[str], scenarios: list[str]) -> list[Row]:
+    """The same scenarios on a fresh stack with telemetry off; rows named '<scenario> (telemetry off)'."""
+    if not scenarios:
+        return []
+    print(f"bench: telemetry off: {', '.join(scenarios)} on a fresh stack without it")
+    stack, _ = start_stack(replace(knobs, telemetry=False))
+    try:
+        payment_id = seed(stack, skus[0])
+        langs = sorted(stack.routing["inventory"], key=INVENTORY_LANGS.index)
+        bench = Bench(plan, stack, ghz, payment_id, langs, skus, suffix=OFF_SUFFIX)
+        for round_no in range(plan.rounds):
+            for name in scenarios:
+                SCENARIOS[name](bench, round_no)
+        return list(bench.rows.values())
+    finally:
+        stack.down()
+
+
 SCENARIOS: dict[str, Callable[[Bench, int], None]] = {
     "unary": Bench.unary,
     "hop": Bench.hop,
@@ -465,6 +506,13 @@ def main(argv: list[str] | None = None) -> int:
         help="experiment: an extra environment variable for one service's processes (repeatable)",
     )
     parser.add_argument("--label", default="", help="a note for the report's title (e.g. the experiment)")
+    parser.add_argument(
+        "--telemetry",
+        choices=["compare", "on", "off"],
+        default="compare",
+        help="on: as `make up` runs (spans to Zipkin, metrics served); off: none; compare (default): "
+        "everything with telemetry on, then the unary and e2e scenarios again with it off, side by side",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.rounds:
@@ -477,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         if not service or not name or not eq:
             parser.error(f"--service-env {item!r}: expected SERVICE:NAME=VALUE")
         service_env.setdefault(service, {})[name] = value
-    knobs = Knobs(args.log_level, args.envoy_concurrency, service_env)
+    knobs = Knobs(args.log_level, args.envoy_concurrency, service_env, telemetry=args.telemetry != "off")
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
 
     started = time.monotonic()
@@ -506,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
             rows = list(bench.rows.values())
         finally:
             stack.down()
+        if args.telemetry == "compare":
+            rows += measure_without_telemetry(plan, knobs, ghz, skus, [s for s in scenarios if s in ("unary", "e2e")])
     except (BenchError, grpc.RpcError) as err:
         print(f"bench: FAILED: {err}", file=sys.stderr)
         return 1
@@ -518,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
             "log_level": knobs.log_level,
             "envoy_concurrency": knobs.envoy_concurrency or "2 (shopstack's default)",
             "service_env": knobs.service_env,
+            "telemetry": args.telemetry,
         },
         "started": stamp,
         "duration_seconds": round(elapsed, 1),

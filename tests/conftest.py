@@ -12,6 +12,7 @@ starting anything (see the README).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -48,30 +49,40 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def make_stack(run_dir: Path, routing: dict[str, dict[str, int]] | None = None) -> Stack:
-    """A stack on free ports in run_dir (not started)."""
+def make_stack(
+    run_dir: Path,
+    routing: dict[str, dict[str, int]] | None = None,
+    *,
+    telemetry: bool = False,
+) -> Stack:
+    """A stack on free ports in run_dir (not started). With telemetry, Zipkin
+    and Prometheus run too (Prometheus scraping every second)."""
     topo = topology.load()
     ports = {}
     for service in topo.services.values():
         for impl in service.implementations.values():
             ports[impl.cluster] = free_port()
-    topo = topo.with_ports(free_port(), free_port(), free_port(), ports)
+            ports[impl.metrics_key] = free_port()
+    topo = topo.with_ports(free_port(), free_port(), free_port(), ports, telemetry=(free_port(), free_port()))
+    topo = replace(topo, telemetry=replace(topo.telemetry, scrape_interval_seconds=1))
     return Stack(
         run_dir=run_dir,
         topology=topo,
         env={"inventory": {"SHOP_RESERVATION_TTL_SECONDS": RESERVATION_TTL_SECONDS}},
         routing=routing or {},
+        telemetry=telemetry,
     )
 
 
 @pytest.fixture(scope="session")
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The whole shop, started once for the session."""
+    """The whole shop, started once for the session, with Zipkin and
+    Prometheus (which the suites that need them wait for: tests/telemetry/)."""
     if request.config.getoption("--target"):
         pytest.skip("--target given: this test needs the whole stack")
-    shop = make_stack(tmp_path_factory.mktemp("stack"), session_routing())
+    shop = make_stack(tmp_path_factory.mktemp("stack"), session_routing(), telemetry=True)
     try:
-        shop.up(timeout=120)
+        shop.up(timeout=120, wait_telemetry=False)
     except Exception:
         shop.down()
         raise

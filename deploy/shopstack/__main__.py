@@ -16,8 +16,10 @@ The shop is up.
   storefront             https://localhost:{public}/   (open it in a browser; it must trust the CA below)
   gRPC, gRPC-Web, JSON   localhost:{public}   (Envoy public listener, TLS)
   internal gRPC          127.0.0.1:{internal} (service-to-service; mutual TLS, RBAC by identity)
-  Envoy admin            http://127.0.0.1:{admin}
+  Envoy admin            http://127.0.0.1:{admin}   (/stats/prometheus)
   certificates           {certs}   (make certs rotates them; docs/security.md)
+  traces (Zipkin UI)     http://127.0.0.1:{zipkin}   (every response carries its x-trace-id)
+  metrics (Prometheus)   http://127.0.0.1:{prometheus}   (docs/observability.md has queries)
   run directory          {run}   (logs: make logs; state: make status; stop: make down)
 
 Try:
@@ -34,14 +36,14 @@ Try:
 
 def cmd_up(args: argparse.Namespace) -> None:
     topo = topology.load()
-    stack = Stack(run_dir=default_stack().run_dir, topology=topo)
+    stack = Stack(run_dir=default_stack().run_dir, topology=topo, telemetry=True)
     for service, lang in (("inventory", args.inventory),):
         if lang:
             try:
                 topo = topo.with_impl(service, lang)
             except ValueError as err:
                 die(str(err))
-            stack = Stack(run_dir=stack.run_dir, topology=topo)
+            stack = Stack(run_dir=stack.run_dir, topology=topo, telemetry=True)
     try:
         stack.up()
     except StackError as err:
@@ -51,6 +53,8 @@ def cmd_up(args: argparse.Namespace) -> None:
             public=topo.public_port,
             internal=topo.internal_port,
             admin=topo.admin_port,
+            zipkin=topo.telemetry.zipkin_port,
+            prometheus=topo.telemetry.prometheus_port,
             run=stack.run_dir,
             certs=stack.certs.directory,
         )

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shopstack import channels, envoy, pki, tokens
@@ -32,6 +33,13 @@ from shopstack.topology import DESCRIPTOR_SET, ROOT, Implementation, Topology, m
 
 VENV_BIN = ROOT / ".venv" / "bin"
 ENVOY_PROGRAM = "envoy"
+ZIPKIN_PROGRAM = "zipkin"
+PROMETHEUS_PROGRAM = "prometheus"
+# Installed by the Makefile (`make telemetry-tools`): Zipkin's exec jar from
+# Maven Central, pinned by version and checksum; Prometheus from Debian.
+ZIPKIN_JAR = ROOT / ".tmp" / "zipkin" / "zipkin-server-exec.jar"
+PROMETHEUS_BIN = Path("/usr/bin/prometheus")
+PROMETHEUS_RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 
 
 class StackError(RuntimeError):
@@ -109,6 +117,10 @@ class Stack:
     # Per service, the implementations receiving traffic and their weights.
     routing: dict[str, dict[str, int]] = field(default_factory=dict)
     log_level: str = "info"
+    # Run Zipkin and Prometheus too, and have Envoy and the services send
+    # spans to Zipkin. Without it every process still makes spans (their ids
+    # are in the logs and propagate) and serves /metrics, but exports nothing.
+    telemetry: bool = False
 
     def __post_init__(self) -> None:
         self.run_dir = self.run_dir.resolve()
@@ -136,6 +148,10 @@ class Stack:
     @property
     def state_file(self) -> Path:
         return self.run_dir / "state.json"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.run_dir / "prometheus"
 
     @property
     def certs(self) -> pki.Certs:
@@ -202,6 +218,19 @@ class Stack:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.topology.admin_port}"
 
+    @property
+    def zipkin_url(self) -> str:
+        """Zipkin's UI and query API (/api/v2/...)."""
+        return f"http://127.0.0.1:{self.topology.telemetry.zipkin_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        """Prometheus' UI and HTTP API (/api/v1/...)."""
+        return f"http://127.0.0.1:{self.topology.telemetry.prometheus_port}"
+
+    def metrics_addr(self, impl: Implementation) -> str:
+        return f"127.0.0.1:{self.topology.metrics_port_of(impl)}"
+
     def running_impls(self) -> list[Implementation]:
         return [
             self.topology.services[name].implementations[lang]
@@ -227,8 +256,12 @@ class Stack:
             "SHOP_SEED_FILE": str(ROOT / "data" / "products.json"),
             "SHOP_DESCRIPTOR_SET": str(DESCRIPTOR_SET),
             "SHOP_LOG_LEVEL": self.log_level,
+            "SHOP_METRICS_ADDR": self.metrics_addr(impl),
+            "SHOP_TRACE_SAMPLE_RATIO": f"{self.topology.telemetry.sampling_ratio:g}",
             "PYTHONUNBUFFERED": "1",
         }
+        if self.telemetry:
+            env["SHOP_ZIPKIN_URL"] = f"{self.zipkin_url}/api/v2/spans"
         deps = self.topology.services[impl.service].depends_on
         for dep in deps:
             # Service-to-service calls go through Envoy's internal listener.
@@ -273,20 +306,85 @@ class Stack:
             "--file-flush-interval-msec 500",  # access logs reach `make logs` within half a second
         ]
         text += program(ENVOY_PROGRAM, envoy_cmd, {}, stopwait=10)
+        if self.telemetry:
+            port = self.topology.telemetry.zipkin_port
+            zipkin_cmd = [
+                "java",
+                # A small heap and the quick JIT tier: Zipkin starts in about
+                # 20 s on two cores and keeps its spans in memory.
+                "-Xms64m -Xmx384m -XX:+UseSerialGC -XX:TieredStopAtLevel=1",
+                f"-jar {ZIPKIN_JAR}",
+                f"--armeria.ports[0].port={port} --armeria.ports[0].ip=127.0.0.1",
+                "--armeria.ports[0].protocols[0]=http",
+            ]
+            text += program(ZIPKIN_PROGRAM, zipkin_cmd, {"STORAGE_TYPE": "mem", "MEM_MAX_SPANS": "200000"}, stopwait=10)
+            prometheus_cmd = [
+                str(PROMETHEUS_BIN),
+                f"--config.file={self.prometheus_dir}/prometheus.yml",
+                f"--storage.tsdb.path={self.prometheus_dir}/data",
+                "--storage.tsdb.retention.time=2d",
+                f"--web.listen-address=127.0.0.1:{self.topology.telemetry.prometheus_port}",
+            ]
+            text += program(PROMETHEUS_PROGRAM, prometheus_cmd, {}, stopwait=10)
         return text
+
+    def prometheus_conf(self) -> dict[str, object]:
+        """prometheus.yml: the services (from targets.json, rewritten on a
+        swap), Envoy's admin, Zipkin and Prometheus itself, with the shop's rules."""
+        interval = f"{self.topology.telemetry.scrape_interval_seconds:g}s"
+
+        def static(job: str, port: int, path: str, **extra: object) -> dict[str, object]:
+            return {
+                "job_name": job,
+                "metrics_path": path,
+                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
+                **extra,
+            }
+
+        return {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "rule_files": [str(PROMETHEUS_RULES)],
+            "scrape_configs": [
+                {
+                    "job_name": "shop",
+                    "file_sd_configs": [
+                        {"files": [str(self.prometheus_dir / "targets.json")], "refresh_interval": "2s"}
+                    ],
+                },
+                static("envoy", self.topology.admin_port, "/stats/prometheus", params={"usedonly": [""]}),
+                static("zipkin", self.topology.telemetry.zipkin_port, "/prometheus"),
+                static("prometheus", self.topology.telemetry.prometheus_port, "/metrics"),
+            ],
+        }
+
+    def prometheus_targets(self) -> list[dict[str, object]]:
+        """Every running implementation's metrics address, labelled with its service and language."""
+        return [
+            {"targets": [self.metrics_addr(impl)], "labels": {"service": impl.service, "impl": impl.lang}}
+            for impl in self.running_impls()
+        ]
 
     def render(self) -> None:
         """Write supervisord.conf, Envoy's configuration and state.json."""
-        for folder in (self.logs_dir, self.data_dir, self.envoy_dir):
+        for folder in (self.logs_dir, self.data_dir, self.envoy_dir, self.prometheus_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self.ensure_certs()
         envoy.render(self.topology, self.envoy_dir, self.envoy_mode(), self.routing)
+        if self.telemetry:
+            (self.prometheus_dir / "prometheus.yml").write_text(yaml.safe_dump(self.prometheus_conf(), sort_keys=False))
         self.conf.write_text(self.supervisord_conf())
         self.save_state()
 
     def envoy_mode(self) -> envoy.Mode:
-        """Where this stack's Envoy finds its files."""
-        return envoy.local_mode(self.envoy_dir, DESCRIPTOR_SET, self.certs.directory)
+        """Where this stack's Envoy finds its files, and where it sends its spans."""
+        tel = self.topology.telemetry
+        return envoy.local_mode(
+            self.envoy_dir,
+            DESCRIPTOR_SET,
+            self.certs.directory,
+            zipkin_port=tel.zipkin_port if self.telemetry else None,
+            sampling_ratio=tel.sampling_ratio,
+        )
 
     def save_state(self) -> None:
         state = {
@@ -298,8 +396,16 @@ class Stack:
             },
             "routing": self.routing,
             "env": {k: dict(v) for k, v in self.env.items()},
+            "telemetry": self.telemetry,
         }
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+        # Prometheus re-reads its targets within seconds (file_sd), so a swap's
+        # new implementation is scraped without a restart.
+        self.prometheus_dir.mkdir(parents=True, exist_ok=True)
+        targets = self.prometheus_dir / "targets.json"
+        tmp = targets.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.prometheus_targets(), indent=2) + "\n")
+        os.replace(tmp, targets)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -312,7 +418,10 @@ class Stack:
 
     def check_ports(self) -> None:
         busy = []
-        for what, port in self.topology.all_ports().items():
+        ports = self.topology.all_ports()
+        if self.telemetry:
+            ports.update(self.topology.telemetry_ports())
+        for what, port in ports.items():
             holder = port_holder(port)
             if holder:
                 busy.append(f"port {port} ({what}) is already in use by {holder}")
@@ -323,8 +432,13 @@ class Stack:
                 + "\nStop whatever holds it (if it is this shop, `make down`), or change deploy/stack.toml."
             )
 
-    def up(self, timeout: float = 90.0) -> None:
-        """Start everything (unless already running) and wait until it is all healthy."""
+    def up(self, timeout: float = 90.0, *, wait_telemetry: bool = True) -> None:
+        """Start everything (unless already running) and wait until it is all
+        healthy; with wait_telemetry, Zipkin and Prometheus too."""
+        if self.telemetry:
+            missing = [str(p) for p in (ZIPKIN_JAR, PROMETHEUS_BIN) if not p.exists()]
+            if missing:
+                raise StackError(f"{', '.join(missing)} missing; `make telemetry-tools` installs them")
         if self.supervisord_pid() is None:
             self.check_ports()
             self.render()
@@ -334,6 +448,37 @@ class Stack:
                 cwd=ROOT,
             )
         self.wait_healthy(timeout)
+        if self.telemetry and wait_telemetry:
+            self.wait_telemetry(timeout)
+
+    def telemetry_health(self) -> dict[str, str]:
+        """Zipkin's and Prometheus' readiness: "UP", or why not."""
+        checks = {
+            ZIPKIN_PROGRAM: f"{self.zipkin_url}/health",
+            PROMETHEUS_PROGRAM: f"{self.prometheus_url}/-/ready",
+        }
+        states = {}
+        for name, url in checks.items():
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    resp.read()
+                states[name] = "UP"
+            except OSError as err:
+                states[name] = f"not ready ({err})"
+        return states
+
+    def wait_telemetry(self, timeout: float = 90.0) -> None:
+        """Block until Zipkin and Prometheus answer their readiness checks."""
+        deadline = time.monotonic() + timeout
+        pending: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            pending = {k: v for k, v in self.telemetry_health().items() if v != "UP"}
+            if not pending:
+                return
+            time.sleep(0.5)
+        details = "\n".join(f"  {name}: {state}" for name, state in pending.items())
+        tails = "\n".join(self.tail(name, 15) for name in pending)
+        raise StackError(f"telemetry did not become ready within {timeout:.0f}s:\n{details}\n{tails}")
 
     def ctl(self, *args: str, check: bool = True) -> str:
         result = subprocess.run(
@@ -500,6 +645,10 @@ class Stack:
                 lines.append(f"envoy cluster {name:22} {state}")
         except OSError as err:
             lines.append(f"envoy admin {self.admin_url}: not answering ({err})")
+        if self.telemetry:
+            urls = {ZIPKIN_PROGRAM: self.zipkin_url, PROMETHEUS_PROGRAM: self.prometheus_url}
+            for name, state in self.telemetry_health().items():
+                lines.append(f"{name:22} {urls[name]:28} {state}")
         return "\n".join(lines)
 
 
@@ -508,10 +657,11 @@ def default_stack() -> Stack:
     from shopstack import topology
 
     run_dir = Path(os.environ.get("SHOP_RUN_DIR", ROOT / ".run"))
-    stack = Stack(run_dir=run_dir, topology=topology.load())
+    stack = Stack(run_dir=run_dir, topology=topology.load(), telemetry=True)
     if stack.state_file.exists():
         state = json.loads(stack.state_file.read_text())
         stack.routing = {k: dict(v) for k, v in state.get("routing", {}).items()} or stack.routing
+        stack.telemetry = bool(state.get("telemetry", True))
     return stack
 
 

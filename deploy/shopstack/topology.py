@@ -53,7 +53,13 @@ class Implementation:
     service: str
     lang: str
     port: int
+    metrics_port: int
     command: tuple[str, ...]
+
+    @property
+    def metrics_key(self) -> str:
+        """The port-override key of its metrics port."""
+        return f"{self.cluster}-metrics"
 
     @property
     def cluster(self) -> str:
@@ -100,6 +106,16 @@ class Security:
 
 
 @dataclass(frozen=True)
+class Telemetry:
+    """Where traces and metrics go: the Zipkin and Prometheus servers."""
+
+    zipkin_port: int
+    prometheus_port: int
+    scrape_interval_seconds: float
+    sampling_ratio: float
+
+
+@dataclass(frozen=True)
 class Topology:
     """The whole stack: edge ports and services, with the ports actually used."""
 
@@ -107,6 +123,7 @@ class Topology:
     internal_port: int
     admin_port: int
     services: dict[str, Service]
+    telemetry: Telemetry
     security: Security
     # Browser origins allowed to call the public listener (CORS).
     cors_origins: tuple[str, ...] = ()
@@ -126,17 +143,32 @@ class Topology:
     def port_of(self, impl: Implementation) -> int:
         return self.ports.get(impl.cluster, impl.port)
 
+    def metrics_port_of(self, impl: Implementation) -> int:
+        return self.ports.get(impl.metrics_key, impl.metrics_port)
+
     def impl_of(self, service: str, lang: str | None = None) -> Implementation:
         svc = self.services[service]
         return svc.implementations[lang or svc.impl]
 
-    def with_ports(self, public: int, internal: int, admin: int, ports: dict[str, int]) -> Topology:
+    def with_ports(
+        self,
+        public: int,
+        internal: int,
+        admin: int,
+        ports: dict[str, int],
+        telemetry: tuple[int, int] | None = None,
+    ) -> Topology:
+        """The same topology on other ports; telemetry is (zipkin, prometheus)."""
+        tel = self.telemetry
+        if telemetry is not None:
+            tel = replace(tel, zipkin_port=telemetry[0], prometheus_port=telemetry[1])
         return replace(
             self,
             public_port=public,
             internal_port=internal,
             admin_port=admin,
             ports=dict(ports),
+            telemetry=tel,
         )
 
     def with_impl(self, service: str, lang: str) -> Topology:
@@ -158,7 +190,12 @@ class Topology:
         for svc in self.services.values():
             impl = svc.implementations[svc.impl]
             ports[impl.cluster] = self.port_of(impl)
+            ports[f"{impl.cluster} metrics"] = self.metrics_port_of(impl)
         return ports
+
+    def telemetry_ports(self) -> dict[str, int]:
+        """The ports of the tracing and metrics servers (started only with telemetry on)."""
+        return {"zipkin": self.telemetry.zipkin_port, "prometheus": self.telemetry.prometheus_port}
 
 
 def load(path: Path = STACK_FILE) -> Topology:
@@ -172,6 +209,7 @@ def load(path: Path = STACK_FILE) -> Topology:
                 service=name,
                 lang=lang,
                 port=int(v["port"]),
+                metrics_port=int(v["metrics_port"]),
                 command=tuple(v["command"]),
             )
             for lang, v in impls.get(name, {}).items()
@@ -190,6 +228,10 @@ def load(path: Path = STACK_FILE) -> Topology:
             customer_rpcs=tuple(spec.get("customer_rpcs", ())),
         )
     edge = raw["edge"]
+    tel = raw["telemetry"]
+    ratio = float(tel["sampling_ratio"])
+    if not 0 <= ratio <= 1:
+        raise ValueError(f"{path}: telemetry.sampling_ratio = {ratio} must be between 0 and 1")
     sec = raw["security"]
     security = Security(
         trust_domain=sec["trust_domain"],
@@ -205,6 +247,12 @@ def load(path: Path = STACK_FILE) -> Topology:
         internal_port=int(edge["internal_port"]),
         admin_port=int(edge["admin_port"]),
         services=services,
+        telemetry=Telemetry(
+            zipkin_port=int(tel["zipkin_port"]),
+            prometheus_port=int(tel["prometheus_port"]),
+            scrape_interval_seconds=float(tel["scrape_interval_seconds"]),
+            sampling_ratio=ratio,
+        ),
         cors_origins=tuple(edge.get("cors_origins", ())),
         security=security,
     )

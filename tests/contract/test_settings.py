@@ -15,7 +15,12 @@ The test then checks that every setting took effect:
 - SHOP_LOG_LEVEL=debug: health checks, logged at debug only, are in the log;
 - SHOP_SHUTDOWN_GRACE_SECONDS=1.5: on SIGTERM an ImportStock stream left open
   holds the drain for the grace period, then is cancelled, and the process
-  exits 0: not before 1.5 s, and before the default of 10 s.
+  exits 0: not before 1.5 s, and before the default of 10 s;
+- SHOP_METRICS_ADDR: /metrics there has the per-RPC and inventory series
+  under the names every language shares (docs/observability.md);
+- SHOP_ZIPKIN_URL (nobody listening) and SHOP_TRACE_SAMPLE_RATIO=1: calls are
+  traced (their rpc log lines carry trace_id and span_id) and a Zipkin that is
+  not there changes nothing.
 
 A bad value stops each implementation at start-up, naming the variable.
 """
@@ -29,6 +34,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,6 +141,9 @@ def settings(workdir: Path) -> dict[str, str]:
         "SHOP_RESERVATION_TTL_SECONDS": str(TTL_SECONDS),
         "SHOP_SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
         "SHOP_LOG_LEVEL": "debug",
+        "SHOP_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+        "SHOP_ZIPKIN_URL": f"http://127.0.0.1:{free_port()}/api/v2/spans",
+        "SHOP_TRACE_SAMPLE_RATIO": "1",
     }
 
 
@@ -168,6 +177,22 @@ def test_every_setting_takes_effect_in_every_implementation(started: Started, se
     ).reservation
     ttl_ms = _millis(reservation.expire_time) - _millis(reservation.create_time)
     assert ttl_ms == TTL_SECONDS * 1000, f"the reservation lives {ttl_ms} ms"
+
+    # SHOP_METRICS_ADDR: the shared series, the Reserve just made counted.
+    with urllib.request.urlopen(f"http://{settings['SHOP_METRICS_ADDR']}/metrics", timeout=DEADLINE) as resp:
+        metrics = resp.read().decode()
+    values = _series(metrics)
+    expected = {
+        'grpc_server_handled_total{grpc_code="OK",grpc_method="Reserve",'
+        'grpc_service="shop.inventory.v1.InventoryService",grpc_type="unary"}': 1.0,
+        'shop_inventory_reservations_total{outcome="reserved"}': 1.0,
+        "shop_inventory_watchers": 0.0,
+    }
+    for series, value in expected.items():
+        assert values.get(series) == value, f"{series} is {values.get(series)}, not {value}, in /metrics:\n{metrics}"
+    # SHOP_ZIPKIN_URL, SHOP_TRACE_SAMPLE_RATIO: the Reserve was traced.
+    reserves = [line for line in _log_lines(started.log_path) if line.get("method", "").endswith("/Reserve")]
+    assert reserves and all(len(line.get("trace_id", "")) == 32 and line.get("span_id") for line in reserves), reserves
 
     # SHOP_DB_PATH and SHOP_INVENTORY_SCHEMA: that file, with that schema.
     with sqlite3.connect(f"file:{settings['SHOP_DB_PATH']}?mode=ro", uri=True, timeout=DEADLINE) as db:
@@ -204,11 +229,13 @@ def test_every_setting_takes_effect_in_every_implementation(started: Started, se
     assert {line.get("level") for line in checks} == {"debug"}, checks
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"), [("SHOP_SHUTDOWN_GRACE_SECONDS", "soon"), ("SHOP_TRACE_SAMPLE_RATIO", "2")]
+)
 @pytest.mark.parametrize("lang", sorted(IMPLEMENTATIONS))
 def test_a_bad_value_stops_every_implementation_naming_the_variable(
-    lang: str, workdir: Path, settings: dict[str, str]
+    lang: str, workdir: Path, settings: dict[str, str], variable: str, value: str
 ) -> None:
-    variable, value = "SHOP_SHUTDOWN_GRACE_SECONDS", "soon"
     result = subprocess.run(
         _command(lang, workdir),
         cwd=ROOT,
@@ -221,3 +248,18 @@ def test_a_bad_value_stops_every_implementation_naming_the_variable(
     output = result.stdout + result.stderr
     assert result.returncode != 0, f"{variable}={value!r} was accepted:\n{output}"
     assert variable in output, f"the message does not name {variable}:\n{output}"
+
+
+def _series(text: str) -> dict[str, float]:
+    """Prometheus text as {series: value}, each series' labels in name order
+    (every client orders them its own way)."""
+    found = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        if "{" in series:
+            name, _, labels = series.partition("{")
+            series = f"{name}{{{','.join(sorted(labels.rstrip('}').split(',')))}}}"
+        found[series] = float(value)
+    return found

@@ -186,13 +186,17 @@ def test_every_cluster_health_checks_ejects_and_limits() -> None:
         } <= set(thresholds)
 
 
-@pytest.mark.parametrize("mode_name", ["local", "docker"])
+@pytest.mark.parametrize("mode_name", ["local", "local-traced", "docker"])
 def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Path) -> None:
     """`envoy --mode validate` on each generated configuration, dynamic parts inlined."""
     certs = pki.Certs(tmp_path / "certs", TOPOLOGY.security.trust_domain)
     pki.make_all(certs, TOPOLOGY.identities())
     if mode_name == "local":
         mode = envoy.local_mode(tmp_path, topology.DESCRIPTOR_SET, certs.directory)
+    elif mode_name == "local-traced":
+        mode = envoy.local_mode(
+            tmp_path, topology.DESCRIPTOR_SET, certs.directory, zipkin_port=9411, sampling_ratio=0.25
+        )
     else:
         # The container's descriptor, certificate and storefront paths do not
         # exist here; everything else is the Docker config.

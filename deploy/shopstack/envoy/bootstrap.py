@@ -79,6 +79,7 @@ def _access_log(listener: str) -> list[dict[str, Any]]:
                         "cluster": "%UPSTREAM_CLUSTER%",
                         "duration_ms": "%DURATION%",
                         "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+                        "trace_id": "%TRACE_ID%",
                     }
                 },
             },
@@ -132,11 +133,115 @@ def _hcm_base(mode: Mode, listener: str, filters: list[dict[str, Any]]) -> dict[
                 "route_config_name": listener,
                 "config_source": path_source(mode, f"rds_{listener}.yaml"),
             },
-            "http_filters": [*filters, _router()],
+            "http_filters": [*filters, _grpc_stats(), _router()],
             "access_log": _access_log(listener),
+            **_tracing(mode),
             # Long-lived streams (WatchStock, WatchOrder) end when idle this long.
             "stream_idle_timeout": "300s",
             "http2_protocol_options": {"max_concurrent_streams": 1024},
+        },
+    }
+
+
+ZIPKIN_CLUSTER = "zipkin"
+# The response header that tells a caller its call's trace id (the storefront
+# links it to the trace in Zipkin's UI).
+TRACE_ID_HEADER = "x-trace-id"
+
+
+def _tracing(mode: Mode) -> dict[str, Any]:
+    """Zipkin tracing on a listener: a server span per request and a client
+    span per upstream attempt (retries show as separate spans).
+
+    Envoy reads the caller's W3C traceparent (or B3, which it prefers when
+    both come) and sends both on upstream, so the services, whose
+    OpenTelemetry SDKs speak W3C, continue the same trace. The x-request-id
+    does not decide sampling (callers may send any id, not only a UUID):
+    random_sampling does, for requests that carry no sampling decision.
+    """
+    if mode.zipkin is None:
+        return {}
+    return {
+        "request_id_extension": {
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig",
+                "use_request_id_for_trace_sampling": False,
+            }
+        },
+        "tracing": {
+            "random_sampling": {"value": round(mode.sampling_ratio * 100, 4)},
+            "spawn_upstream_span": True,
+            "provider": {
+                "name": "envoy.tracers.zipkin",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+                    "collector_cluster": ZIPKIN_CLUSTER,
+                    "collector_endpoint": "/api/v2/spans",
+                    "collector_endpoint_version": "HTTP_JSON",
+                    "trace_id_128bit": True,
+                    "shared_span_context": False,
+                    "trace_context_option": "USE_B3_WITH_W3C_PROPAGATION",
+                },
+            },
+        },
+    }
+
+
+def _zipkin_cluster(mode: Mode) -> list[dict[str, Any]]:
+    if mode.zipkin is None:
+        return []
+    host, port = mode.zipkin
+    return [
+        {
+            "name": ZIPKIN_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": ZIPKIN_CLUSTER,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(host, port)}}]}],
+            },
+        }
+    ]
+
+
+def _trace_id_header(mode: Mode) -> list[dict[str, Any]]:
+    """x-trace-id on every response of the public listener, so a caller can
+    open its call's trace (gRPC: an initial-metadata entry; JSON: a header)."""
+    if mode.zipkin is None:
+        return []
+    return [
+        {
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                "mutations": {
+                    "response_mutations": [
+                        {
+                            "append": {
+                                "header": {"key": TRACE_ID_HEADER, "value": "%TRACE_ID%"},
+                                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                            }
+                        }
+                    ]
+                },
+            },
+        }
+    ]
+
+
+def _grpc_stats() -> dict[str, Any]:
+    """Per-method counters by gRPC status (cluster.<c>.grpc.<service>.<method>.<code>),
+    which Envoy's own upstream_rq_<http status> cannot give: a NOT_FOUND is HTTP 200."""
+    return {
+        "name": "envoy.filters.http.grpc_stats",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
+            "stats_for_all_methods": True,
+            "enable_upstream_stats": True,
+            # shop_catalog_v1_CatalogService: Envoy's tag extractors then split
+            # the name right (envoy_grpc_bridge_service, envoy_grpc_bridge_method).
+            "replace_dots_in_grpc_service_name": True,
+            "emit_filter_state": True,
         },
     }
 
@@ -297,6 +402,7 @@ def _public_filters(topology: Topology, mode: Mode) -> list[dict[str, Any]]:
     return [
         _request_id_filter(),
         _strip_identity_headers(),
+        *_trace_id_header(mode),
         {
             "name": "envoy.filters.http.grpc_web",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"},
@@ -339,7 +445,14 @@ def bootstrap(topology: Topology, mode: Mode) -> dict[str, Any]:
         "admin": {"address": address(mode.admin_host, topology.admin_port)},
         "dynamic_resources": {"cds_config": path_source(mode, "cds.yaml")},
         # The admin layer lets /runtime_modify switch the fault filters on.
-        "layered_runtime": {"layers": [{"name": "admin", "admin_layer": {}}]},
+        # The static layer sends spans to Zipkin every second (Envoy's
+        # default, 5 s, makes a fresh trace look incomplete for a while).
+        "layered_runtime": {
+            "layers": [
+                {"name": "static", "static_layer": {"tracing.zipkin.flush_interval_ms": 1000}},
+                {"name": "admin", "admin_layer": {}},
+            ]
+        },
         "overload_manager": {
             "resource_monitors": [
                 {
@@ -377,6 +490,7 @@ def bootstrap(topology: Topology, mode: Mode) -> dict[str, Any]:
                         }
                     ],
                 },
-            ]
+            ],
+            "clusters": _zipkin_cluster(mode),
         },
     }

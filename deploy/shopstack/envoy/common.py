@@ -23,6 +23,10 @@ class Mode:
     upstream_host: str | None  # None: each cluster's own service name (Docker DNS)
     web_dir: str  # the storefront's built files (web/dist), served at "/"
     certs_dir: str  # the CA, the certificates and the JWKS (`make certs`)
+    # Where Envoy sends its spans (Zipkin's host:port as Envoy sees it); None: no tracing.
+    zipkin: tuple[str, int] | None = None
+    # The share of new traces Envoy records, 0 to 1.
+    sampling_ratio: float = 1.0
 
     def upstream(self, cluster: str) -> str:
         return self.upstream_host or cluster
@@ -43,8 +47,16 @@ class Mode:
         return f"{self.certs_dir}/jwks.json"
 
 
-def local_mode(config_dir: Path, descriptor_set: Path, certs_dir: Path) -> Mode:
-    """Everything on loopback: `make up` and the tests."""
+def local_mode(
+    config_dir: Path,
+    descriptor_set: Path,
+    certs_dir: Path,
+    *,
+    zipkin_port: int | None = None,
+    sampling_ratio: float = 1.0,
+) -> Mode:
+    """Everything on loopback: `make up` and the tests. With zipkin_port,
+    Envoy traces every request it samples and sends the spans there."""
     return Mode(
         "local",
         "127.0.0.1",
@@ -55,6 +67,8 @@ def local_mode(config_dir: Path, descriptor_set: Path, certs_dir: Path) -> Mode:
         "127.0.0.1",
         str(WEB_DIST),
         str(certs_dir),
+        zipkin=None if zipkin_port is None else ("127.0.0.1", zipkin_port),
+        sampling_ratio=sampling_ratio,
     )
 
 

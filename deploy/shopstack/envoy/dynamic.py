@@ -23,10 +23,10 @@ IMPL_HEADER = "x-shop-impl"
 _SCOPE_HEADER = "x-shop-scope"
 # The gRPC-Web and CORS headers a browser client sends and may read.
 _CORS_ALLOW_HEADERS = (
-    "content-type,authorization,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,"
+    "content-type,authorization,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,traceparent,tracestate,"
     "x-accept-content-transfer-encoding,x-accept-response-streaming,connect-protocol-version"
 )
-_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id,x-shop-impl"
+_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id,x-shop-impl,x-trace-id"
 # Where the storefront's runtime configuration is served (see _storefront_routes).
 STOREFRONT_CONFIG_PATH = "/storefront.json"
 _CONTENT_TYPES = {

@@ -25,7 +25,7 @@ def static_bootstrap(topology: Topology, mode: Mode, routing: Routing | None = N
     rpcs = methods()
     config = bootstrap(topology, mode)
     del config["dynamic_resources"]
-    config["static_resources"]["clusters"] = [
+    config["static_resources"]["clusters"] += [
         {k: v for k, v in c.items() if k != "@type"} for c in clusters(topology, routing, mode)["resources"]
     ]
     for listener in config["static_resources"]["listeners"]:

@@ -22,7 +22,7 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
-	cfg := server.Config{Service: "inventory"}
+	cfg := server.Config{Service: "inventory", Impl: "go"}
 	var dbPath, seedFile, schemaFile string
 	ttl := inventory.DefaultReservationTTL
 	fs := flag.NewFlagSet("inventory", flag.ContinueOnError)
@@ -60,6 +60,7 @@ func run(ctx context.Context, args []string) error {
 	inv := inventory.NewServer(store, log, inventory.Options{ReservationTTL: ttl})
 	srv := server.New(cfg, log)
 	inventoryv1.RegisterInventoryServiceServer(srv, inv)
+	srv.Metrics().MustRegister(inv.Collectors()...)
 
 	// The sweeper and the watch hub run until the server has stopped (or,
 	// on SIGTERM, from the moment the drain begins, ending open watches so

@@ -41,6 +41,8 @@ type Server struct {
 	log   *slog.Logger
 	ttl   time.Duration
 	sweep time.Duration
+	// metrics are safe for concurrent use (Prometheus' own locking).
+	metrics metrics
 }
 
 var _ inventoryv1.InventoryServiceServer = (*Server)(nil)
@@ -59,8 +61,9 @@ func NewServer(store *Store, log *slog.Logger, opts Options) *Server {
 		store: store,
 		hub:   newHub(store, log, opts.PollInterval),
 		log:   log,
-		ttl:   ttl,
-		sweep: sweep,
+		ttl:     ttl,
+		sweep:   sweep,
+		metrics: newMetrics(),
 	}
 }
 
@@ -89,6 +92,7 @@ func (s *Server) sweepLoop(ctx context.Context) {
 		case err != nil && ctx.Err() == nil:
 			s.log.Error("reservation sweep failed", "error", err.Error())
 		case n > 0:
+			s.metrics.expired.Add(float64(n))
 			s.log.Debug("expired reservations", "expired", n)
 		}
 	}
@@ -126,6 +130,7 @@ func (s *Server) Reserve(ctx context.Context, req *inventoryv1.ReserveRequest) (
 	if err != nil {
 		return nil, s.rpcError(ctx, "Reserve", err)
 	}
+	s.metrics.reservations.WithLabelValues("reserved").Inc()
 	return &inventoryv1.ReserveResponse{Reservation: toReservation(r)}, nil
 }
 
@@ -138,6 +143,7 @@ func (s *Server) Commit(ctx context.Context, req *inventoryv1.CommitRequest) (*i
 	if err != nil {
 		return nil, s.rpcError(ctx, "Commit", err)
 	}
+	s.metrics.reservations.WithLabelValues("committed").Inc()
 	return &inventoryv1.CommitResponse{Reservation: toReservation(r)}, nil
 }
 
@@ -150,6 +156,7 @@ func (s *Server) Release(ctx context.Context, req *inventoryv1.ReleaseRequest) (
 	if err != nil {
 		return nil, s.rpcError(ctx, "Release", err)
 	}
+	s.metrics.reservations.WithLabelValues("released").Inc()
 	return &inventoryv1.ReleaseResponse{Reservation: toReservation(r)}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -122,6 +123,18 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// LogLevel is the lowest level logged.
 	LogLevel slog.Level
+	// Impl names the implementation ("go") for a service that has several
+	// (inventory); it tags every span. Empty for the others.
+	Impl string
+	// ZipkinURL is where spans are sent (Zipkin's /api/v2/spans); empty
+	// sends none (spans are still made, logged by id and propagated).
+	ZipkinURL string
+	// TraceSampleRatio is the share of traces started here that are kept;
+	// a call that arrives with a sampling decision follows it.
+	TraceSampleRatio float64
+	// MetricsAddr is host:port for Prometheus' /metrics; empty serves none.
+	MetricsAddr string
+
 	// TLSCertFile and TLSKeyFile are the server's certificate (its
 	// SPIFFE-style identity in the SAN) and key; TLSCAFile is the CA every
 	// client certificate must come from. All three set: the server serves
@@ -151,6 +164,40 @@ func (c *Config) Register(f *Flags, defaultAddr string) {
 	f.String(&c.TLSCertFile, "tls-cert-file", "SHOP_TLS_CERT_FILE", "", "the server's TLS certificate (PEM); with the key and CA files, serve mutual TLS")
 	f.String(&c.TLSKeyFile, "tls-key-file", "SHOP_TLS_KEY_FILE", "", "the server's TLS private key (PEM)")
 	f.String(&c.TLSCAFile, "tls-ca-file", "SHOP_TLS_CA_FILE", "", "the CA (PEM) that every client certificate must come from")
+	f.String(&c.ZipkinURL, "zipkin-url", "SHOP_ZIPKIN_URL", "",
+		"Zipkin's span endpoint (http://host:9411/api/v2/spans); empty exports no spans")
+	c.TraceSampleRatio = 1
+	f.Text(Ratio(&c.TraceSampleRatio), "trace-sample-ratio", "SHOP_TRACE_SAMPLE_RATIO",
+		"share of the traces started here that are recorded, 0 to 1")
+	f.String(&c.MetricsAddr, "metrics-addr", "SHOP_METRICS_ADDR", "",
+		"host:port serving Prometheus metrics at /metrics; empty serves none")
+}
+
+// Ratio adapts a float64 to a setting between 0 and 1, as
+// SHOP_TRACE_SAMPLE_RATIO is; pass it to Flags.Text.
+func Ratio(p *float64) interface {
+	encoding.TextUnmarshaler
+	encoding.TextMarshaler
+} {
+	return &ratio{p}
+}
+
+type ratio struct{ p *float64 }
+
+func (r ratio) UnmarshalText(text []byte) error {
+	v, err := strconv.ParseFloat(string(text), 64)
+	if err != nil || v < 0 || v > 1 {
+		return fmt.Errorf("%q is not a number between 0 and 1", text)
+	}
+	*r.p = v
+	return nil
+}
+
+func (r ratio) MarshalText() ([]byte, error) {
+	if r.p == nil {
+		return []byte("1"), nil
+	}
+	return []byte(strconv.FormatFloat(*r.p, 'g', -1, 64)), nil
 }
 
 // loadTLS builds the mutual-TLS server credentials from the three files, or
@@ -201,6 +248,11 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, fmt.Errorf("the shutdown grace period is %s; it must not be negative", c.ShutdownGrace))
+	}
+	if c.ZipkinURL != "" {
+		if u, err := url.Parse(c.ZipkinURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("SHOP_ZIPKIN_URL (-zipkin-url) %q is not an http(s) URL", c.ZipkinURL))
+		}
 	}
 	if err := c.loadTLS(); err != nil {
 		errs = append(errs, err)

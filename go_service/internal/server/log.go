@@ -9,10 +9,11 @@ import (
 )
 
 // NewLogger returns a logger writing one JSON object per line to w, with the
-// "service" key on every line, as docs/conventions.md asks.
+// "service" key on every line, as docs/conventions.md asks, and the
+// trace_id and span_id of the span in the context a line is logged with.
 func NewLogger(w io.Writer, service string, level slog.Leveler) *slog.Logger {
 	h := slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: lowerLevel})
-	return slog.New(h).With("service", service)
+	return slog.New(traceHandler{h}).With("service", service)
 }
 
 // lowerLevel writes the level as every service in the shop does: "info",

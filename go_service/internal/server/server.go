@@ -20,6 +20,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -43,34 +44,51 @@ type Server struct {
 	// registered on this server, described from the descriptors linked into
 	// the binary. Written only before serving starts.
 	reflection *reflection.ServerOptions
+	telemetry  *Telemetry
 }
 
 var _ grpc.ServiceRegistrar = (*Server)(nil)
 
-// New returns a Server for cfg. opts are extra grpc.ServerOptions; the
-// logging and recovery interceptors are always installed, outermost first,
-// so a recovered panic is logged as INTERNAL.
+// New returns a Server for cfg. opts are extra grpc.ServerOptions; tracing
+// (a stats handler), the metrics interceptors and the logging and recovery
+// interceptors are always installed, outermost first, so a recovered panic
+// is logged and counted as INTERNAL.
 func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) *Server {
-	opts = append([]grpc.ServerOption{
+	tel, err := newTelemetry(cfg, log)
+	if err != nil {
+		// Validate rejects a malformed URL first; should the exporter still
+		// refuse it, the server runs and exports nothing rather than not run.
+		log.Error("tracing export disabled", "error", err.Error())
+		cfg.ZipkinURL = ""
+		tel, _ = newTelemetry(cfg, log)
+	}
+	opts = append(tel.serverOptions(cfg), append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(UnaryLogging(log), UnaryRecovery(log)),
 		grpc.ChainStreamInterceptor(StreamLogging(log), StreamRecovery(log)),
-	}, opts...)
+	}, opts...)...)
 	if cfg.creds != nil {
 		// Mutual TLS: the handshake refuses a client without a certificate
 		// from the configured CA (Config.Validate loaded it).
 		opts = append(opts, grpc.Creds(cfg.creds))
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    log,
-		grpc:   grpc.NewServer(opts...),
-		health: health.NewServer(),
+		cfg:       cfg,
+		log:       log,
+		grpc:      grpc.NewServer(opts...),
+		health:    health.NewServer(),
+		telemetry: tel,
 	}
 	// health.NewServer starts the overall status as SERVING; nothing is
 	// served until Serve says so.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s
+}
+
+// Metrics is the registry the server's /metrics serves; a service registers
+// its own series on it before Serve.
+func (s *Server) Metrics() prometheus.Registerer {
+	return s.telemetry.Registry
 }
 
 // SetReflection makes server reflection (grpc.reflection.v1 and v1alpha)
@@ -134,7 +152,15 @@ func (s *Server) Run(ctx context.Context) error {
 // Long-lived streams (a health Watch, a cart being quoted) hold the drain
 // until they end or the grace period runs out.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	defer s.telemetry.shutdown(s.log)
+	stopMetrics, err := s.telemetry.serveMetrics(ctx, s.cfg.MetricsAddr, s.log)
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	defer stopMetrics()
 	s.registerReflection()
+	s.telemetry.rpc.InitializeMetrics(s.grpc)
 	// SERVING before the first call is accepted, so no health check ever
 	// sees a starting server as NOT_SERVING.
 	s.setServing(healthpb.HealthCheckResponse_SERVING)

@@ -70,6 +70,28 @@ export function readListenAddr(env: Env, name: string, fallback: string): string
   return value;
 }
 
+/** A number between 0 and 1 (SHOP_TRACE_SAMPLE_RATIO); fallback when unset. */
+export function readRatio(env: Env, name: string, fallback: number): number {
+  const raw = readOptional(env, name);
+  if (raw === undefined) {
+    return fallback;
+  }
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0 || value > 1) {
+    throw new ConfigError(name, `must be a number between 0 and 1; got "${raw}"`);
+  }
+  return value;
+}
+
+/** An http(s) URL (SHOP_ZIPKIN_URL), or undefined when unset. */
+export function readUrl(env: Env, name: string): string | undefined {
+  const raw = readOptional(env, name);
+  if (raw !== undefined && !/^https?:\/\/[^/]+/.test(raw)) {
+    throw new ConfigError(name, `must be an http(s) URL; got "${raw}"`);
+  }
+  return raw;
+}
+
 /** A server's TLS files, read at start-up. */
 export interface TlsFiles {
   /** The server's certificate (its SPIFFE-style identity in the URI SAN), PEM. */
@@ -112,19 +134,30 @@ export interface ServerConfig {
   /** How long SIGTERM waits for in-flight RPCs, in milliseconds. */
   shutdownGraceMs: number;
   logLevel: LogLevel;
+  /** Zipkin's /api/v2/spans; undefined exports no spans (they are still made and propagated). */
+  zipkinUrl?: string;
+  /** Share of the traces started here that are recorded, 0 to 1. */
+  traceSampleRatio: number;
+  /** host:port serving Prometheus' /metrics; undefined serves none. */
+  metricsAddr?: string;
   /** Mutual TLS; undefined means plaintext (tests only). */
   tls?: TlsFiles;
 }
 
 /**
  * Reads SHOP_LISTEN_ADDR (defaultAddr when unset), SHOP_SHUTDOWN_GRACE_SECONDS,
- * SHOP_LOG_LEVEL and the three SHOP_TLS_* files.
+ * SHOP_LOG_LEVEL, the three SHOP_TLS_* files and the telemetry settings: SHOP_ZIPKIN_URL,
+ * SHOP_TRACE_SAMPLE_RATIO and SHOP_METRICS_ADDR.
  */
 export function loadServerConfig(env: Env, defaultAddr: string): ServerConfig {
+  const metricsAddr = readOptional(env, "SHOP_METRICS_ADDR");
   return {
     listenAddr: readListenAddr(env, "SHOP_LISTEN_ADDR", defaultAddr),
     shutdownGraceMs: readSecondsAsMs(env, "SHOP_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS, true),
     logLevel: readLogLevel(env, "SHOP_LOG_LEVEL", "info"),
     tls: readTlsFiles(env),
+    zipkinUrl: readUrl(env, "SHOP_ZIPKIN_URL"),
+    traceSampleRatio: readRatio(env, "SHOP_TRACE_SAMPLE_RATIO", 1),
+    metricsAddr: metricsAddr === undefined ? undefined : readListenAddr(env, "SHOP_METRICS_ADDR", metricsAddr),
   };
 }

@@ -1,8 +1,10 @@
 // Structured JSON logs on stdout, one object per line, with the keys
 // docs/conventions.md fixes: time (RFC 3339), level (a name), service, msg,
-// and impl for a service that has several implementations.
+// impl for a service that has several implementations, and trace_id and
+// span_id inside a traced call.
 import { pino, type DestinationStream, type Logger } from "pino";
 
+import { activeTraceIds } from "./telemetry.js";
 import type { LogLevel } from "./config.js";
 
 export type { Logger } from "pino";
@@ -22,6 +24,8 @@ export function createLogger(identity: LogIdentity, level: LogLevel, destination
     level,
     base: { ...identity },
     messageKey: "msg",
+    // Inside a traced RPC, every line carries the span's trace_id and span_id.
+    mixin: activeTraceIds,
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: {
       level: (label: string) => ({ level: label }),

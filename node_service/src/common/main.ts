@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 
 import type { ServerConfig } from "./config.js";
 import { createLogger, type LogIdentity, type Logger } from "./logger.js";
+import { Telemetry } from "./telemetry.js";
 
 /** What a service's start function returns: something to shut down. */
 export interface Stoppable {
@@ -15,12 +16,13 @@ export interface Stoppable {
 
 /**
  * Runs a service until a signal stops it and resolves to the process's exit
- * code. loadConfig reads the environment; start builds and starts the server.
+ * code. loadConfig reads the environment; start builds and starts the server,
+ * with the process's telemetry (traces and /metrics, set up here first).
  */
 export async function serviceMain<C extends ServerConfig>(
   identity: LogIdentity,
   loadConfig: () => C,
-  start: (config: C, logger: Logger) => Promise<Stoppable>,
+  start: (config: C, logger: Logger, telemetry: Telemetry) => Promise<Stoppable>,
 ): Promise<number> {
   let config: C;
   try {
@@ -30,26 +32,32 @@ export async function serviceMain<C extends ServerConfig>(
     return 2;
   }
   const logger = createLogger(identity, config.logLevel);
+  const telemetry = new Telemetry(identity.service, identity.impl, config);
   let server: Stoppable;
   try {
-    server = await start(config, logger);
+    await telemetry.serveMetrics();
+    server = await start(config, logger, telemetry);
   } catch (err) {
     logger.error({ err }, `start failed: ${(err as Error).message}`);
+    await telemetry.shutdown();
     return 1;
   }
   return new Promise<number>((resolve) => {
     const stop = (signal: NodeJS.Signals): void => {
       logger.info({ signal, grace_ms: config.shutdownGraceMs }, "shutting down");
-      server.shutdown().then(
-        () => {
-          logger.info("stopped");
-          resolve(0);
-        },
-        (err: unknown) => {
-          logger.error({ err }, "shutdown failed");
-          resolve(1);
-        },
-      );
+      server
+        .shutdown()
+        .then(() => telemetry.shutdown())
+        .then(
+          () => {
+            logger.info("stopped");
+            resolve(0);
+          },
+          (err: unknown) => {
+            logger.error({ err }, "shutdown failed");
+            resolve(1);
+          },
+        );
     };
     process.once("SIGTERM", stop);
     process.once("SIGINT", stop);

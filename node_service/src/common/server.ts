@@ -1,5 +1,5 @@
 // The bootstrap every Node shop server shares, as docs/conventions.md
-// describes it: the RPC logging interceptor, grpc.health.v1, server
+// describes it: the RPC logging and tracing interceptors, grpc.health.v1, server
 // reflection, bind, the "listening" line, SERVING, and on shutdown
 // NOT_SERVING and a drain bounded by the grace period. It knows nothing about
 // any one service: a service passes its registrations and the hooks that end
@@ -19,6 +19,7 @@ import type { ServerConfig, TlsFiles } from "./config.js";
 import { loggingInterceptor } from "./interceptors.js";
 import type { Logger } from "./logger.js";
 import { reflectionPackage } from "./reflection.js";
+import type { Telemetry } from "./telemetry.js";
 
 /** One gRPC service to serve: its full name (health reports on it) and its handlers. */
 export interface ServiceRegistration {
@@ -33,6 +34,8 @@ export interface StartOptions {
   services: readonly ServiceRegistration[];
   /** The descriptor set of the whole API (`make protos`), which reflection serves. */
   descriptorSet: string;
+  /** Traces and counts every RPC when given (serviceMain always gives it; unit tests may not). */
+  telemetry?: Telemetry;
   /**
    * Called once when shutdown begins, right after health turns NOT_SERVING:
    * stop timers and end long-lived streams so they do not hold up the drain.
@@ -86,7 +89,10 @@ function bind(server: Server, addr: string, credentials: ServerCredentials): Pro
 export async function startServer(options: StartOptions): Promise<RunningServer> {
   const { config, logger } = options;
   const names = ["", ...options.services.map((s) => s.name)];
-  const server = new Server({ interceptors: [loggingInterceptor(logger)] });
+  // The tracing interceptor comes after the logging one: grpc-js runs the
+  // last interceptor outermost, so the span is active when the rpc line is logged.
+  const interceptors = [loggingInterceptor(logger), ...(options.telemetry ? [options.telemetry.interceptor()] : [])];
+  const server = new Server({ interceptors });
   const health = new HealthImplementation(Object.fromEntries(names.map((name) => [name, "NOT_SERVING"])));
   let port: number;
   try {

@@ -5,6 +5,7 @@
 import { InventoryServiceService, protobufPackage } from "../../gen/shop/inventory/v1/inventory_service.js";
 import type { Logger } from "../common/logger.js";
 import { startServer } from "../common/server.js";
+import type { Telemetry } from "../common/telemetry.js";
 import type { Config } from "./config.js";
 import { createInventoryService } from "./service.js";
 import { InventoryStore } from "./store.js";
@@ -32,17 +33,33 @@ function sweepIntervalMs(ttlMs: number): number {
   return Math.min(5000, Math.max(50, Math.floor(ttlMs / 2)));
 }
 
-/** Opens the database, builds the server and starts it on config.listenAddr. */
-export async function createServer(config: Config, logger: Logger): Promise<InventoryServer> {
+/**
+ * Opens the database, builds the server and starts it on config.listenAddr.
+ * With telemetry, the inventory series (reservations by outcome, those the
+ * sweeper expired, open watchers) are on its registry.
+ */
+export async function createServer(config: Config, logger: Logger, telemetry?: Telemetry): Promise<InventoryServer> {
   const store = InventoryStore.open({ dbPath: config.dbPath, seedFile: config.seedFile, schemaFile: config.schemaFile });
   const hub = new StockWatchHub(store, logger);
+  const reservations = telemetry?.counter(
+    "shop_inventory_reservations_total",
+    "Reservations by what happened to them: reserved, committed or released.",
+    ["outcome"],
+  );
+  const expired = telemetry?.counter(
+    "shop_inventory_reservations_expired_total",
+    "Reservations the sweeper expired because they outlived their TTL.",
+    [],
+  );
+  telemetry?.gauge("shop_inventory_watchers", "Open WatchStock streams.", () => hub.size);
   // The sweeper expires overdue reservations even when no call comes, so
   // watchers see the stock come back.
   const sweeper = setInterval(() => {
     try {
-      const expired = store.expireDue();
-      if (expired > 0) {
-        logger.debug({ expired }, "expired reservations");
+      const count = store.expireDue();
+      if (count > 0) {
+        expired?.inc(count);
+        logger.debug({ expired: count }, "expired reservations");
       }
     } catch (err) {
       logger.error({ err }, "reservation sweep failed");
@@ -56,11 +73,18 @@ export async function createServer(config: Config, logger: Logger): Promise<Inve
       config,
       logger,
       descriptorSet: config.descriptorSet,
+      telemetry,
       services: [
         {
           name: SERVICE_NAME,
           definition: InventoryServiceService,
-          implementation: createInventoryService({ store, hub, logger, reservationTtlMs: config.reservationTtlMs }),
+          implementation: createInventoryService({
+            store,
+            hub,
+            logger,
+            reservationTtlMs: config.reservationTtlMs,
+            onReservation: (outcome) => reservations?.inc({ outcome }),
+          }),
         },
       ],
       onDrain: () => {

@@ -35,6 +35,8 @@ export interface ServiceDeps {
   hub: StockWatchHub;
   reservationTtlMs: number;
   logger: Logger;
+  /** Told of each Reserve, Commit and Release that succeeded (the inventory series count them). */
+  onReservation?: (outcome: "reserved" | "committed" | "released") => void;
 }
 
 function timestamp(ms: number): Timestamp {
@@ -181,17 +183,23 @@ export function createInventoryService(deps: ServiceDeps): InventoryServiceServe
 
     reserve: unary(logger, "Reserve", (request) => {
       fail(checkReserve(request.requestId, request.lines));
-      return { reservation: toReservation(store.reserve(request.requestId, request.lines, deps.reservationTtlMs)) };
+      const reservation = store.reserve(request.requestId, request.lines, deps.reservationTtlMs);
+      deps.onReservation?.("reserved");
+      return { reservation: toReservation(reservation) };
     }),
 
     commit: unary(logger, "Commit", (request) => {
       fail(checkReservationId(request.reservationId));
-      return { reservation: toReservation(store.commit(request.reservationId)) };
+      const reservation = store.commit(request.reservationId);
+      deps.onReservation?.("committed");
+      return { reservation: toReservation(reservation) };
     }),
 
     release: unary(logger, "Release", (request) => {
       fail(checkReservationId(request.reservationId));
-      return { reservation: toReservation(store.release(request.reservationId)) };
+      const reservation = store.release(request.reservationId);
+      deps.onReservation?.("released");
+      return { reservation: toReservation(reservation) };
     }),
 
     watchStock: (call) => {

@@ -1,7 +1,8 @@
 """A server interceptor that logs every RPC and turns failures into statuses.
 
 One line per finished call: method, code, duration_ms and the x-request-id the
-caller sent (docs/conventions.md). An RpcError raised by a handler becomes the
+caller sent (docs/conventions.md), and the per-RPC Prometheus series
+(common/telemetry.py). An RpcError raised by a handler becomes the
 call's status with its details; any other exception is logged with its stack
 and becomes INTERNAL, and the server keeps serving.
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import grpc
 
+from shop_services.common import telemetry
 from shop_services.common.errors import RpcError
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -52,7 +54,10 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method: str = handler_call_details.method
         metadata = handler_call_details.invocation_metadata
-        call = _Call(self._logger, method, request_id_of(metadata))
+        kind = telemetry.rpc_type(
+            client_streaming=handler.request_streaming, server_streaming=handler.response_streaming
+        )
+        call = _Call(self._logger, method, request_id_of(metadata), kind)
         deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
@@ -108,10 +113,12 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 class _Call:
     """One RPC's observation: wraps its behaviour and logs how it ended."""
 
-    def __init__(self, logger: logging.Logger, method: str, request_id: str | None) -> None:
+    def __init__(self, logger: logging.Logger, method: str, request_id: str | None, kind: str) -> None:
         self._logger = logger
         self._method = method
         self._request_id = request_id
+        service, name = telemetry.split_method(method)
+        self._labels = (kind, service, name)
 
     def wrap(self, behavior: Callable[..., Any], *, streaming_request: bool = False) -> Callable[..., Any]:
         def checked(request: Any) -> Any:
@@ -120,6 +127,7 @@ class _Call:
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                telemetry.RPC_STARTED.labels(*self._labels).inc()
                 start = time.perf_counter()
                 code = grpc.StatusCode.OK
                 try:
@@ -133,6 +141,7 @@ class _Call:
             return stream
 
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            telemetry.RPC_STARTED.labels(*self._labels).inc()
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
@@ -174,11 +183,14 @@ class _Call:
 
     def _log(self, context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode, start: float) -> None:
         code = self._code or _context_code(context) or default
+        elapsed = time.perf_counter() - start
+        telemetry.RPC_HANDLED.labels(*self._labels, telemetry.code_label(code)).inc()
+        telemetry.RPC_SECONDS.labels(*self._labels).observe(elapsed)
         level = logging.DEBUG if self._method.startswith(_QUIET_PREFIXES) else logging.INFO
         extra: dict[str, Any] = {
             "method": self._method,
             "code": code.name,
-            "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+            "duration_ms": round(elapsed * 1000, 3),
         }
         if self._request_id:
             extra["request_id"] = self._request_id

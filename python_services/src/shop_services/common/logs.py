@@ -8,6 +8,8 @@ import logging
 import sys
 from typing import Any
 
+from shop_services.common.telemetry import current_ids
+
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
 # The level names every service in the shop writes (Go's slog and pino agree).
 _LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn", logging.ERROR: "error"}
@@ -30,6 +32,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 line[key] = value
+        # Logged inside a traced call (or a saga step): the ids that find it in Zipkin.
+        ids = current_ids()
+        if ids is not None:
+            line["trace_id"], line["span_id"] = ids
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)

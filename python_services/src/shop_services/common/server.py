@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
+from shop_services.common import telemetry
 from shop_services.common.config import ConfigError
 from shop_services.common.interceptors import ObservabilityInterceptor
 from shop_services.common.tls import Tls
@@ -86,8 +87,11 @@ async def create_server(
     Reflection describes the registered services (plus `reflected`, looked up
     in `reflection_pool` when given, else in the default pool).
     """
+    # The tracing interceptor comes first, so the call's span is current
+    # while the logging interceptor and the handler run (their log lines
+    # carry its trace_id and span_id).
     server = grpc.aio.server(
-        interceptors=[ObservabilityInterceptor(logger), *interceptors],
+        interceptors=[*telemetry.server_interceptors(), ObservabilityInterceptor(logger), *interceptors],
         options=_OPTIONS,
     )
     names = [s.full_name for s in services]
@@ -136,15 +140,32 @@ def register_reflection(
         )
 
 
-def service_main(name: str, from_env: Callable[[], C], run: Callable[[C], Coroutine[Any, Any, int]]) -> int:
-    """A service's `main`: read its config (exit 2 naming the bad variable),
-    then run it on a fresh event loop and return its exit code."""
+def service_main(
+    name: str,
+    from_env: Callable[[], C],
+    run: Callable[[C], Coroutine[Any, Any, int]],
+    *,
+    impl: str | None = None,
+) -> int:
+    """A service's `main`: read its config and the telemetry settings (exit 2
+    naming the bad variable), set up traces and metrics (exit 1 when the
+    metrics port cannot be bound), then run it on a fresh event loop, flush
+    the spans still queued, and return its exit code."""
     try:
         config = from_env()
+        telemetry_config = telemetry.TelemetryConfig.from_env()
     except ConfigError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(run(config))
+    try:
+        tel = telemetry.Telemetry(name, telemetry_config, impl=impl)
+    except OSError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(run(config))
+    finally:
+        tel.shutdown()
 
 
 async def serve(

@@ -108,7 +108,7 @@ async def run(config: Config) -> int:
 
 
 def main() -> int:
-    return service_main("inventory", Config.from_env, run)
+    return service_main("inventory", Config.from_env, run, impl=IMPL)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import prometheus_client
 from google.protobuf import timestamp_pb2
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
@@ -126,6 +127,19 @@ def _fail(violations: Iterable[Violation]) -> None:
         raise errors.invalid_argument(items)
 
 
+# The inventory series every implementation exports under the same names
+# (docs/observability.md); the bootstrap serves them on the metrics port.
+RESERVATIONS = prometheus_client.Counter(
+    "shop_inventory_reservations",
+    "Reservations by what happened to them: reserved, committed or released.",
+    ("outcome",),
+)
+EXPIRED = prometheus_client.Counter(
+    "shop_inventory_reservations_expired", "Reservations the sweeper expired because they outlived their TTL."
+)
+WATCHERS = prometheus_client.Gauge("shop_inventory_watchers", "Open WatchStock streams.")
+
+
 class InventoryService(pb_grpc.InventoryServiceServicer):
     """The InventoryService handlers over an InventoryStore and a StockWatchHub."""
 
@@ -151,6 +165,7 @@ class InventoryService(pb_grpc.InventoryServiceServicer):
         _fail(check_reserve(request.request_id, request.lines))
         lines = [Line(line.sku, line.quantity) for line in request.lines]
         record = await self._store.reserve(request.request_id, lines, self._ttl_ms)
+        RESERVATIONS.labels("reserved").inc()
         return pb.ReserveResponse(reservation=to_reservation(record))
 
     async def Commit(
@@ -159,7 +174,9 @@ class InventoryService(pb_grpc.InventoryServiceServicer):
         context: grpc.aio.ServicerContext[pb.CommitRequest, pb.CommitResponse],
     ) -> pb.CommitResponse:
         _fail(check_reservation_id(request.reservation_id))
-        return pb.CommitResponse(reservation=to_reservation(await self._store.commit(request.reservation_id)))
+        record = await self._store.commit(request.reservation_id)
+        RESERVATIONS.labels("committed").inc()
+        return pb.CommitResponse(reservation=to_reservation(record))
 
     async def Release(
         self,
@@ -167,7 +184,9 @@ class InventoryService(pb_grpc.InventoryServiceServicer):
         context: grpc.aio.ServicerContext[pb.ReleaseRequest, pb.ReleaseResponse],
     ) -> pb.ReleaseResponse:
         _fail(check_reservation_id(request.reservation_id))
-        return pb.ReleaseResponse(reservation=to_reservation(await self._store.release(request.reservation_id)))
+        record = await self._store.release(request.reservation_id)
+        RESERVATIONS.labels("released").inc()
+        return pb.ReleaseResponse(reservation=to_reservation(record))
 
     async def WatchStock(
         self,
@@ -285,6 +304,7 @@ async def create_inventory_server(
         await hub.close()
         await store.close()
         raise
+    WATCHERS.set_function(lambda: hub.size)
     interval = sweep_interval_seconds(ttl_ms) if sweep_interval is None else sweep_interval
     sweeper = asyncio.create_task(_sweep(store, logger, interval), name="inventory-sweeper")
     return InventoryServer(
@@ -310,4 +330,5 @@ async def _sweep(store: InventoryStore, logger: logging.Logger, interval: float)
             logger.exception("reservation sweep failed")
             continue
         if expired > 0:
+            EXPIRED.inc(expired)
             logger.debug("expired reservations", extra={"expired": expired})

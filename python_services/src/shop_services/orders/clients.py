@@ -40,6 +40,7 @@ from shop.payments.v1 import payment_service_pb2_grpc
 
 from shop_services.common.errors import decode_error
 from shop_services.common.interceptors import REQUEST_ID_HEADER
+from shop_services.common.telemetry import client_interceptors
 from shop_services.common.tls import Tls
 
 RequestT = TypeVar("RequestT", bound=Message)
@@ -111,13 +112,20 @@ class Clients:
 
     def __init__(self, dependencies: Dependencies, tls: Tls | None = None) -> None:
         addresses = (dependencies.catalog, dependencies.inventory, dependencies.payments)
+        # Each call is a client span, and the caller's trace context travels on as traceparent.
         if tls is None:
-            self._channels = [grpc.aio.insecure_channel(a, options=_CHANNEL_OPTIONS) for a in addresses]
+            self._channels = [
+                grpc.aio.insecure_channel(a, options=_CHANNEL_OPTIONS, interceptors=client_interceptors())
+                for a in addresses
+            ]
         else:
             # Our own certificate identifies us to Envoy's internal listener,
             # whose RBAC allows orders exactly the saga's RPCs.
             credentials = tls.channel_credentials()
-            self._channels = [grpc.aio.secure_channel(a, credentials, options=_CHANNEL_OPTIONS) for a in addresses]
+            self._channels = [
+                grpc.aio.secure_channel(a, credentials, options=_CHANNEL_OPTIONS, interceptors=client_interceptors())
+                for a in addresses
+            ]
         catalog, inventory, payments = self._channels
         self.catalog: catalog_service_pb2_grpc.CatalogServiceAsyncStub = catalog_service_pb2_grpc.CatalogServiceStub(
             catalog

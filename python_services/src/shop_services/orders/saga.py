@@ -68,6 +68,7 @@ from shop.inventory.v1 import inventory_service_pb2 as inventory_pb
 from shop.orders.v1 import order_service_pb2 as pb
 from shop.payments.v1 import payment_service_pb2 as payments_pb
 
+from shop_services.orders import observe
 from shop_services.orders.clients import CallFailedError, Clients, RequestT, ResponseT, call
 from shop_services.orders.store import (
     PHASE_FAILED,
@@ -210,6 +211,7 @@ class Saga:
         request = inventory_pb.CommitRequest(reservation_id=record.reservation_id)
         await self._step(record, STEP_COMMIT, self._clients.inventory.Commit, request, attempts=_COMMIT_ATTEMPTS)
         self._store.confirmed(record.order_id, f"reservation_id={record.reservation_id}")
+        observe.order_finished("confirmed")
         self._info(record, STEP_COMMIT, "succeeded; order confirmed")
 
     async def _step(
@@ -225,14 +227,15 @@ class Saga:
         budget, caller_bound = self._forward_budget(record, step)
         self._store.step_started(record.order_id, step)
         try:
-            return await call(
-                method,
-                request,
-                budget=budget,
-                trace_id=record.trace_id,
-                backoff=self._settings.retry_backoff,
-                attempts=attempts,
-            )
+            with observe.step(record.order_id, step, observe.FORWARD):
+                return await call(
+                    method,
+                    request,
+                    budget=budget,
+                    trace_id=record.trace_id,
+                    backoff=self._settings.retry_backoff,
+                    attempts=attempts,
+                )
         except CallFailedError as failure:
             self._store.step_failed(record.order_id, step, str(failure), in_doubt=failure.in_doubt)
             reason, message = self._failure(step, failure, caller_bound)
@@ -308,12 +311,14 @@ class Saga:
                 return
             if outcome is _Undo.COMMITTED:
                 self._store.confirmed(order_id, "Release found the reservation committed: the commit went through")
+                observe.order_finished("confirmed")
                 self._info(record, STEP_RELEASE, "found the reservation committed; order confirmed")
                 return
         record = self._get(order_id)
         if record.payment_id and not record.payment_refunded and await self._refund(record) is _Undo.NOT_YET:
             return
         self._store.failed(order_id)
+        observe.order_finished("failed", _reason_name(record.failure_reason))
         self._info(record, "compensation", "succeeded; order failed", reason=_reason_name(record.failure_reason))
 
     async def _resolve_reserve(self, record: OrderRecord) -> bool:
@@ -382,13 +387,14 @@ class Saga:
         """A compensating (or resolving) call, bounded by the step cap; logged, never pending."""
         self._store.log(record.order_id, step, PHASE_STARTED, "compensation")
         try:
-            return await call(
-                method,
-                request,
-                budget=self._settings.step_timeout,
-                trace_id=record.trace_id,
-                backoff=self._settings.retry_backoff,
-            )
+            with observe.step(record.order_id, step, observe.undo_kind(step)):
+                return await call(
+                    method,
+                    request,
+                    budget=self._settings.step_timeout,
+                    trace_id=record.trace_id,
+                    backoff=self._settings.retry_backoff,
+                )
         except CallFailedError as failure:
             self._store.log(record.order_id, step, PHASE_FAILED, str(failure))
             level = logging.WARNING if failure.in_doubt or failure.retryable else logging.ERROR
