@@ -2,9 +2,10 @@
 #
 # Every tool is pinned and installed into the repository by the targets that
 # need it: Python packages into .venv (requirements-dev.txt), Go tools into
-# .tmp/bin (tools/go.mod `tool` directives), buf into tools/node_modules, the
-# Node toolchain into node_service/node_modules and the storefront's into
-# web/node_modules (package-lock.json); Debian's chromium for the browser tests.
+# .tmp/bin (tools/go.mod `tool` directives), buf and swagger-ui-dist into
+# tools/node_modules (tools/package-lock.json), the Node toolchain into
+# node_service/node_modules and the storefront's into web/node_modules
+# (package-lock.json); Debian's chromium for the browser tests.
 # Generated code is not committed; every target that needs it generates it.
 
 SHELL := bash
@@ -26,6 +27,10 @@ export GOTOOLCHAIN := local
 PROTO_FILES := $(shell find protos/shop -name '*.proto' | sort)
 PROTO_REL := $(patsubst protos/%,%,$(PROTO_FILES))
 DESCRIPTOR := protos/gen/shop_api.binpb
+# The OpenAPI 3 document of the JSON API (gnostic's protoc-gen-openapi on the
+# google.api.http rules, finished by tools/openapi.py); the edge serves it.
+OPENAPI := protos/gen/openapi.json
+OPENAPI_OPT := naming=json,fq_schema_naming=true,default_response=true,enum_type=string,version=v1,title=The shop JSON API
 # Third-party protos: googleapis from googleapis-common-protos, the
 # well-known types from grpcio-tools. Both are pinned in requirements-dev.txt.
 SITE := $(VENV)/lib/python3.11/site-packages
@@ -48,16 +53,16 @@ help: ## Show this list of targets
 ##@ Contracts
 
 .PHONY: protos
-protos: $(STAMPS)/py-package ## Lint the protos and generate Python, Go, Node and browser stubs and the descriptor set
+protos: $(STAMPS)/py-package ## Lint the protos; generate Python, Go, Node and browser stubs, the descriptor set and the OpenAPI document
 
 .PHONY: lint-protos
-lint-protos: $(STAMPS)/buf $(DESCRIPTOR) ## Run buf lint and buf format on the protos
-	$(BUF) format -d --exit-code protos
+lint-protos: $(STAMPS)/buf $(DESCRIPTOR) $(GOOGLEAPIS) ## Run buf lint and buf format on the protos
+	$(BUF) format -d --exit-code protos --path protos/shop
 	$(BUF) lint $(DESCRIPTOR) --path shop
 
 BREAKING_AGAINST ?= main
 .PHONY: breaking
-breaking: $(STAMPS)/buf $(DESCRIPTOR) ## Check the protos for breaking changes against BREAKING_AGAINST (default main)
+breaking: $(STAMPS)/buf $(DESCRIPTOR) $(GOOGLEAPIS) ## Check the protos for breaking changes against BREAKING_AGAINST (default main)
 	@rm -rf $(TMP)/against && mkdir -p $(TMP)/against
 	@if ! git cat-file -e '$(BREAKING_AGAINST):protos/shop' 2>/dev/null; then \
 	  echo "breaking: $(BREAKING_AGAINST) has no protos/shop yet; nothing to compare"; exit 0; fi; \
@@ -68,14 +73,21 @@ breaking: $(STAMPS)/buf $(DESCRIPTOR) ## Check the protos for breaking changes a
 	$(BUF) breaking $(DESCRIPTOR) --against $(TMP)/against/api.binpb --path shop; \
 	echo "breaking: no breaking change against $(BREAKING_AGAINST)"
 
+# buf's workspace (buf.yaml) reads the googleapis protos from a local module:
+# a copy of those in the pinned googleapis-common-protos.
+GOOGLEAPIS := protos/gen/googleapis/google/api/annotations.proto
+$(GOOGLEAPIS): $(STAMPS)/venv
+	rm -rf protos/gen/googleapis
+	for dir in api rpc type; do mkdir -p protos/gen/googleapis/google/$$dir && cp $(SITE)/google/$$dir/*.proto protos/gen/googleapis/google/$$dir/; done
+
 $(DESCRIPTOR): $(PROTO_FILES) $(STAMPS)/venv
 	@mkdir -p $(dir $@)
 	$(PROTOC) --include_imports --include_source_info --descriptor_set_out=$@ $(PROTO_REL) $(STATUS_PROTOS)
 
-$(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(STAMPS)/web-deps
-	$(BUF) format -d --exit-code protos
+$(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(GOOGLEAPIS) tools/openapi.py $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(STAMPS)/web-deps
+	$(BUF) format -d --exit-code protos --path protos/shop
 	$(BUF) lint $(DESCRIPTOR) --path shop
-	rm -rf python_services/gen go_service/gen node_service/gen web/gen
+	rm -rf python_services/gen go_service/gen/shop node_service/gen web/gen
 	mkdir -p python_services/gen go_service/gen node_service/gen web/gen
 	$(PROTOC) --python_out=python_services/gen --grpc_python_out=python_services/gen \
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=python_services/gen \
@@ -93,7 +105,28 @@ $(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(STAMPS)/venv $(STAMPS)
 	$(PROTOC) --plugin=protoc-gen-es=web/node_modules/.bin/protoc-gen-es \
 	  --es_out=web/gen --es_opt=target=ts,import_extension=js \
 	  $(PROTO_REL) $(STATUS_PROTOS) $(WEB_DEP_PROTOS)
+	$(PROTOC) --plugin=protoc-gen-openapi=$(BIN)/protoc-gen-openapi --openapi_out=protos/gen \
+	  --openapi_opt='$(OPENAPI_OPT)' $(PROTO_REL)
+	$(PY) tools/openapi.py protos/gen/openapi.yaml $(OPENAPI)
 	@mkdir -p $(dir $@) && touch $@
+
+##@ Client packages (clients/README.md)
+
+.PHONY: clients
+clients: $(STAMPS)/clients ## Generate the client packages: Python (clients/python), npm (clients/npm); Go is go_service/gen
+
+$(STAMPS)/clients: $(STAMPS)/protos buf.gen.yaml clients/package.json clients/package-lock.json clients/python/pyproject.toml
+	cd clients && npm ci --no-audit --no-fund --loglevel=error
+	rm -rf clients/python/gen clients/npm/gen
+	mkdir -p clients/python/gen
+	$(PROTOC) --python_out=clients/python/gen --grpc_python_out=clients/python/gen \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=clients/python/gen \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=clients/python/gen \
+	  $(PROTO_REL)
+	find clients/python/gen/shop -type d -exec touch {}/__init__.py \;
+	touch clients/python/gen/shop/py.typed
+	$(BUF) generate
+	@touch $@
 
 ##@ The local stack (no Docker: supervisord runs the services and Envoy)
 
@@ -108,8 +141,15 @@ build: $(STAMPS)/py-package ## Build every service implementation
 	cd node_service && npm run --silent build
 	cd web && npm run --silent build
 
+# The arguments of up, swap and canary are checked first, with the machine's
+# python3 (nothing else is installed on a fresh clone), so a misspelt name
+# fails at once, listing the valid ones, before anything is built.
+CHECK := PYTHONPATH=$(ROOT)/deploy python3 -m shopstack.check
+
 .PHONY: up
-up: build $(BIN)/grpcurl telemetry-tools ## Start the whole stack, Zipkin and Prometheus in the background and wait until healthy (INVENTORY=node|go|python)
+up: ## Start the whole stack, Zipkin and Prometheus in the background and wait until healthy (INVENTORY=node|go|python); on a running stack, restart what changed
+	@$(CHECK) up '$(INVENTORY)'
+	@$(MAKE) build $(BIN)/grpcurl telemetry-tools
 	@$(STACK) up $(if $(INVENTORY),--inventory $(INVENTORY))
 
 .PHONY: down
@@ -128,12 +168,20 @@ IMPL ?=
 WEIGHT ?=
 
 .PHONY: swap
-swap: build ## Replace a running service's implementation live (SERVICE=inventory IMPL=go)
-	@$(STACK) swap $(SERVICE) $(IMPL)
+swap: ## Replace a running service's implementation live (SERVICE=inventory IMPL=go)
+	@$(CHECK) swap '$(SERVICE)' '$(IMPL)'
+	@$(MAKE) build
+	@$(STACK) swap '$(SERVICE)' '$(IMPL)'
 
 .PHONY: canary
-canary: build ## Split a service's traffic to another implementation (SERVICE=inventory IMPL=go WEIGHT=10)
-	@$(STACK) canary $(SERVICE) $(IMPL) $(WEIGHT)
+canary: ## Split a service's traffic to another implementation (SERVICE=inventory IMPL=go WEIGHT=10)
+	@$(CHECK) canary '$(SERVICE)' '$(IMPL)' '$(WEIGHT)'
+	@$(MAKE) build
+	@$(STACK) canary '$(SERVICE)' '$(IMPL)' '$(WEIGHT)'
+
+.PHONY: demo
+demo: $(STAMPS)/py-package $(BIN)/grpcurl ## A scripted tour of the running stack: each command and its answer
+	@$(STACK) demo
 
 .PHONY: certs
 certs: $(STAMPS)/venv ## Issue (rotate) the local CA's certificates and the token signing key into .run/certs
@@ -151,23 +199,77 @@ token: $(STAMPS)/venv ## Print a customer token from the local issuer (CUSTOMER=
 clean-data: $(STAMPS)/py-package ## Delete the stack's databases (the stack must be down)
 	@$(STACK) clean-data
 
-##@ Docker (for machines with a Docker engine; this one has none)
+.PHONY: render-examples
+render-examples: $(STAMPS)/py-package ## Re-render the committed default configuration (envoy/local/, deploy/local/) after changing its generator
+	@$(STACK) render-examples
+
+##@ Containers (Docker Compose; podman where no Docker daemon answers)
+
+# BASES=auto builds on the public base images when a registry answers and on
+# locally built ones (debootstrap, deploy/containers/base.Dockerfile) when
+# none does; BASES=public or BASES=local forces one.
+BASES ?= auto
 
 .PHONY: docker-config
-docker-config: $(STAMPS)/py-package ## Render Envoy's Docker Compose configuration into envoy/gen/docker (and the certificates)
+docker-config: $(STAMPS)/py-package $(STAMPS)/buf ## Render Envoy's Docker Compose configuration into envoy/gen/docker (and the certificates)
 	cd web && npm run --silent build
 	@$(STACK) certs --if-missing
 	@$(STACK) render-docker envoy/gen/docker
-	cp $(DESCRIPTOR) envoy/gen/docker/shop_api.binpb
+	cp $(DESCRIPTOR) $(OPENAPI) envoy/gen/docker/
+	mkdir -p envoy/gen/docker/docs
+	cp tools/node_modules/swagger-ui-dist/swagger-ui-bundle.js tools/node_modules/swagger-ui-dist/swagger-ui.css envoy/gen/docker/docs/
 	rm -rf envoy/gen/docker/web && cp -r web/dist envoy/gen/docker/web
 
+# A Docker daemon with its compose plugin is used as it is; otherwise podman,
+# runc and debootstrap come from Debian and podman-compose from PyPI.
+$(STAMPS)/container-tools: deploy/containers/requirements.txt $(STAMPS)/venv
+	@if docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then \
+	  echo "containers: using the Docker daemon"; \
+	else \
+	  missing=""; for tool in podman runc debootstrap; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "containers: no Docker daemon answers; installing$$missing from Debian"; \
+	    apt-get -o DPkg::Lock::Timeout=900 update -qq && \
+	    apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends podman runc debootstrap; \
+	  fi; \
+	fi
+	$(PY) -m pip install --quiet --disable-pip-version-check -r deploy/containers/requirements.txt
+	@mkdir -p $(dir $@) && touch $@
+
+.PHONY: docker-build
+docker-build: docker-config $(STAMPS)/container-tools ## Build every image locally (BASES=auto|public|local)
+	@$(STACK) containers build --bases $(BASES)
+
 .PHONY: docker-up
-docker-up: docker-config ## Build the images and start the stack with Docker Compose
-	docker compose up --build --detach --wait
+docker-up: docker-build ## Build the images and start the stack with Docker Compose, then wait until healthy
+	@$(STACK) containers up
 
 .PHONY: docker-down
-docker-down: ## Stop the Docker Compose stack (named volumes keep the data)
-	docker compose down
+docker-down: $(STAMPS)/py-package ## Stop the Docker Compose stack (named volumes keep the data)
+	@$(STACK) containers down
+
+.PHONY: test-containers
+test-containers: docker-config $(STAMPS)/container-tools ## Build the images, start a private compose project, run the contract and e2e suites through its Envoy, tear down
+	@$(STACK) containers test --bases $(BASES)
+
+##@ Kubernetes (deploy/k8s: a kustomize base and a canary overlay)
+
+.PHONY: k8s-manifests
+k8s-manifests: $(STAMPS)/py-package ## Regenerate deploy/k8s from deploy/stack.toml and the protos
+	@$(STACK) k8s-manifests deploy/k8s
+
+# kube-apiserver from the Go module proxy through a wrapper module (see
+# tools/kube-apiserver/go.mod): about 6.5 minutes and 3 GB of memory, once.
+$(BIN)/kube-apiserver: tools/kube-apiserver/go.mod tools/kube-apiserver/go.sum
+	cd tools/kube-apiserver && nice -n 10 go build -trimpath -ldflags="-s -w" -o $@ k8s.io/kubernetes/cmd/kube-apiserver
+
+$(STAMPS)/k8s-tools: tools/kube-apiserver/requirements.txt $(STAMPS)/venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tools/kube-apiserver/requirements.txt
+	@mkdir -p $(dir $@) && touch $@
+
+.PHONY: k8s-check
+k8s-check: $(STAMPS)/py-package $(STAMPS)/k8s-tools $(BIN)/kube-apiserver ## deploy/k8s through a real kube-apiserver (kubectl apply --dry-run=server)
+	$(VENV)/bin/pytest -q tests/k8s_server --kube-apiserver=$(BIN)/kube-apiserver
 
 ##@ Benchmarks
 
@@ -180,6 +282,10 @@ GHZ := $(BIN)/ghz
 .PHONY: bench
 bench: build $(GHZ) ## Measure each language and the Envoy hop (QUICK=1 for a one-minute run); writes results/<time>/report.md
 	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+.PHONY: bench-replicas
+bench-replicas: build $(GHZ) ## Two catalog replicas behind Envoy against one: throughput and CPU (docs/scaling.md)
+	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench.replicas $(BENCH_ARGS)
 
 ##@ Load (Locust drives a shop's traffic through the local edge; load/README.md)
 
@@ -224,14 +330,20 @@ test-web: $(STAMPS)/protos ## Type-check and unit-test the storefront (web/)
 
 .PHONY: test-python
 test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
-	$(VENV)/bin/ruff check python_services deploy tests load
-	$(VENV)/bin/ruff format --check python_services deploy tests load
+	$(VENV)/bin/ruff check python_services deploy tests load tools/openapi.py
+	$(VENV)/bin/ruff format --check python_services deploy tests load tools/openapi.py
 	cd python_services && $(VENV)/bin/mypy
 	cd python_services && $(VENV)/bin/pytest -q
 
 .PHONY: test-cross
-test-cross: build chromium telemetry-tools ## The cross-language suites in tests/ (the storefront's in a real browser)
-	$(VENV)/bin/pytest -q tests
+test-cross: build chromium telemetry-tools ## The cross-language suites in tests/ (the storefront's in a real browser; but tests/clients: make test-clients)
+	$(VENV)/bin/pytest -q tests --ignore=tests/clients
+
+# Not in `make test` (about a minute and a half: a stack, a virtualenv, a Go
+# build, an npm install); .ci/run calls it after `make test`.
+.PHONY: test-clients
+test-clients: build clients ## Build a tiny client per language against each client package and call a stack with it
+	$(VENV)/bin/pytest -q tests/clients
 
 ##@ Setup
 
@@ -247,7 +359,8 @@ $(STAMPS)/venv: requirements-dev.txt python_services/requirements.lock
 	@mkdir -p $(dir $@) && touch $@
 
 $(STAMPS)/go-tools: tools/go.mod tools/go.sum
-	cd tools && GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	cd tools && GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc \
+	  github.com/google/gnostic/cmd/protoc-gen-openapi
 	@mkdir -p $(dir $@) && touch $@
 
 $(BIN)/grpcurl: tools/go.mod tools/go.sum
@@ -312,5 +425,5 @@ tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(STA
 
 .PHONY: clean
 clean: ## Remove generated code, tools and build output (keeps the run directory)
-	rm -rf $(TMP) python_services/gen go_service/gen node_service/gen node_service/dist protos/gen \
-	  web/gen web/dist web/.build
+	rm -rf $(TMP) python_services/gen go_service/gen/shop node_service/gen node_service/dist protos/gen \
+	  clients/python/gen clients/npm/gen web/gen web/dist web/.build

@@ -11,6 +11,7 @@ require (
 	go.opentelemetry.io/otel/exporters/zipkin v1.47.0
 	go.opentelemetry.io/otel/sdk v1.47.0
 	go.opentelemetry.io/otel/trace v1.47.0
+	github.com/polyglot-shop/shop/go_service/gen v0.0.0-00010101000000-000000000000
 	google.golang.org/genproto v0.0.0-20261026165753-2ffab32bce7e
 	google.golang.org/genproto/googleapis/api v0.0.0-20261110000943-09e21b237f2c
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c
@@ -44,3 +45,7 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
+
+// The generated code is a module of its own (go_service/gen/go.mod), so that
+// other modules can import it too; here it is always the local copy.
+replace github.com/polyglot-shop/shop/go_service/gen => ./gen

@@ -6,7 +6,10 @@ so it never collides with a running `make up`. When a test fails, the last
 lines of every service's log are attached to its report.
 
 `--target HOST:PORT` runs a contract suite against one address instead of
-starting anything (see the README).
+starting anything (see the README). `--edge FILE` runs the contract and e2e
+suites through a shop that runs elsewhere (in containers: `make
+test-containers`), known by its Envoy (shopstack.edge.Edge); tests that need
+the local stack's processes skip.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from shopstack import envoy, topology
+from shopstack.edge import Edge
 from shopstack.stack import Stack, free_port
 
 # Short enough that TTL expiry is observable in a test, long enough that a
@@ -47,6 +51,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="with --target: call it with mutual TLS, the operator's certificate from this directory "
         "(make certs writes .run/certs)",
     )
+    parser.addoption(
+        "--edge",
+        default=None,
+        help="run the contract and e2e suites through the Envoy this JSON file describes (shopstack.edge.Edge)",
+    )
+    parser.addoption(
+        "--kube-apiserver",
+        default=None,
+        help="the kube-apiserver binary for tests/k8s_server (make k8s-check builds it)",
+    )
+
+
+# Suites that need more than this machine's processes, and the option that enables each:
+# a shop in containers (`make test-containers`), a real kube-apiserver (`make k8s-check`).
+_NEEDS = {"containers": "--edge", "k8s_server": "--kube-apiserver"}
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave those suites out of `make test` unless their option is given."""
+    option = _NEEDS.get(collection_path.name)
+    if option and collection_path.parent == Path(__file__).parent and not config.getoption(option):
+        return True
+    return None
+
+
+def running_edge(config: pytest.Config) -> Edge | None:
+    """The shop given with --edge, or None."""
+    path = config.getoption("--edge")
+    return Edge.load(Path(path)) if path else None
 
 
 def make_stack(
@@ -80,6 +113,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     Prometheus (which the suites that need them wait for: tests/telemetry/)."""
     if request.config.getoption("--target"):
         pytest.skip("--target given: this test needs the whole stack")
+    if request.config.getoption("--edge"):
+        pytest.skip("--edge given: this test needs the local stack's processes")
     shop = make_stack(tmp_path_factory.mktemp("stack"), session_routing(), telemetry=True)
     try:
         shop.up(timeout=120, wait_telemetry=False)

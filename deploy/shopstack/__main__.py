@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from shopstack import envoy, swap, tokens, topology
+from shopstack import check, containers, envoy, k8s, swap, tokens, topology
 from shopstack.stack import Stack, StackError, default_stack, die, remove_data
 
 EXAMPLES = """\
@@ -36,14 +37,16 @@ Try:
 
 def cmd_up(args: argparse.Namespace) -> None:
     topo = topology.load()
-    stack = Stack(run_dir=default_stack().run_dir, topology=topo, telemetry=True)
-    for service, lang in (("inventory", args.inventory),):
-        if lang:
-            try:
-                topo = topo.with_impl(service, lang)
-            except ValueError as err:
-                die(str(err))
-            stack = Stack(run_dir=stack.run_dir, topology=topo, telemetry=True)
+    _check(lambda: check.check_up(topo, args.inventory or ""))
+    running = default_stack()
+    if running.supervisord_pid() is not None:
+        _up_again(running, args.inventory)
+        return
+    telemetry = not args.no_telemetry
+    stack = Stack(run_dir=running.run_dir, topology=topo, telemetry=telemetry)
+    if args.inventory:
+        topo = topo.with_impl("inventory", args.inventory)
+        stack = Stack(run_dir=stack.run_dir, topology=topo, telemetry=telemetry)
     try:
         stack.up()
     except StackError as err:
@@ -60,6 +63,36 @@ def cmd_up(args: argparse.Namespace) -> None:
         )
     )
     print(stack.status())
+
+
+def _up_again(stack: Stack, inventory: str | None) -> None:
+    """`make up` on a stack that is already running: bring it up to date, say what changed."""
+    print(f"the stack is already running (run directory {stack.run_dir})")
+    try:
+        restarted = stack.restart_changed()
+        if restarted:
+            print(f"restarted {', '.join(restarted)}: the code they run changed since they started")
+        else:
+            print("every program runs the code just built; nothing restarted")
+        current = stack.routing["inventory"]
+        if inventory and list(current) != [inventory]:
+            now = ", ".join(f"{lang} {weight}%" for lang, weight in sorted(current.items()))
+            print(
+                f"inventory runs on {now}; swapping it to {inventory} live "
+                f"(what `make swap SERVICE=inventory IMPL={inventory}` does)"
+            )
+            swap.swap(stack, "inventory", inventory)
+            print(f"inventory now runs on {inventory}")
+    except StackError as err:
+        die(str(err))
+    print(stack.status())
+
+
+def _check(run: Callable[[], object]) -> None:
+    try:
+        run()
+    except check.UsageError as err:
+        die(str(err))
 
 
 def cmd_down(_: argparse.Namespace) -> None:
@@ -85,10 +118,17 @@ def cmd_status(_: argparse.Namespace) -> None:
 def cmd_logs(args: argparse.Namespace) -> None:
     stack = default_stack()
     logs = sorted(stack.logs_dir.glob("*.log")) if stack.logs_dir.exists() else []
-    if args.service:
-        logs = [p for p in logs if p.stem.startswith(args.service)]
     if not logs:
-        die(f"no logs in {stack.logs_dir}" + (f" for {args.service}" if args.service else ""))
+        die(f"no logs in {stack.logs_dir}; is the stack up (`make up`)?")
+    if args.service:
+        names = [p.stem for p in logs]
+        logs = [p for p in logs if p.stem.startswith(args.service)]
+        if not logs:
+            services = sorted({name.split("-")[0] for name in names})
+            die(
+                f"no program is called {args.service!r}; SERVICE is a program "
+                f"({', '.join(names)}) or a service, for all of its programs ({', '.join(services)})"
+            )
     if args.follow:
         subprocess.run(["tail", "-n", str(args.lines), "-F", *map(str, logs)], check=False)
         return
@@ -104,6 +144,7 @@ def _running_stack() -> Stack:
 
 
 def cmd_swap(args: argparse.Namespace) -> None:
+    _check(lambda: check.check_impl(topology.load(), args.service, args.impl, "swap"))
     stack = _running_stack()
     try:
         swap.swap(stack, args.service, args.impl)
@@ -114,9 +155,12 @@ def cmd_swap(args: argparse.Namespace) -> None:
 
 
 def cmd_canary(args: argparse.Namespace) -> None:
+    _check(lambda: check.check_impl(topology.load(), args.service, args.impl, "canary"))
+    _check(lambda: check.check_weight(args.weight))
+    weight = int(args.weight)
     stack = _running_stack()
     try:
-        swap.canary(stack, args.service, args.impl, args.weight)
+        swap.canary(stack, args.service, args.impl, weight)
     except (StackError, KeyError, ValueError) as err:
         die(str(err))
     weights = ", ".join(f"{lang} {w}%" for lang, w in sorted(stack.routing[args.service].items()))
@@ -132,7 +176,61 @@ def cmd_clean_data(_: argparse.Namespace) -> None:
 def cmd_render_docker(args: argparse.Namespace) -> None:
     """Envoy's configuration for Docker Compose: same generator, container addresses."""
     topo = topology.load()
-    envoy.render(topo, Path(args.out), envoy.docker_mode())
+    out = Path(args.out)
+    envoy.render(topo, out, envoy.docker_mode())
+    # The container's Envoy runs as uid 10001: the mounted files must be readable by all.
+    for path in out.iterdir():
+        path.chmod(0o644)
+
+
+def cmd_k8s_manifests(args: argparse.Namespace) -> None:
+    """deploy/k8s/: the kustomize base and overlays, from the topology."""
+    written = k8s.write(Path(args.out), topology.load(), k8s.settings())
+    print(f"wrote {len(written)} files under {args.out}")
+
+
+def cmd_containers(args: argparse.Namespace) -> None:
+    """docker-compose.yml with Docker, or podman where no Docker daemon answers."""
+    try:
+        engine = containers.detect()
+        project = containers.Project()
+        if args.action == "build":
+            seconds = containers.build(engine, project, args.bases)
+            print(f"built every image in {seconds:.0f} s with {engine.name}")
+        elif args.action == "up":
+            containers.up(engine, project)
+            edge = containers.edge_of(engine, project, internal=False)
+            print(f"The shop runs in containers ({engine.name}, project {project.name}).")
+            print(f"  gRPC, gRPC-Web, JSON   {edge['public']}   (Envoy public listener)")
+            print(f"  Envoy admin            http://{edge['admin']}")
+            print("  stop: make docker-down (the named volumes keep the data)")
+        elif args.action == "down":
+            containers.down(engine, project)
+        elif args.action == "test":
+            sys.exit(containers.compose_test(engine, args.bases, args.pytest_args))
+    except containers.ContainerError as err:
+        die(str(err))
+
+
+def cmd_demo(_: argparse.Namespace) -> None:
+    from shopstack import demo
+
+    stack = _running_stack()
+    try:
+        demo.tour(stack)
+    except StackError as err:
+        die(str(err))
+
+
+def cmd_render_examples(_: argparse.Namespace) -> None:
+    """The committed configuration of the default local stack (envoy/local/, deploy/local/)."""
+    from shopstack import examples
+
+    changed = examples.write()
+    for path in changed:
+        print("rewrote", path)
+    if not changed:
+        print("the committed configuration is up to date")
 
 
 def cmd_certs(args: argparse.Namespace) -> None:
@@ -164,10 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="shopstack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the stack and wait until it is healthy")
+    up.add_argument("--inventory", help="the inventory implementation to run (node, go or python)")
     up.add_argument(
-        "--inventory",
-        choices=["node", "go", "python"],
-        help="the inventory implementation to run",
+        "--no-telemetry",
+        action="store_true",
+        help="start without Zipkin and Prometheus (the services still make spans and serve /metrics)",
     )
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop every process").set_defaults(func=cmd_down)
@@ -178,14 +277,15 @@ def main(argv: list[str] | None = None) -> None:
     logs.add_argument("-f", "--follow", action="store_true")
     logs.set_defaults(func=cmd_logs)
     swap_cmd = sub.add_parser("swap", help="replace a service's implementation live")
-    swap_cmd.add_argument("service")
-    swap_cmd.add_argument("impl")
+    swap_cmd.add_argument("service", nargs="?", default="")
+    swap_cmd.add_argument("impl", nargs="?", default="")
     swap_cmd.set_defaults(func=cmd_swap)
     canary_cmd = sub.add_parser("canary", help="split a service's traffic between two implementations")
-    canary_cmd.add_argument("service")
-    canary_cmd.add_argument("impl")
-    canary_cmd.add_argument("weight", type=int)
+    canary_cmd.add_argument("service", nargs="?", default="")
+    canary_cmd.add_argument("impl", nargs="?", default="")
+    canary_cmd.add_argument("weight", nargs="?", default="")
     canary_cmd.set_defaults(func=cmd_canary)
+    sub.add_parser("demo", help="a scripted tour of the running stack").set_defaults(func=cmd_demo)
     sub.add_parser("clean-data", help="delete the databases").set_defaults(func=cmd_clean_data)
     certs = sub.add_parser("certs", help="issue the local CA's certificates and the token key")
     certs.add_argument("--run-dir", help="another run directory than the stack's (tests)")
@@ -198,6 +298,22 @@ def main(argv: list[str] | None = None) -> None:
     docker = sub.add_parser("render-docker", help="write Envoy's Docker Compose configuration")
     docker.add_argument("out")
     docker.set_defaults(func=cmd_render_docker)
+    sub.add_parser(
+        "render-examples", help="re-render the committed configuration (envoy/local/, deploy/local/)"
+    ).set_defaults(func=cmd_render_examples)
+    manifests = sub.add_parser("k8s-manifests", help="write the Kubernetes manifests (deploy/k8s)")
+    manifests.add_argument("out")
+    manifests.set_defaults(func=cmd_k8s_manifests)
+    ctr = sub.add_parser("containers", help="build, start, stop or test the Docker Compose stack")
+    ctr.add_argument("action", choices=["build", "up", "down", "test"])
+    ctr.add_argument(
+        "--bases",
+        default="auto",
+        choices=["auto", "public", "local"],
+        help="base images: public ones, locally built ones, or local only when no registry answers",
+    )
+    ctr.add_argument("pytest_args", nargs="*", help="extra pytest arguments (test)")
+    ctr.set_defaults(func=cmd_containers)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -130,3 +130,11 @@ def swap(
             _wait(lambda c=cluster: _active_requests(stack, c) == 0, f"{cluster} to finish its calls", drain_timeout)
     # Drop the old clusters and stop their processes (SIGTERM: they drain).
     _apply(stack, {**stack.routing, service: {lang: 100}})
+
+
+def set_weights(stack: Stack, service: str, weights: dict[str, int]) -> None:
+    """Route a service's calls by these weights among implementations that already run."""
+    unknown = [lang for lang in weights if lang not in stack.routing[service]]
+    if unknown:
+        raise StackError(f"{service}: {unknown} not running; start it with a canary or a swap first")
+    _apply(stack, {**stack.routing, service: dict(weights)})

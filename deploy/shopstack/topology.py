@@ -7,24 +7,23 @@ down once.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from google.protobuf import descriptor_pb2
+# Only the standard library at import time: shopstack.check validates a
+# command's arguments with the machine's python3, before anything is built.
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK_FILE = ROOT / "deploy" / "stack.toml"
+# SHOP_STACK_FILE points the commands at another topology (tests run `up` on
+# free ports with one).
+STACK_FILE = Path(os.environ.get("SHOP_STACK_FILE", ROOT / "deploy" / "stack.toml"))
 DESCRIPTOR_SET = ROOT / "protos" / "gen" / "shop_api.binpb"
 # The storefront's bundle, built by `make build` (web/scripts/build.mjs).
 WEB_DIST = ROOT / "web" / "dist"
-
-# MethodOptions.IdempotencyLevel values that make a retry safe.
-_SAFE_TO_RETRY = {
-    descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
-    descriptor_pb2.MethodOptions.IDEMPOTENT,
-}
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,8 @@ class Implementation:
     port: int
     metrics_port: int
     command: tuple[str, ...]
+    # The files whose content is the code it runs ({root} is the repository).
+    code: tuple[str, ...] = ()
 
     @property
     def metrics_key(self) -> str:
@@ -65,6 +66,20 @@ class Implementation:
     def cluster(self) -> str:
         """The Envoy cluster name, also the supervisord program name."""
         return f"{self.service}-{self.lang}"
+
+    def code_digest(self) -> str:
+        """A digest of the code this implementation runs (see `code`), to tell
+        whether a running process is older than what was just built."""
+        digest = hashlib.sha256()
+        for entry in self.code:
+            top = Path(entry.format(root=ROOT))
+            files = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]
+            for path in files:
+                if "__pycache__" in path.parts:
+                    continue
+                digest.update(str(path).encode() + b"\0")
+                digest.update(path.read_bytes() if path.exists() else b"(missing)")
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -198,8 +213,9 @@ class Topology:
         return {"zipkin": self.telemetry.zipkin_port, "prometheus": self.telemetry.prometheus_port}
 
 
-def load(path: Path = STACK_FILE) -> Topology:
-    """Read stack.toml into a Topology."""
+def load(path: Path | None = None) -> Topology:
+    """Read stack.toml (or SHOP_STACK_FILE) into a Topology."""
+    path = path or STACK_FILE
     raw = tomllib.loads(path.read_text())
     impls = raw.get("implementations", {})
     services = {}
@@ -211,6 +227,7 @@ def load(path: Path = STACK_FILE) -> Topology:
                 port=int(v["port"]),
                 metrics_port=int(v["metrics_port"]),
                 command=tuple(v["command"]),
+                code=tuple(v.get("code", ())),
             )
             for lang, v in impls.get(name, {}).items()
         }
@@ -260,6 +277,13 @@ def load(path: Path = STACK_FILE) -> Topology:
 
 def methods(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, list[Method]]:
     """Every shop RPC by full service name, from the descriptor set."""
+    from google.protobuf import descriptor_pb2
+
+    # MethodOptions.IdempotencyLevel values that make a retry safe.
+    safe_to_retry = {
+        descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+        descriptor_pb2.MethodOptions.IDEMPOTENT,
+    }
     try:
         files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
     except FileNotFoundError as exc:
@@ -276,7 +300,7 @@ def methods(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, list[Method]]:
                     name=m.name,
                     client_streaming=m.client_streaming,
                     server_streaming=m.server_streaming,
-                    retry_safe=m.options.idempotency_level in _SAFE_TO_RETRY,
+                    retry_safe=m.options.idempotency_level in safe_to_retry,
                 )
                 for m in service.method
             ]

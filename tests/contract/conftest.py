@@ -7,7 +7,9 @@ A suite module names its service (`SERVICE = "catalog"`) and asks for the
 - "envoy": Envoy's internal listener (stack.internal_addr), which serves every
   RPC, internal ones included;
 - or, when `--target HOST:PORT` is given, only that address ("target") and no
-  stack starts.
+  stack starts;
+- or, when `--edge FILE` is given, only the internal listener of that Envoy
+  ("envoy"), for a shop running elsewhere (containers).
 
 Inventory may run several implementations at once (stack.routing["inventory"]
 has one key per language). inventory_targets() yields one direct target per
@@ -27,8 +29,9 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import session_routing
+from conftest import running_edge, session_routing
 from shopstack import channels, envoy, pki, topology
+from shopstack.edge import Edge
 from shopstack.stack import Stack
 
 # Every call without its own timeout gets this one: generous for a 2-core
@@ -116,6 +119,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError(f"{metafunc.module.__name__} uses `target` but sets no SERVICE")
     if metafunc.config.getoption("--target"):
         labels = ["target"]
+    elif metafunc.config.getoption("--edge"):
+        labels = ["envoy"]
     else:
         # The labels are known before the session stack starts, the
         # addresses only after: both come from the one session routing.
@@ -130,6 +135,9 @@ def target(request: pytest.FixtureRequest) -> Target:
     address = request.config.getoption("--target")
     if address:
         return Target(address=address, label=label, direct=True)
+    edge = running_edge(request.config)
+    if edge is not None:
+        return Target(address=edge.internal_addr, label=label, via_envoy=True, direct=False)
     service = request.module.SERVICE
     stack: Stack = request.getfixturevalue("stack")
     by_label = {t.label: t for t in service_targets(stack, service)}
@@ -139,10 +147,13 @@ def target(request: pytest.FixtureRequest) -> Target:
 
 
 @pytest.fixture(scope="module")
-def full_stack(request: pytest.FixtureRequest) -> Stack | None:
-    """The started stack, or None under --target (tests needing it skip)."""
+def full_stack(request: pytest.FixtureRequest) -> Stack | Edge | None:
+    """The started stack, the --edge shop, or None under --target (tests needing it skip)."""
     if request.config.getoption("--target"):
         return None
+    edge = running_edge(request.config)
+    if edge is not None:
+        return edge
     return request.getfixturevalue("stack")
 
 

@@ -1,5 +1,5 @@
-"""Fixtures of the end-to-end suite: the session stack (tests/conftest.py) and
-stubs on Envoy's public and internal listeners.
+"""Fixtures of the end-to-end suite: the session stack (tests/conftest.py), or
+the shop given with --edge, and stubs on Envoy's public and internal listeners.
 
 The stack is shared by every e2e test, so tests isolate themselves: a fresh
 uuid request_id and customer_id per order, and one catalog SKU per test
@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from shopstack.stack import Stack
+from conftest import running_edge
 
 from .support import Shop
 
 
 @pytest.fixture(scope="session")
-def shop(stack: Stack) -> Iterator[Shop]:
-    opened = Shop.open(stack)
+def shop(request: pytest.FixtureRequest) -> Iterator[Shop]:
+    """Stubs on the session stack's Envoy, or on the --edge shop's."""
+    opened = Shop.open(running_edge(request.config) or request.getfixturevalue("stack"))
     yield opened
     opened.close()

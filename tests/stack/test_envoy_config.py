@@ -120,7 +120,8 @@ def test_a_canary_splits_by_weight_and_the_header_pins_an_implementation() -> No
 
 
 def _public_host(topo: topology.Topology = TOPOLOGY, web_dir: str | None = None) -> dict:
-    config = envoy.routes(topo, envoy.default_routing(topo), "public", RPCS, web_dir=web_dir)
+    mode = None if web_dir is None else replace(envoy.docker_mode(), web_dir=web_dir)
+    config = envoy.routes(topo, envoy.default_routing(topo), "public", RPCS, mode)
     return config["resources"][0]["virtual_hosts"][0]
 
 
@@ -186,7 +187,7 @@ def test_every_cluster_health_checks_ejects_and_limits() -> None:
         } <= set(thresholds)
 
 
-@pytest.mark.parametrize("mode_name", ["local", "local-traced", "docker"])
+@pytest.mark.parametrize("mode_name", ["local", "local-traced", "docker", "kubernetes"])
 def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Path) -> None:
     """`envoy --mode validate` on each generated configuration, dynamic parts inlined."""
     certs = pki.Certs(tmp_path / "certs", TOPOLOGY.security.trust_domain)
@@ -198,13 +199,18 @@ def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Pat
             tmp_path, topology.DESCRIPTOR_SET, certs.directory, zipkin_port=9411, sampling_ratio=0.25
         )
     else:
-        # The container's descriptor, certificate and storefront paths do not
-        # exist here; everything else is the Docker config.
+        # The container's files (the descriptor set, the certificates, the
+        # OpenAPI document, its page's renderer and the storefront) are not at their container
+        # paths here; everything else is the container's config.
+        local = envoy.local_mode(tmp_path, topology.DESCRIPTOR_SET, certs.directory)
+        container_mode = envoy.docker_mode() if mode_name == "docker" else envoy.kubernetes_mode()
         mode = replace(
-            envoy.docker_mode(),
-            descriptor_set=str(topology.DESCRIPTOR_SET),
-            certs_dir=str(certs.directory),
-            web_dir=str(topology.WEB_DIST),
+            container_mode,
+            descriptor_set=local.descriptor_set,
+            certs_dir=local.certs_dir,
+            openapi=local.openapi,
+            docs_assets=local.docs_assets,
+            web_dir=local.web_dir,
         )
     config = tmp_path / "envoy-static.yaml"
     config.write_text(yaml.safe_dump(envoy.static_bootstrap(TOPOLOGY, mode)))

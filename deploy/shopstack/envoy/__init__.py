@@ -22,7 +22,15 @@ where Envoy runs (Mode) and what both halves share.
 """
 
 from shopstack.envoy.bootstrap import bootstrap
-from shopstack.envoy.common import DOCKER_CERTS_DIR, Mode, Routing, default_routing, docker_mode, local_mode
+from shopstack.envoy.common import (
+    DOCKER_CERTS_DIR,
+    Mode,
+    Routing,
+    default_routing,
+    docker_mode,
+    kubernetes_mode,
+    local_mode,
+)
 from shopstack.envoy.dynamic import IMPL_HEADER, clusters, routes
 from shopstack.envoy.render import render, static_bootstrap
 
@@ -35,6 +43,7 @@ __all__ = [
     "clusters",
     "default_routing",
     "docker_mode",
+    "kubernetes_mode",
     "local_mode",
     "render",
     "routes",

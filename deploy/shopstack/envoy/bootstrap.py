@@ -111,8 +111,118 @@ _JWT_DENIED_IS_UNAUTHENTICATED = {
 def _hcm(mode: Mode, listener: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
     hcm = _hcm_base(mode, listener, filters)
     if listener == "public":
-        hcm["typed_config"]["local_reply_config"] = _JWT_DENIED_IS_UNAUTHENTICATED
+        hcm["typed_config"]["local_reply_config"] = _local_reply_config()
     return hcm
+
+
+# The gRPC code (google.rpc.Code) of each HTTP status Envoy answers with by
+# itself, the inverse of the transcoder's mapping for upstream errors.
+_LOCAL_REPLY_CODES = {
+    400: 3,  # INVALID_ARGUMENT: a body or query the transcoder cannot parse
+    401: 16,  # UNAUTHENTICATED: a missing or bad token (jwt_authn)
+    403: 7,  # PERMISSION_DENIED: an internal RPC on the public listener
+    404: 5,  # NOT_FOUND: no route
+    413: 8,  # RESOURCE_EXHAUSTED: a body over the buffer limit
+    429: 8,  # RESOURCE_EXHAUSTED
+    503: 14,  # UNAVAILABLE: no healthy upstream, overflow
+    504: 4,  # DEADLINE_EXCEEDED: the route's timeout
+}
+
+
+_NO_ROUTE = "no route for this path; the JSON API's routes are in /openapi.json, rendered at /docs"
+
+
+def _local_reply_config() -> dict[str, Any]:
+    """Envoy's own error replies to JSON callers as google.rpc.Status JSON.
+
+    Upstream errors reach JSON callers as google.rpc.Status already (the
+    transcoder's convert_grpc_status). What Envoy answers itself (a malformed
+    body or query, no route) would be plain text; these mappers give them the
+    same shape. gRPC and gRPC-Web callers are left alone: Envoy answers them
+    with grpc-status and grpc-message.
+    """
+
+    def json_caller() -> dict[str, Any]:
+        # The transcoder marks a request it transcoded with x-envoy-original-path
+        # (its content-type is application/grpc by then); any other request
+        # that is not gRPC or gRPC-Web is a plain HTTP caller's.
+        return {
+            "or_filter": {
+                "filters": [
+                    {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}},
+                    {
+                        "header_filter": {
+                            "header": {
+                                "name": "content-type",
+                                "string_match": {"prefix": "application/grpc"},
+                                "invert_match": True,
+                                "treat_missing_header_as_empty": True,
+                            }
+                        }
+                    },
+                ]
+            }
+        }
+
+    def status_json(code: int) -> dict[str, Any]:
+        return {
+            "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+            "content_type": "application/json",
+        }
+
+    mappers = [
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        json_caller(),
+                        {
+                            "status_code_filter": {
+                                "comparison": {
+                                    "op": "EQ",
+                                    "value": {"default_value": status, "runtime_key": f"local_reply.status_{status}"},
+                                }
+                            }
+                        },
+                    ]
+                }
+            },
+            "body_format_override": status_json(code),
+            **({"body": {"inline_string": _NO_ROUTE}} if status == 404 else {}),
+        }
+        for status, code in _LOCAL_REPLY_CODES.items()
+    ]
+    # Any other status Envoy answers with by itself: UNKNOWN.
+    mappers.append(
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        json_caller(),
+                        {
+                            "status_code_filter": {
+                                "comparison": {
+                                    "op": "GE",
+                                    "value": {"default_value": 400, "runtime_key": "local_reply.status_min"},
+                                }
+                            }
+                        },
+                    ]
+                }
+            },
+            "body_format_override": status_json(2),
+        }
+    )
+    # A token jwt_authn refuses as not ours (403) is answered as any other bad
+    # token (401, UNAUTHENTICATED): to a JSON caller as a google.rpc.Status,
+    # to everyone else as main's mapper does.
+    jwt_denied = _JWT_DENIED_IS_UNAUTHENTICATED["mappers"][0]
+    json_jwt_denied = {
+        "filter": {"and_filter": {"filters": [json_caller(), jwt_denied["filter"]]}},
+        "status_code": 401,
+        "body_format_override": status_json(16),
+    }
+    return {"mappers": [json_jwt_denied, jwt_denied, *mappers]}
 
 
 def _hcm_base(mode: Mode, listener: str, filters: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,7 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shopstack.topology import WEB_DIST, Topology
+from shopstack.topology import ROOT, WEB_DIST, Topology
+
+# The npm-pinned renderer of the OpenAPI page (tools/package.json).
+DOCS_ASSETS = ROOT / "tools" / "node_modules" / "swagger-ui-dist"
+# The files of it the page loads.
+DOCS_FILES = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,8 @@ class Mode:
     descriptor_set: str
     upstream_host: str | None  # None: each cluster's own service name (Docker DNS)
     web_dir: str  # the storefront's built files (web/dist), served at "/"
+    openapi: str  # the OpenAPI document `make protos` writes, served at /openapi.json
+    docs_assets: str  # swagger-ui-dist's files, for the page that renders it at /docs
     certs_dir: str  # the CA, the certificates and the JWKS (`make certs`)
     # Where Envoy sends its spans (Zipkin's host:port as Envoy sees it); None: no tracing.
     zipkin: tuple[str, int] | None = None
@@ -56,7 +63,11 @@ def local_mode(
     sampling_ratio: float = 1.0,
 ) -> Mode:
     """Everything on loopback: `make up` and the tests. With zipkin_port,
-    Envoy traces every request it samples and sends the spans there."""
+    Envoy traces every request it samples and sends the spans there.
+
+    The OpenAPI document lies beside the descriptor set (both from `make
+    protos`); the page's renderer is the npm-pinned swagger-ui-dist in tools/.
+    """
     return Mode(
         "local",
         "127.0.0.1",
@@ -66,6 +77,8 @@ def local_mode(
         str(descriptor_set),
         "127.0.0.1",
         str(WEB_DIST),
+        str(descriptor_set.parent / "openapi.json"),
+        str(DOCS_ASSETS),
         str(certs_dir),
         zipkin=None if zipkin_port is None else ("127.0.0.1", zipkin_port),
         sampling_ratio=sampling_ratio,
@@ -87,6 +100,31 @@ def docker_mode() -> Mode:
         "/etc/envoy/shop_api.binpb",
         None,
         "/etc/envoy/web",
+        "/etc/envoy/openapi.json",
+        "/etc/envoy/docs",
+        DOCKER_CERTS_DIR,
+    )
+
+
+def kubernetes_mode() -> Mode:
+    """Kubernetes: like Docker, with the configuration from a ConfigMap.
+
+    Each cluster's name is a headless Service, so Envoy's STRICT_DNS sees every
+    ready pod and balances and health-checks them one by one. The descriptor
+    set, the OpenAPI document and its page's renderer are baked into the Envoy
+    image (envoy/Dockerfile), not the ConfigMap.
+    """
+    return Mode(
+        "kubernetes",
+        "0.0.0.0",
+        "0.0.0.0",
+        "0.0.0.0",
+        "/etc/envoy",
+        "/usr/share/shop/shop_api.binpb",
+        None,
+        "/usr/share/shop/web",
+        "/usr/share/shop/openapi.json",
+        "/usr/share/shop/docs",
         DOCKER_CERTS_DIR,
     )
 

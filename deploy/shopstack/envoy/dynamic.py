@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from shopstack.envoy import docs
 from shopstack.envoy.common import Mode, Routing, address, duration
 from shopstack.topology import WEB_DIST, Method, Service, Topology
 
@@ -341,19 +342,19 @@ def routes(
     routing: Routing,
     listener: str,
     rpcs: Mapping[str, list[Method]],
-    *,
-    web_dir: str | None = None,
+    mode: Mode | None = None,
 ) -> dict[str, Any]:
     """rds_<listener>.yaml: one route per RPC, plus the reflection route.
 
-    The public listener also serves the storefront from web_dir (where Envoy
-    finds web/dist) when it is given, and answers CORS preflights for the JSON
-    routes under /v1/.
+    Given the mode, the public listener also serves the OpenAPI document and
+    its page (docs.py) and the storefront from mode.web_dir (where Envoy finds
+    web/dist), and answers CORS preflights for the JSON routes under /v1/.
     """
     public = listener == "public"
     entries: list[dict[str, Any]] = []
-    if public and web_dir is not None:
-        entries.extend(_storefront_routes(topology, routing, web_dir))
+    if public and mode:
+        entries.extend(docs.routes(mode))
+        entries.extend(_storefront_routes(topology, routing, mode.web_dir))
     for name, targets in routing.items():
         service = topology.services[name]
         if name == "reflection":
@@ -416,6 +417,7 @@ def routes(
         "name": listener,
         "virtual_hosts": [virtual_host],
     }
-    if public:
-        route_config["max_direct_response_body_size_bytes"] = MAX_STATIC_FILE_BYTES
+    if public and mode:
+        # The storefront's files and swagger-ui's bundle are direct responses.
+        route_config["max_direct_response_body_size_bytes"] = max(MAX_STATIC_FILE_BYTES, docs.MAX_BODY_BYTES)
     return {"resources": [route_config]}
