@@ -336,7 +336,7 @@ test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
 	cd python_services && $(VENV)/bin/pytest -q
 
 .PHONY: test-cross
-test-cross: build chromium telemetry-tools ## The cross-language suites in tests/ (the storefront's in a real browser; but tests/clients: make test-clients)
+test-cross: build chromium telemetry-tools $(BIN)/grpcurl ## The cross-language suites in tests/ (the storefront's in a real browser; but tests/clients: make test-clients)
 	$(VENV)/bin/pytest -q tests --ignore=tests/clients
 
 # Not in `make test` (about a minute and a half: a stack, a virtualenv, a Go
