@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # free ports with one).
 STACK_FILE = Path(os.environ.get("SHOP_STACK_FILE", ROOT / "deploy" / "stack.toml"))
 DESCRIPTOR_SET = ROOT / "protos" / "gen" / "shop_api.binpb"
+# The storefront's bundle, built by `make build` (web/scripts/build.mjs).
+WEB_DIST = ROOT / "web" / "dist"
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,8 @@ class Topology:
     limits: Limits
     telemetry: Telemetry
     security: Security
+    # Browser origins allowed to call the public listener (CORS).
+    cors_origins: tuple[str, ...] = ()
     # Port overrides per cluster name (tests run on free ports).
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -302,6 +307,7 @@ def load(path: Path | None = None) -> Topology:
             scrape_interval_seconds=float(tel["scrape_interval_seconds"]),
             sampling_ratio=ratio,
         ),
+        cors_origins=tuple(edge.get("cors_origins", ())),
         security=security,
     )
 
@@ -334,22 +340,33 @@ def methods(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, list[Method]]:
                     server_streaming=m.server_streaming,
                     retry_safe=m.options.idempotency_level in safe_to_retry,
                     read_only=m.options.idempotency_level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
-                    request_string_field=_first_string_field(messages.get(m.input_type.lstrip("."))),
+                    request_string_field=_first_string_field(messages.get(m.input_type.lstrip(".")), messages),
                 )
                 for m in service.method
             ]
     return found
 
 
-def _first_string_field(message: Any) -> str | None:
-    """The name of a request message's first string field (a DescriptorProto), if it has one."""
+def _first_string_field(message: Any, messages: Mapping[str, Any] | None = None, depth: int = 2) -> str | None:
+    """The path of a request message's first string field (a DescriptorProto), if it has one.
+
+    A message with no string field of its own (PriceCartRequest: repeated
+    lines) is searched one message level down (`items.product_id`).
+    """
     from google.protobuf import descriptor_pb2
 
     if message is None:
         return None
     for field_ in message.field:
         if field_.type == descriptor_pb2.FieldDescriptorProto.TYPE_STRING:
-            return field_.name
+            return str(field_.name)
+    if messages is None or depth <= 1:
+        return None
+    for field_ in message.field:
+        if field_.type == descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE:
+            inner = _first_string_field(messages.get(field_.type_name.lstrip(".")), messages, depth - 1)
+            if inner:
+                return f"{field_.name}.{inner}"
     return None
 
 

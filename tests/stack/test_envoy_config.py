@@ -6,6 +6,7 @@ same rules against a running Envoy.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -118,6 +119,57 @@ def test_a_canary_splits_by_weight_and_the_header_pins_an_implementation() -> No
     }
 
 
+def _public_host(topo: topology.Topology = TOPOLOGY, web_dir: str | None = None) -> dict:
+    mode = None if web_dir is None else replace(envoy.docker_mode(), web_dir=web_dir)
+    config = envoy.routes(topo, envoy.default_routing(topo), "public", RPCS, mode)
+    return config["resources"][0]["virtual_hosts"][0]
+
+
+def test_cors_origins_come_from_stack_toml() -> None:
+    topo = replace(TOPOLOGY, cors_origins=("https://shop.example", "http://localhost:*"))
+    matchers = _public_host(topo)["typed_per_filter_config"]["envoy.filters.http.cors"]["allow_origin_string_match"]
+    assert matchers[0] == {"exact": "https://shop.example"}
+    regex = re.compile(matchers[1]["safe_regex"]["regex"])
+    assert regex.fullmatch("http://localhost:3000") and regex.fullmatch("http://localhost")
+    assert not regex.fullmatch("http://localhost.evil.example") and not regex.fullmatch("https://localhost:3000")
+    assert TOPOLOGY.cors_origins, "deploy/stack.toml names the origins allowed by default"
+
+
+def test_every_preflight_is_answered_by_the_cors_filter_and_responses_name_the_cluster() -> None:
+    host = _public_host()
+    preflight = host["routes"][-1]
+    assert preflight["match"]["prefix"] == "/" and "route" in preflight, preflight
+    assert [h["name"] for h in preflight["match"]["headers"]] == [":method", "origin", "access-control-request-method"]
+    policy = host["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert policy["forward_not_matching_preflights"] is False
+    assert host["response_headers_to_add"][0]["header"] == {"key": "x-shop-impl", "value": "%UPSTREAM_CLUSTER%"}
+
+
+def test_the_storefront_is_served_from_the_built_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "index.html").write_text("<!doctype html>")
+    (tmp_path / "assets" / "app.js").write_text("export {}")
+    (tmp_path / "assets" / "app.css").write_text("body {}")
+    monkeypatch.setattr("shopstack.envoy.dynamic.WEB_DIST", tmp_path)
+    routes = {r["match"].get("path"): r for r in _public_host(web_dir="/srv/web")["routes"]}
+    served = {
+        path: (r["direct_response"]["body"].get("filename"), r["response_headers_to_add"][0]["header"]["value"])
+        for path, r in routes.items()
+        if r["name"].startswith("storefront")
+    }
+    assert served == {
+        "/": ("/srv/web/index.html", "text/html; charset=utf-8"),
+        "/assets/app.css": ("/srv/web/assets/app.css", "text/css; charset=utf-8"),
+        "/assets/app.js": ("/srv/web/assets/app.js", "text/javascript; charset=utf-8"),
+        "/storefront.json": (None, "application/json"),
+    }
+    assert all(r["match"]["headers"][0]["string_match"] == {"exact": "GET"} for p, r in routes.items() if p in served)
+    # Not built: "/" says how to build it rather than serving nothing.
+    monkeypatch.setattr("shopstack.envoy.dynamic.WEB_DIST", tmp_path / "missing")
+    root = next(r for r in _public_host(web_dir="/srv/web")["routes"] if r["match"].get("path") == "/")
+    assert "make build" in root["direct_response"]["body"]["inline_string"]
+
+
 def test_every_cluster_health_checks_ejects_and_limits() -> None:
     for cluster in envoy.clusters(TOPOLOGY, envoy.default_routing(TOPOLOGY), envoy.docker_mode())["resources"]:
         assert cluster["health_checks"][0]["grpc_health_check"] is not None, cluster["name"]
@@ -148,7 +200,7 @@ def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Pat
         )
     else:
         # The container's files (the descriptor set, the certificates, the
-        # OpenAPI document and its page's renderer) are not at their container
+        # OpenAPI document, its page's renderer and the storefront) are not at their container
         # paths here; everything else is the container's config.
         local = envoy.local_mode(tmp_path, topology.DESCRIPTOR_SET, certs.directory)
         container_mode = envoy.docker_mode() if mode_name == "docker" else envoy.kubernetes_mode()
@@ -158,6 +210,7 @@ def test_envoy_accepts_the_generated_configuration(mode_name: str, tmp_path: Pat
             certs_dir=local.certs_dir,
             openapi=local.openapi,
             docs_assets=local.docs_assets,
+            web_dir=local.web_dir,
         )
     config = tmp_path / "envoy-static.yaml"
     config.write_text(yaml.safe_dump(envoy.static_bootstrap(TOPOLOGY, mode)))

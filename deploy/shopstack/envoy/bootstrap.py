@@ -709,14 +709,6 @@ def _public_filters(topology: Topology, mode: Mode, limits: ListenerLimits) -> l
             "name": "envoy.filters.http.grpc_web",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"},
         },
-        {
-            "name": "envoy.filters.http.cors",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
-        },
-        # After gRPC-Web and CORS, so a browser sees the refusal in its own framing.
-        _rate_limit(limits),
-        # After gRPC-Web, which turns a browser's call into gRPC frames.
-        _frame_check(mode),
         # Before the transcoder, which would bind a bad path to a string field.
         _bad_path_check(),
         {
@@ -736,6 +728,20 @@ def _public_filters(topology: Topology, mode: Mode, limits: ListenerLimits) -> l
                 },
             },
         },
+        # After the transcoder: a JSON call (GET /v1/products) has become the
+        # gRPC call its route matches by the time CORS looks up the policy.
+        # Before jwt_authn: the CORS filter answers every preflight itself (a
+        # preflight carries no token), and jwt_authn's 401 passes back through
+        # it, so a page on another origin can read why it was refused.
+        {
+            "name": "envoy.filters.http.cors",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+        },
+        # After CORS, so a preflight is answered whatever the bucket holds.
+        _rate_limit(limits),
+        # After gRPC-Web and the transcoder, which turn a browser's or a JSON
+        # caller's request into gRPC frames.
+        _frame_check(mode),
         # After the transcoder, so a JSON call is checked by its gRPC method.
         _jwt_filter(topology, mode),
     ]

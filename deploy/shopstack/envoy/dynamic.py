@@ -7,14 +7,18 @@ that receive traffic, with their weights.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from shopstack.envoy import docs
 from shopstack.envoy.common import LISTENER_PRIORITY, Mode, Routing, address, duration
-from shopstack.topology import ListenerLimits, Method, Service, Topology
+from shopstack.topology import WEB_DIST, ListenerLimits, Method, Service, Topology
 
+# A request header that pins a call to one implementation while several run,
+# and the response header naming the cluster that served a call.
 IMPL_HEADER = "x-shop-impl"
 # The services public reflection leaves out (go_service/internal/apireflection, HideHeader).
 REFLECTION_HIDE_HEADER = "x-shop-reflection-hide"
@@ -23,9 +27,22 @@ _SCOPE_HEADER = "x-shop-scope"
 # The gRPC-Web and CORS headers a browser client sends and may read.
 _CORS_ALLOW_HEADERS = (
     "content-type,authorization,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,traceparent,tracestate,"
-    "x-accept-content-transfer-encoding,x-accept-response-streaming"
+    "x-accept-content-transfer-encoding,x-accept-response-streaming,connect-protocol-version"
 )
-_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id,x-trace-id"
+_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id,x-shop-impl,x-trace-id"
+# Where the storefront's runtime configuration is served (see _storefront_routes).
+STOREFRONT_CONFIG_PATH = "/storefront.json"
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".map": "application/json",
+}
+# Envoy refuses a direct_response body above this size (its default is 4 KiB).
+MAX_STATIC_FILE_BYTES = 2 * 1024 * 1024
 
 
 def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dict[str, Any]:
@@ -223,14 +240,152 @@ def _retry_on(method: Method) -> str:
 def _denied(path: str, service: Service) -> dict[str, Any]:
     return {
         "name": f"deny {path}",
-        "match": {"path": path, "grpc": {}},
+        # Any request, not only gRPC ones: Envoy picks a gRPC-Web call's
+        # route before its grpc_web filter makes it gRPC, and a browser's
+        # preflight must be refused here too, with 403, not a 404.
+        "match": {"path": path},
         # Envoy answers a gRPC request's local reply as gRPC: HTTP 403 becomes
         # grpc-status 7 (PERMISSION_DENIED) with this text as grpc-message.
         "direct_response": {
             "status": 403,
             "body": {"inline_string": f"{path} is internal to the shop; call it on the internal listener"},
         },
+        # The refusal needs no message: the frame check would wait for one
+        # that a body-less request never sends.
+        "typed_per_filter_config": {
+            "envoy.filters.http.grpc_field_extraction": {
+                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                "disabled": True,
+            }
+        },
     }
+
+
+def _origin_matcher(origin: str) -> dict[str, Any]:
+    """stack.toml's cors_origins entry as an Envoy string matcher."""
+    if origin.endswith(":*"):
+        return {"safe_regex": {"regex": re.escape(origin[:-2]) + "(:[0-9]+)?"}}
+    return {"exact": origin}
+
+
+def _cors_policy(topology: Topology) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [_origin_matcher(o) for o in topology.cors_origins],
+        "allow_methods": "GET, POST, OPTIONS",
+        "allow_headers": _CORS_ALLOW_HEADERS,
+        "expose_headers": _CORS_EXPOSE_HEADERS,
+        "max_age": "600",
+        # A preflight from another origin is answered here too (without the
+        # CORS headers, so the browser refuses), never sent to a service.
+        "forward_not_matching_preflights": False,
+    }
+
+
+def _preflight(topology: Topology, routing: Routing) -> dict[str, Any]:
+    """Every CORS preflight, answered by the CORS filter itself.
+
+    Envoy's CORS filter acts only on a route that forwards, and a JSON route's
+    preflight (OPTIONS /v1/orders) matches no RPC route: the transcoder maps
+    only the real method. So this route, after every other, takes the
+    preflights left; with forward_not_matching_preflights off the filter
+    answers all of them (allowed origins get the CORS headers, others none),
+    and the cluster named here never sees one. An internal RPC's preflight
+    never gets here: its refusal (a 403) answers it first.
+    """
+    present = {"present_match": True}
+    return {
+        "name": "CORS preflight",
+        "match": {
+            "prefix": "/",
+            "headers": [
+                {"name": ":method", "string_match": {"exact": "OPTIONS"}},
+                {"name": "origin", **present},
+                {"name": "access-control-request-method", **present},
+            ],
+        },
+        "route": {
+            "cluster": topology.services["reflection"].implementations[next(iter(routing["reflection"]))].cluster,
+            # The public listener's budget, like every public route (it never forwards anyway).
+            "priority": LISTENER_PRIORITY["public"],
+        },
+    }
+
+
+def _static(path: str, body: dict[str, Any], content_type: str) -> dict[str, Any]:
+    return {
+        "name": f"storefront {path}",
+        "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": {"status": 200, "body": body},
+        "response_headers_to_add": [
+            {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for key, value in (
+                ("content-type", content_type),
+                # Files change with every `make build`; the browser revalidates.
+                ("cache-control", "no-cache"),
+                ("x-content-type-options", "nosniff"),
+            )
+        ],
+    }
+
+
+def storefront_files(dist: Path | None = None) -> dict[str, Path]:
+    """The built storefront by URL path: index.html at "/", the rest under their names."""
+    dist = dist or WEB_DIST
+    if not (dist / "index.html").is_file():
+        return {}
+    files = {"/": dist / "index.html"}
+    for path in sorted(dist.rglob("*")):
+        if path.is_file() and path.name != "index.html":
+            files["/" + path.relative_to(dist).as_posix()] = path
+    return files
+
+
+def _storefront_routes(topology: Topology, routing: Routing, web_dir: str) -> list[dict[str, Any]]:
+    """The storefront (web/dist), served by Envoy itself on the API's origin.
+
+    Each built file is a direct_response Envoy reads when it loads the routes.
+    /storefront.json tells the page which implementations of each service run
+    and their weights (so the "under the hood" panel can offer to pin one); it
+    is rewritten with the routes on every swap and canary.
+    """
+    dist = WEB_DIST
+    files = storefront_files(dist)
+    if not files:
+        return [
+            {
+                "name": "storefront not built",
+                "match": {"path": "/"},
+                "direct_response": {
+                    "status": 404,
+                    "body": {"inline_string": "The storefront is not built: run `make build`, then `make up`.\n"},
+                },
+            }
+        ]
+    entries = []
+    for url, path in files.items():
+        if path.stat().st_size > MAX_STATIC_FILE_BYTES:
+            raise ValueError(f"{path} is over {MAX_STATIC_FILE_BYTES} bytes, Envoy's direct_response limit here")
+        served = f"{web_dir}/{path.relative_to(dist).as_posix()}"
+        content_type = _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+        entries.append(_static(url, {"filename": served}, content_type))
+    config = {
+        name: {
+            "implementations": sorted(topology.services[name].implementations),
+            "weights": dict(sorted(weights.items())),
+        }
+        for name, weights in routing.items()
+        if name != "reflection"
+    }
+    entries.append(
+        _static(
+            STOREFRONT_CONFIG_PATH,
+            # The operator scope: the panel offers pinning only to a token with it.
+            {"inline_string": json.dumps({"services": config, "operator_scope": topology.security.operator_scope})},
+            "application/json",
+        )
+    )
+    return entries
 
 
 def _operator_scope(topology: Topology) -> dict[str, Any]:
@@ -249,10 +404,14 @@ def routes(
     """rds_<listener>.yaml: one route per RPC, plus the reflection route.
 
     Given the mode, the public listener also serves the OpenAPI document and
-    its page (docs.py).
+    its page (docs.py) and the storefront from mode.web_dir (where Envoy finds
+    web/dist), and answers CORS preflights for the JSON routes under /v1/.
     """
     public = listener == "public"
-    entries: list[dict[str, Any]] = docs.routes(mode) if public and mode else []
+    entries: list[dict[str, Any]] = []
+    if public and mode:
+        entries.extend(docs.routes(mode))
+        entries.extend(_storefront_routes(topology, routing, mode.web_dir))
     for name, targets in routing.items():
         service = topology.services[name]
         if name == "reflection":
@@ -272,7 +431,9 @@ def routes(
                 entries.append(
                     {
                         "name": f"{method.path} pinned to {lang}",
-                        "match": {"path": method.path, "grpc": {}, "headers": headers},
+                        # No gRPC matcher: Envoy picks a gRPC-Web call's route
+                        # before its grpc_web filter makes it gRPC.
+                        "match": {"path": method.path, "headers": headers},
                         "route": _route_action(service, method, {lang: 1}, listener),
                     }
                 )
@@ -317,28 +478,27 @@ def routes(
             }
         )
     entries.append(api_reflection)
+    if public:
+        # Last: an internal RPC's refusal above answers its preflight too.
+        entries.append(_preflight(topology, routing))
     virtual_host: dict[str, Any] = {"name": "shop", "domains": ["*"], "routes": entries}
     if public:
-        virtual_host["typed_per_filter_config"] = {
-            "envoy.filters.http.cors": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
-                # Browsers on a local development origin may call the API.
-                "allow_origin_string_match": [
-                    {"safe_regex": {"regex": r"https?://(localhost|127\.0\.0\.1)(:[0-9]+)?"}}
-                ],
-                "allow_methods": "GET, POST, OPTIONS",
-                "allow_headers": _CORS_ALLOW_HEADERS,
-                "expose_headers": _CORS_EXPOSE_HEADERS,
-                "max_age": "600",
-            }
-        }
-    return {
-        "resources": [
+        virtual_host["typed_per_filter_config"] = {"envoy.filters.http.cors": _cors_policy(topology)}
+        # Which implementation served the call (inventory-go, ...): the
+        # storefront's "under the hood" panel shows it. Empty, and so left
+        # out, on Envoy's own answers (static files, refusals).
+        virtual_host["response_headers_to_add"] = [
             {
-                "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-                "name": listener,
-                "virtual_hosts": [virtual_host],
-                **({"max_direct_response_body_size_bytes": docs.MAX_BODY_BYTES} if public and mode else {}),
+                "header": {"key": IMPL_HEADER, "value": "%UPSTREAM_CLUSTER%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
             }
         ]
+    route_config: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        "name": listener,
+        "virtual_hosts": [virtual_host],
     }
+    if public and mode:
+        # The storefront's files and swagger-ui's bundle are direct responses.
+        route_config["max_direct_response_body_size_bytes"] = max(MAX_STATIC_FILE_BYTES, docs.MAX_BODY_BYTES)
+    return {"resources": [route_config]}
