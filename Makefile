@@ -52,6 +52,10 @@ help: ## Show this list of targets
 
 ##@ Contracts
 
+# buf's workspace (buf.yaml) reads the googleapis protos from a local module:
+# a copy of those in the pinned googleapis-common-protos.
+GOOGLEAPIS := protos/gen/googleapis/google/api/annotations.proto
+
 .PHONY: protos
 protos: $(STAMPS)/py-package ## Lint the protos; generate Python, Go, Node and browser stubs, the descriptor set and the OpenAPI document
 
@@ -73,9 +77,6 @@ breaking: $(STAMPS)/buf $(DESCRIPTOR) $(GOOGLEAPIS) ## Check the protos for brea
 	$(BUF) breaking $(DESCRIPTOR) --against $(TMP)/against/api.binpb --path shop; \
 	echo "breaking: no breaking change against $(BREAKING_AGAINST)"
 
-# buf's workspace (buf.yaml) reads the googleapis protos from a local module:
-# a copy of those in the pinned googleapis-common-protos.
-GOOGLEAPIS := protos/gen/googleapis/google/api/annotations.proto
 $(GOOGLEAPIS): $(STAMPS)/venv
 	rm -rf protos/gen/googleapis
 	for dir in api rpc type; do mkdir -p protos/gen/googleapis/google/$$dir && cp $(SITE)/google/$$dir/*.proto protos/gen/googleapis/google/$$dir/; done
