@@ -3,8 +3,9 @@
 # Every tool is pinned and installed into the repository by the targets that
 # need it: Python packages into .venv (requirements-dev.txt), Go tools into
 # .tmp/bin (tools/go.mod `tool` directives), buf and swagger-ui-dist into
-# tools/node_modules (tools/package-lock.json) and
-# the Node toolchain into node_service/node_modules (package-lock.json).
+# tools/node_modules (tools/package-lock.json), the Node toolchain into
+# node_service/node_modules and the storefront's into web/node_modules
+# (package-lock.json); Debian's chromium for the browser tests.
 # Generated code is not committed; every target that needs it generates it.
 
 SHELL := bash
@@ -38,6 +39,10 @@ PROTOC := $(PY) -m grpc_tools.protoc -Iprotos -I$(SITE) -I$(SITE)/grpc_tools/_pr
 # Node stubs need them, and so does the descriptor set (Envoy's transcoder
 # turns an error's details into JSON, which needs their types).
 STATUS_PROTOS := google/rpc/status.proto google/rpc/error_details.proto
+# protoc-gen-es writes only the files it is given, and the shop's generated
+# files import these (well-known types come with @bufbuild/protobuf).
+WEB_DEP_PROTOS := google/type/money.proto google/api/annotations.proto google/api/http.proto
+CHROMIUM := /usr/bin/chromium
 
 ##@ Help
 
@@ -47,8 +52,12 @@ help: ## Show this list of targets
 
 ##@ Contracts
 
+# buf's workspace (buf.yaml) reads the googleapis protos from a local module:
+# a copy of those in the pinned googleapis-common-protos.
+GOOGLEAPIS := protos/gen/googleapis/google/api/annotations.proto
+
 .PHONY: protos
-protos: $(STAMPS)/py-package ## Lint the protos; generate Python, Go and Node stubs, the descriptor set and the OpenAPI document
+protos: $(STAMPS)/py-package ## Lint the protos; generate Python, Go, Node and browser stubs, the descriptor set and the OpenAPI document
 
 .PHONY: lint-protos
 lint-protos: $(STAMPS)/buf $(DESCRIPTOR) $(GOOGLEAPIS) ## Run buf lint and buf format on the protos
@@ -68,9 +77,6 @@ breaking: $(STAMPS)/buf $(DESCRIPTOR) $(GOOGLEAPIS) ## Check the protos for brea
 	$(BUF) breaking $(DESCRIPTOR) --against $(TMP)/against/api.binpb --path shop; \
 	echo "breaking: no breaking change against $(BREAKING_AGAINST)"
 
-# buf's workspace (buf.yaml) reads the googleapis protos from a local module:
-# a copy of those in the pinned googleapis-common-protos.
-GOOGLEAPIS := protos/gen/googleapis/google/api/annotations.proto
 $(GOOGLEAPIS): $(STAMPS)/venv
 	rm -rf protos/gen/googleapis
 	for dir in api rpc type; do mkdir -p protos/gen/googleapis/google/$$dir && cp $(SITE)/google/$$dir/*.proto protos/gen/googleapis/google/$$dir/; done
@@ -79,11 +85,11 @@ $(DESCRIPTOR): $(PROTO_FILES) $(STAMPS)/venv
 	@mkdir -p $(dir $@)
 	$(PROTOC) --include_imports --include_source_info --descriptor_set_out=$@ $(PROTO_REL) $(STATUS_PROTOS)
 
-$(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(GOOGLEAPIS) tools/openapi.py $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps
+$(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(GOOGLEAPIS) tools/openapi.py $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(STAMPS)/web-deps
 	$(BUF) format -d --exit-code protos --path protos/shop
 	$(BUF) lint $(DESCRIPTOR) --path shop
-	rm -rf python_services/gen go_service/gen/shop node_service/gen
-	mkdir -p python_services/gen go_service/gen node_service/gen
+	rm -rf python_services/gen go_service/gen/shop node_service/gen web/gen
+	mkdir -p python_services/gen go_service/gen node_service/gen web/gen
 	$(PROTOC) --python_out=python_services/gen --grpc_python_out=python_services/gen \
 	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy --mypy_out=python_services/gen \
 	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc --mypy_grpc_out=python_services/gen \
@@ -97,6 +103,9 @@ $(STAMPS)/protos: $(PROTO_FILES) buf.yaml $(DESCRIPTOR) $(GOOGLEAPIS) tools/open
 	  --ts_proto_out=node_service/gen \
 	  --ts_proto_opt=outputServices=grpc-js,env=node,esModuleInterop=true,importSuffix=.js,useOptionals=messages,oneof=unions-value,useDate=false \
 	  $(PROTO_REL) $(STATUS_PROTOS)
+	$(PROTOC) --plugin=protoc-gen-es=web/node_modules/.bin/protoc-gen-es \
+	  --es_out=web/gen --es_opt=target=ts,import_extension=js \
+	  $(PROTO_REL) $(STATUS_PROTOS) $(WEB_DEP_PROTOS)
 	$(PROTOC) --plugin=protoc-gen-openapi=$(BIN)/protoc-gen-openapi --openapi_out=protos/gen \
 	  --openapi_opt='$(OPENAPI_OPT)' $(PROTO_REL)
 	$(PY) tools/openapi.py protos/gen/openapi.yaml $(OPENAPI)
@@ -131,6 +140,7 @@ FOLLOW ?=
 build: $(STAMPS)/py-package ## Build every service implementation
 	cd go_service && for cmd in $$(ls cmd); do go build -o $(BIN)/shop-$$cmd ./cmd/$$cmd; done
 	cd node_service && npm run --silent build
+	cd web && npm run --silent build
 
 # The arguments of up, swap and canary are checked first, with the machine's
 # python3 (nothing else is installed on a fresh clone), so a misspelt name
@@ -203,12 +213,14 @@ BASES ?= auto
 
 .PHONY: docker-config
 docker-config: $(STAMPS)/py-package $(STAMPS)/buf ## Render Envoy's Docker Compose configuration into envoy/gen/docker (and the certificates)
+	cd web && npm run --silent build
 	@$(STACK) certs --if-missing
 	@$(STACK) containers certs
 	@$(STACK) render-docker envoy/gen/docker
 	cp $(DESCRIPTOR) $(OPENAPI) envoy/gen/docker/
 	mkdir -p envoy/gen/docker/docs
 	cp tools/node_modules/swagger-ui-dist/swagger-ui-bundle.js tools/node_modules/swagger-ui-dist/swagger-ui.css envoy/gen/docker/docs/
+	rm -rf envoy/gen/docker/web && cp -r web/dist envoy/gen/docker/web
 
 # A Docker daemon with its compose plugin is used as it is; otherwise podman,
 # runc and debootstrap come from Debian and podman-compose from PyPI.
@@ -284,6 +296,13 @@ bench: build $(GHZ) ## Measure each language and the Envoy hop (QUICK=1 for a on
 bench-replicas: build $(GHZ) ## Two catalog replicas behind Envoy against one: throughput and CPU (docs/scaling.md)
 	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench.replicas $(BENCH_ARGS)
 
+##@ Reliability
+
+.PHONY: chaos
+chaos: $(STAMPS)/py-package $(BIN)/grpc-health-probe ## Restart each program and abuse the edge of the running `make up` stack under load; prints the outcome table
+	@if [ ! -f $(ROOT)/.run/supervisord.pid ]; then echo "chaos: start the stack first (make up)"; exit 1; fi
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/faults/test_restarts.py tests/abuse --running-stack $(ROOT)/.run
+
 ##@ Load (Locust drives a shop's traffic through the local edge; load/README.md)
 
 USERS ?= 20
@@ -307,7 +326,7 @@ load: $(STAMPS)/py-package ## Shop traffic through the edge with Locust's web UI
 
 .PHONY: test
 test: ## Run every test: each language's own (in parallel, output kept per target), then the cross-language suites
-	@$(MAKE) --jobs=3 --output-sync=target test-protos test-go test-node test-python
+	@$(MAKE) --jobs=3 --output-sync=target test-protos test-go test-node test-web test-python
 	@$(MAKE) test-cross
 
 .PHONY: test-protos
@@ -321,6 +340,10 @@ test-go: $(STAMPS)/protos ## go vet and go test -race in go_service
 test-node: $(STAMPS)/protos ## Type-check, lint and test node_service
 	cd node_service && npm run --silent typecheck && npm run --silent lint && npm test
 
+.PHONY: test-web
+test-web: $(STAMPS)/protos ## Type-check and unit-test the storefront (web/)
+	cd web && npm run --silent typecheck && npm test
+
 .PHONY: test-python
 test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
 	$(VENV)/bin/ruff check python_services deploy tests load tools/openapi.py
@@ -329,7 +352,7 @@ test-python: $(STAMPS)/py-package ## ruff, mypy and pytest in python_services
 	cd python_services && $(VENV)/bin/pytest -q
 
 .PHONY: test-cross
-test-cross: build telemetry-tools $(BIN)/grpcurl ## The cross-language suites in tests/ (but tests/clients: make test-clients)
+test-cross: build chromium telemetry-tools $(BIN)/grpcurl $(BIN)/grpc-health-probe ## The cross-language suites in tests/ (the storefront's in a real browser; but tests/clients: make test-clients)
 	$(VENV)/bin/pytest -q tests --ignore=tests/clients
 
 # Not in `make test` (about a minute and a half: a stack, a virtualenv, a Go
@@ -362,6 +385,11 @@ $(BIN)/grpcurl: tools/go.mod tools/go.sum
 # Relative aliases, so `make .tmp/bin/grpcurl` works too.
 .tmp/bin/grpcurl: $(BIN)/grpcurl
 .tmp/bin/ghz: $(BIN)/ghz
+.tmp/bin/grpc-health-probe: $(BIN)/grpc-health-probe
+
+# The tests check the edge's health the way an orchestrator would.
+$(BIN)/grpc-health-probe: tools/go.mod tools/go.sum
+	cd tools && GOBIN=$(BIN) go install github.com/grpc-ecosystem/grpc-health-probe
 
 $(BIN)/ghz: tools/go.mod tools/go.sum
 	cd tools && GOBIN=$(BIN) go install github.com/bojand/ghz/cmd/ghz
@@ -373,6 +401,17 @@ $(STAMPS)/buf: tools/package.json tools/package-lock.json
 $(STAMPS)/node-deps: node_service/package.json node_service/package-lock.json
 	cd node_service && npm ci --no-audit --no-fund --loglevel=error
 	@mkdir -p $(dir $@) && touch $@
+
+$(STAMPS)/web-deps: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(dir $@) && touch $@
+
+# The browser tests drive Debian's chromium with playwright-core (no browser
+# downloads); CI starts from a fresh machine, so install it when missing.
+.PHONY: chromium
+chromium: ## Install Debian's chromium for the storefront's browser tests, if missing
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  apt-get -o DPkg::Lock::Timeout=900 update -qq && apt-get -o DPkg::Lock::Timeout=900 install -y -qq chromium; fi
 
 # The telemetry backends (docs/observability.md). Zipkin's server is the exec
 # jar from Maven Central, fetched by Maven and checked against its pinned
@@ -403,9 +442,9 @@ $(STAMPS)/prometheus:
 	@mkdir -p $(dir $@) && touch $@
 
 .PHONY: tools
-tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(BIN)/grpcurl telemetry-tools ## Install every pinned tool
+tools: $(STAMPS)/venv $(STAMPS)/go-tools $(STAMPS)/buf $(STAMPS)/node-deps $(STAMPS)/web-deps $(BIN)/grpcurl $(BIN)/grpc-health-probe chromium telemetry-tools ## Install every pinned tool
 
 .PHONY: clean
 clean: ## Remove generated code, tools and build output (keeps the run directory)
 	rm -rf $(TMP) python_services/gen go_service/gen/shop node_service/gen node_service/dist protos/gen \
-	  clients/python/gen clients/npm/gen
+	  clients/python/gen clients/npm/gen web/gen web/dist web/.build

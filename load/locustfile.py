@@ -8,7 +8,8 @@ pauses, takes one journey, chosen by the mix's weights:
   (BatchGetProducts);
 - stock: GetStock for a few products; a share of them then hold a WatchStock
   stream for a while;
-- checkout: build a cart on one QuoteCart stream, check its stock, and
+- checkout: build a cart on one QuoteCart stream (as an app does), price the
+  result with PriceCart (as the browser storefront does), check its stock, and
   PlaceOrder with a fresh request_id: mostly a good card, a share declined, a
   share asking for more than is in stock, a share that times out on the client
   and retries with the same request_id; the confirmation page follows the
@@ -200,7 +201,7 @@ class Customer(User):
         if not skus:
             return
         cart = {sku: random.randint(1, 2) for sku in skus}
-        if not self.quote_cart(cart):
+        if not self.quote_cart(cart) or not self.price_cart(cart):
             return
         levels = self.get_stock(list(cart))
         if levels is None:
@@ -342,6 +343,24 @@ class Customer(User):
                     f"QuoteCart counts {replies[-1].item_count} items, the cart has {sum(final.values())}"
                 )
             cart.update(final)
+            return True
+        return False
+
+    def price_cart(self, cart: dict[str, int]) -> bool:
+        """The whole cart in one unary call: its lines must be the cart's, in product id order."""
+        items = [catalog_pb.PriceCartItem(product_id=sku, quantity=qty) for sku, qty in cart.items()]
+        with self.record.rpc("CatalogService/PriceCart") as rpc:
+            resp = self.catalog.PriceCart(
+                catalog_pb.PriceCartRequest(items=items),
+                timeout=self.shared.unary_timeout,
+                metadata=self.conn.metadata,
+            )
+            rpc.response_length = resp.ByteSize()
+            lines = [(line.product_id, line.quantity) for line in resp.lines]
+            if lines != sorted(cart.items()) or resp.item_count != sum(cart.values()):
+                raise WrongAnswer(
+                    f"PriceCart priced {lines} ({resp.item_count} items) for the cart {sorted(cart.items())}"
+                )
             return True
         return False
 

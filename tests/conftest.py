@@ -10,15 +10,26 @@ starting anything (see the README). `--edge FILE` runs the contract and e2e
 suites through a shop that runs elsewhere (in containers: `make
 test-containers`), known by its Envoy (shopstack.edge.Edge); tests that need
 the local stack's processes skip.
+
+The restart and abuse scenarios (tests/faults/test_restarts.py, tests/abuse/)
+share one more stack, `reliability_stack`: private (they kill processes and
+flood the public listener), with every inventory implementation taking a share
+of the traffic and the public listener's limits shrunk so that a flood is
+cheap to produce. `--running-stack DIR` points them at a stack that is already
+up instead (`make chaos` passes the one `make up` runs). Their outcomes are
+printed as one table at the end of the session.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import reliability
 from shopstack import envoy, topology
 from shopstack.edge import Edge
 from shopstack.stack import Stack, free_port
@@ -44,6 +55,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--target",
         default=None,
         help="run the contract suites against this address only (HOST:PORT) instead of a started stack",
+    )
+    parser.addoption(
+        "--running-stack",
+        default=None,
+        help="run the restart and abuse scenarios against the stack already running in this run directory",
     )
     parser.addoption(
         "--certs",
@@ -82,15 +98,25 @@ def running_edge(config: pytest.Config) -> Edge | None:
     return Edge.load(Path(path)) if path else None
 
 
+# The reliability stack's public limits: small, so a test floods them with a
+# few dozen streams (stack.toml's own values are checked in tests/stack/).
+RELIABILITY_PUBLIC_LIMITS = {"max_requests_per_cluster": 48, "requests_per_second": 150, "burst": 150}
+
+
 def make_stack(
     run_dir: Path,
     routing: dict[str, dict[str, int]] | None = None,
+    public_limits: dict[str, int] | None = None,
+    grace_seconds: str | None = None,
     *,
     telemetry: bool = False,
 ) -> Stack:
-    """A stack on free ports in run_dir (not started). With telemetry, Zipkin
+    """A stack on free ports in run_dir (not started), optionally with other public listener limits
+    and another SHOP_SHUTDOWN_GRACE_SECONDS for every service. With telemetry, Zipkin
     and Prometheus run too (Prometheus scraping every second)."""
     topo = topology.load()
+    if public_limits:
+        topo = replace(topo, limits=replace(topo.limits, public=replace(topo.limits.public, **public_limits)))
     ports = {}
     for service in topo.services.values():
         for impl in service.implementations.values():
@@ -98,13 +124,12 @@ def make_stack(
             ports[impl.metrics_key] = free_port()
     topo = topo.with_ports(free_port(), free_port(), free_port(), ports, telemetry=(free_port(), free_port()))
     topo = replace(topo, telemetry=replace(topo.telemetry, scrape_interval_seconds=1))
-    return Stack(
-        run_dir=run_dir,
-        topology=topo,
-        env={"inventory": {"SHOP_RESERVATION_TTL_SECONDS": RESERVATION_TTL_SECONDS}},
-        routing=routing or {},
-        telemetry=telemetry,
-    )
+    env: dict[str, dict[str, str]] = {name: {} for name in topo.services}
+    env["inventory"]["SHOP_RESERVATION_TTL_SECONDS"] = RESERVATION_TTL_SECONDS
+    if grace_seconds is not None:
+        for values in env.values():
+            values["SHOP_SHUTDOWN_GRACE_SECONDS"] = grace_seconds
+    return Stack(run_dir=run_dir, topology=topo, env=env, routing=routing or {}, telemetry=telemetry)
 
 
 @pytest.fixture(scope="session")
@@ -126,14 +151,85 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     shop.down()
 
 
+def running_stack(run_dir: Path) -> Stack:
+    """The stack already running in run_dir (`make up`'s .run, or any other), with the ports it uses."""
+    state_file = run_dir / "state.json"
+    if not state_file.exists():
+        raise pytest.UsageError(f"{run_dir} has no running stack (no state.json); start one with `make up`")
+    state = json.loads(state_file.read_text())
+    ports = dict(state["ports"])
+    edge = [ports.pop(name) for name in ("public", "internal", "admin")]
+    topo = topology.load().with_ports(*edge, ports)
+    return Stack(
+        run_dir=run_dir,
+        topology=topo,
+        env=state.get("env", {}),
+        routing=state["routing"],
+        telemetry=bool(state.get("telemetry", False)),
+    )
+
+
 _STACK_KEY = pytest.StashKey[Stack]()
+_RELIABILITY_KEY = pytest.StashKey[Stack]()
+
+
+@pytest.fixture(scope="session")
+def reliability_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The restart and abuse scenarios' stack: private, or the running one with --running-stack."""
+    running = request.config.getoption("--running-stack")
+    if running:
+        shop = running_stack(Path(running))
+        shop.wait_healthy(30)
+        request.config.stash[_RELIABILITY_KEY] = shop
+        yield shop
+        return
+    if request.config.getoption("--target"):
+        pytest.skip("--target given: the reliability scenarios need a whole stack")
+    if request.config.getoption("--edge"):
+        pytest.skip("--edge given: the reliability scenarios kill and restart the local stack's processes")
+    inventory = topology.load().services["inventory"]
+    routing = envoy.default_routing(topology.load())
+    # Every inventory implementation serves a share, so restarting each one is tested under load.
+    share = 100 // len(inventory.implementations)
+    routing["inventory"] = {lang: share for lang in inventory.implementations}
+    # Nothing here tests draining: a short grace keeps the teardown quick.
+    shop = make_stack(tmp_path_factory.mktemp("reliability"), routing, RELIABILITY_PUBLIC_LIMITS, grace_seconds="1")
+    try:
+        shop.up(timeout=120)
+    except Exception:
+        shop.down()
+        raise
+    request.config.stash[_RELIABILITY_KEY] = shop
+    yield shop
+    shop.down()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not reliability.RESULTS:
+        return
+    text = reliability.table(reliability.RESULTS)
+    terminalreporter.write_sep("=", "reliability: faults and abuse tried, and what was measured")
+    terminalreporter.write_line(text)
+    out = os.environ.get("SHOP_RELIABILITY_TABLE")
+    if out:
+        Path(out).write_text(text + "\n")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    shop = item.config.stash.get(_STACK_KEY, None)
-    if report.failed and shop is not None:
-        programs = sorted(p.stem for p in shop.logs_dir.glob("*.log") if p.stem != "supervisord")
-        report.sections.append(("stack logs", "\n".join(shop.tail(p, 25) for p in programs)))
+    if not report.failed:
+        return
+    for key, title in ((_STACK_KEY, "stack logs"), (_RELIABILITY_KEY, "reliability stack logs")):
+        shop = item.config.stash.get(key, None)
+        if shop is not None and key in _used_by(item):
+            programs = sorted(p.stem for p in shop.logs_dir.glob("*.log") if p.stem != "supervisord")
+            report.sections.append((title, "\n".join(shop.tail(p, 25) for p in programs)))
+
+
+def _used_by(item: pytest.Item) -> set[pytest.StashKey[Stack]]:
+    """The reliability scenarios' stack if the test uses it, otherwise the session's."""
+    if "reliability_stack" in getattr(item, "fixturenames", ()):
+        return {_RELIABILITY_KEY}
+    return {_STACK_KEY}

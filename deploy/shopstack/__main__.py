@@ -14,6 +14,7 @@ from shopstack.stack import Stack, StackError, default_stack, die, remove_data
 EXAMPLES = """\
 The shop is up.
 
+  storefront             https://localhost:{public}/   (open it in a browser; it must trust the CA below)
   gRPC, gRPC-Web, JSON   localhost:{public}   (Envoy public listener, TLS)
   internal gRPC          127.0.0.1:{internal} (service-to-service; mutual TLS, RBAC by identity)
   Envoy admin            http://127.0.0.1:{admin}   (/stats/prometheus)

@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 # Only the standard library at import time: shopstack.check validates a
 # command's arguments with the machine's python3, before anything is built.
@@ -22,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # free ports with one).
 STACK_FILE = Path(os.environ.get("SHOP_STACK_FILE", ROOT / "deploy" / "stack.toml"))
 DESCRIPTOR_SET = ROOT / "protos" / "gen" / "shop_api.binpb"
+# The storefront's bundle, built by `make build` (web/scripts/build.mjs).
+WEB_DIST = ROOT / "web" / "dist"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,10 @@ class Method:
     client_streaming: bool
     server_streaming: bool
     retry_safe: bool
+    # idempotency_level NO_SIDE_EFFECTS: a read.
+    read_only: bool = False
+    # The request message's first string field (None if it has none).
+    request_string_field: str | None = None
 
     @property
     def path(self) -> str:
@@ -119,6 +127,29 @@ class Security:
 
 
 @dataclass(frozen=True)
+class ListenerLimits:
+    """What one Envoy listener's traffic may hold of each service ([limits.<listener>] in stack.toml)."""
+
+    max_requests_per_cluster: int
+    max_pending_requests_per_cluster: int
+    max_connections_per_cluster: int
+    max_concurrent_streams_per_connection: int
+    # Only the public listener is rate limited (0: no limit).
+    requests_per_second: int = 0
+    burst: int = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Envoy's limits, each explained where stack.toml sets it."""
+
+    public: ListenerLimits
+    internal: ListenerLimits
+    max_downstream_connections: int
+    max_heap_bytes: int
+
+
+@dataclass(frozen=True)
 class Telemetry:
     """Where traces and metrics go: the Zipkin and Prometheus servers."""
 
@@ -136,8 +167,11 @@ class Topology:
     internal_port: int
     admin_port: int
     services: dict[str, Service]
+    limits: Limits
     telemetry: Telemetry
     security: Security
+    # Browser origins allowed to call the public listener (CORS).
+    cors_origins: tuple[str, ...] = ()
     # Port overrides per cluster name (tests run on free ports).
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -241,6 +275,7 @@ def load(path: Path | None = None) -> Topology:
             customer_rpcs=tuple(spec.get("customer_rpcs", ())),
         )
     edge = raw["edge"]
+    limits = raw["limits"]
     tel = raw["telemetry"]
     ratio = float(tel["sampling_ratio"])
     if not 0 <= ratio <= 1:
@@ -260,12 +295,19 @@ def load(path: Path | None = None) -> Topology:
         internal_port=int(edge["internal_port"]),
         admin_port=int(edge["admin_port"]),
         services=services,
+        limits=Limits(
+            public=ListenerLimits(**limits["public"]),
+            internal=ListenerLimits(**limits["internal"]),
+            max_downstream_connections=int(limits["edge"]["max_downstream_connections"]),
+            max_heap_bytes=int(limits["edge"]["max_heap_bytes"]),
+        ),
         telemetry=Telemetry(
             zipkin_port=int(tel["zipkin_port"]),
             prometheus_port=int(tel["prometheus_port"]),
             scrape_interval_seconds=float(tel["scrape_interval_seconds"]),
             sampling_ratio=ratio,
         ),
+        cors_origins=tuple(edge.get("cors_origins", ())),
         security=security,
     )
 
@@ -283,6 +325,7 @@ def methods(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, list[Method]]:
         files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{descriptor_set} is missing; run `make protos`") from exc
+    messages = {f"{file.package}.{message.name}": message for file in files.file for message in file.message_type}
     found: dict[str, list[Method]] = {}
     for file in files.file:
         if not file.package.startswith("shop."):
@@ -296,10 +339,35 @@ def methods(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, list[Method]]:
                     client_streaming=m.client_streaming,
                     server_streaming=m.server_streaming,
                     retry_safe=m.options.idempotency_level in safe_to_retry,
+                    read_only=m.options.idempotency_level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+                    request_string_field=_first_string_field(messages.get(m.input_type.lstrip(".")), messages),
                 )
                 for m in service.method
             ]
     return found
+
+
+def _first_string_field(message: Any, messages: Mapping[str, Any] | None = None, depth: int = 2) -> str | None:
+    """The path of a request message's first string field (a DescriptorProto), if it has one.
+
+    A message with no string field of its own (PriceCartRequest: repeated
+    lines) is searched one message level down (`items.product_id`).
+    """
+    from google.protobuf import descriptor_pb2
+
+    if message is None:
+        return None
+    for field_ in message.field:
+        if field_.type == descriptor_pb2.FieldDescriptorProto.TYPE_STRING:
+            return str(field_.name)
+    if messages is None or depth <= 1:
+        return None
+    for field_ in message.field:
+        if field_.type == descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE:
+            inner = _first_string_field(messages.get(field_.type_name.lstrip(".")), messages, depth - 1)
+            if inner:
+                return f"{field_.name}.{inner}"
+    return None
 
 
 def dump_ports(topology: Topology) -> str:

@@ -216,7 +216,7 @@ def line_total(pid: str, quantity: int) -> Decimal:
     return seed_money(PRODUCTS[pid]["price"])[1] * quantity
 
 
-def assert_cart(reply: pb.QuoteCartResponse, cart: dict[str, int]) -> None:
+def assert_cart(reply: pb.QuoteCartResponse | pb.PriceCartResponse, cart: dict[str, int]) -> None:
     """The reply prices exactly `cart`, ordered by product id."""
     assert [(line.product_id, line.quantity) for line in reply.lines] == sorted(cart.items())
     for line in reply.lines:
@@ -225,6 +225,65 @@ def assert_cart(reply: pb.QuoteCartResponse, cart: dict[str, int]) -> None:
     total = sum((line_total(pid, q) for pid, q in cart.items()), Decimal(0))
     assert money(reply.total) == (CURRENCY, total), f"total {reply.total} for cart {cart}"
     assert reply.item_count == sum(cart.values())
+
+
+# -- PriceCart ----------------------------------------------------------------
+
+
+def price(stub: pbg.CatalogServiceStub, cart: dict[str, int]) -> pb.PriceCartResponse:
+    items = [pb.PriceCartItem(product_id=pid, quantity=q) for pid, q in cart.items()]
+    return stub.PriceCart(pb.PriceCartRequest(items=items), timeout=10)
+
+
+def test_price_cart_prices_the_whole_cart_like_quote_cart(stub: pbg.CatalogServiceStub) -> None:
+    cart = {IDS[30]: 999, IDS[10]: 2, IDS[2]: 1}  # asked out of id order; answered in it
+    reply = price(stub, cart)
+    assert_cart(reply, cart)
+    quoted = Cart(stub)
+    try:
+        for pid, q in cart.items():
+            last = quoted.change(pid, q)
+        assert list(last.lines) == list(reply.lines) and last.total == reply.total
+    finally:
+        quoted.feeder.close()
+
+
+def test_price_cart_of_an_empty_cart_totals_zero_in_the_catalog_currency(
+    stub: pbg.CatalogServiceStub,
+) -> None:
+    reply = price(stub, {})
+    assert list(reply.lines) == [] and reply.item_count == 0
+    assert money(reply.total) == (CURRENCY, Decimal(0))
+
+
+def test_price_cart_unknown_products_are_not_found_naming_every_one(stub: pbg.CatalogServiceStub) -> None:
+    first, second = unique("sku-missing"), unique("sku-missing")
+    seen = fails(lambda: price(stub, {first: 1, ESPRESSO: 1, second: 3}))
+    assert_error_info(seen, NOT_FOUND, "PRODUCT_NOT_FOUND", DOMAIN, {"product_ids": f"{first},{second}"})
+
+
+@pytest.mark.parametrize(
+    ("items", "paths"),
+    [
+        ([pb.PriceCartItem(quantity=1)], ["items[0].product_id"]),
+        (
+            [pb.PriceCartItem(product_id=ESPRESSO, quantity=0), pb.PriceCartItem(product_id=IDS[0], quantity=1000)],
+            ["items[0].quantity", "items[1].quantity"],
+        ),
+        ([pb.PriceCartItem(product_id=IDS[1], quantity=-2)], ["items[0].quantity"]),
+        (
+            [pb.PriceCartItem(product_id=ESPRESSO, quantity=1), pb.PriceCartItem(product_id=ESPRESSO, quantity=2)],
+            ["items[1].product_id"],
+        ),
+        ([pb.PriceCartItem(product_id=f"sku-{i}", quantity=1) for i in range(101)], ["items"]),
+    ],
+    ids=["empty-product-id", "zero-and-1000", "negative-quantity", "product-twice", "101-items"],
+)
+def test_price_cart_bad_input_is_invalid_argument_naming_each_field(
+    stub: pbg.CatalogServiceStub, items: list[pb.PriceCartItem], paths: list[str]
+) -> None:
+    seen = fails(lambda: stub.PriceCart(pb.PriceCartRequest(items=items), timeout=10))
+    assert_bad_request(seen, *paths)
 
 
 class Cart:

@@ -75,6 +75,12 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, in
         time.sleep(interval)
 
 
+# A channel option for tests that need several client connections: grpcio
+# shares one connection between channels to the same address unless each has
+# its own subchannel pool.
+OWN_CONNECTION: tuple[tuple[str, int], ...] = (("grpc.use_local_subchannel_pool", 1),)
+
+
 _ORDERS = "/shop.orders.v1.OrderService/"
 # The customer of calls that name none (GetOrder of an id nobody placed).
 ANONYMOUS_SHOPPER = "shopper-e2e"

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import ssl
 import struct
+import subprocess
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,7 +34,10 @@ SHOP_SERVICES = {
     "shop.orders.v1.OrderService",
     "shop.payments.v1.PaymentService",
 }
+# Public reflection lists only services with at least one public RPC.
+PUBLIC_SERVICES = SHOP_SERVICES - {"shop.payments.v1.PaymentService"}
 ORIGIN = "http://localhost:3000"
+HEALTH_PROBE = Path(__file__).resolve().parents[2] / ".tmp" / "bin" / "grpc-health-probe"
 
 
 # -- internal RPCs -------------------------------------------------------------
@@ -106,7 +111,10 @@ def test_internal_rpcs_reach_their_service_on_the_internal_listener(shop: Shop, 
 def test_reflection_through_envoy_lists_and_describes_every_shop_service_v1alpha(shop: Shop) -> None:
     database = ProtoReflectionDescriptorDatabase(shop.public)
     services = set(database.get_services())
-    assert services >= SHOP_SERVICES, f"reflection (v1alpha) listed {sorted(services)}"
+    assert services >= PUBLIC_SERVICES, f"public reflection (v1alpha) listed {sorted(services)}"
+    assert "shop.payments.v1.PaymentService" not in services, "every PaymentService RPC is internal"
+    internal = set(ProtoReflectionDescriptorDatabase(shop.internal).get_services())
+    assert internal >= SHOP_SERVICES, f"internal reflection (v1alpha) listed {sorted(internal)}"
     pool = descriptor_pool.DescriptorPool(database)
     orders = pool.FindServiceByName("shop.orders.v1.OrderService")
     assert {"PlaceOrder", "GetOrder", "ListOrders", "WatchOrder"} <= {m.name for m in orders.methods}
@@ -127,8 +135,34 @@ def test_reflection_through_envoy_lists_every_shop_service_v1(shop: Shop) -> Non
     ]
     listed, described = list(info(iter(requests), timeout=CALL_TIMEOUT))
     services = {s.name for s in listed.list_services_response.service}
-    assert services >= SHOP_SERVICES, f"reflection (v1) listed {sorted(services)}"
+    assert services >= PUBLIC_SERVICES, f"public reflection (v1) listed {sorted(services)}"
+    assert "shop.payments.v1.PaymentService" not in services, "every PaymentService RPC is internal"
+    # Hidden from the list, its descriptors still resolve (other messages may use them).
     assert described.file_descriptor_response.file_descriptor_proto, described
+
+
+def test_grpc_health_probe_through_the_public_listener_says_the_edge_is_serving(shop: Shop) -> None:
+    result = subprocess.run(
+        [
+            str(HEALTH_PROBE),
+            "-addr",
+            shop.stack.public_addr,
+            # The edge speaks TLS only: trust the stack's CA, no client certificate.
+            "-tls",
+            "-tls-ca-cert",
+            str(shop.stack.certs.ca),
+            "-connect-timeout",
+            "5s",
+            "-rpc-timeout",
+            "5s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "status: SERVING" in result.stdout + result.stderr
 
 
 # -- JSON transcoding, gRPC-Web, CORS ---------------------------------------------
@@ -174,6 +208,17 @@ def test_json_unknown_product_is_a_404_with_a_google_rpc_status(http: httpx.Clie
     assert infos, f"no ErrorInfo in {body}"
     assert infos[0]["reason"] == "PRODUCT_NOT_FOUND" and infos[0]["domain"] == "catalog.shop.example"
     assert infos[0]["metadata"]["product_ids"] == "sku-does-not-exist"
+
+
+def test_json_prices_a_cart(http: httpx.Client) -> None:
+    reply = http.post(
+        "/v1/cart:price",
+        json={"items": [{"productId": "sku-tote-bag", "quantity": 2}, {"productId": "sku-aeropress", "quantity": 1}]},
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert [line["productId"] for line in body["lines"]] == ["sku-aeropress", "sku-tote-bag"]
+    assert body["itemCount"] == 3 and body["total"]["currencyCode"] == "EUR"
 
 
 def test_json_places_an_order_and_reads_it_back(shop: Shop, http: httpx.Client) -> None:
@@ -247,6 +292,150 @@ def test_cors_preflight_from_a_local_origin_is_allowed(http: httpx.Client) -> No
     assert {"content-type", "x-grpc-web", "x-user-agent", "grpc-timeout"} <= allowed, allowed
     exposed = {h.strip() for h in reply.headers["access-control-expose-headers"].split(",")}
     assert {"grpc-status", "grpc-message"} <= exposed, exposed
+
+
+def test_cors_preflight_for_a_json_route_is_answered(http: httpx.Client) -> None:
+    reply = http.options(
+        "/v1/orders",
+        headers={
+            "origin": ORIGIN,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type",
+        },
+    )
+    assert reply.status_code in (200, 204), (reply.status_code, reply.headers, reply.text)
+    assert reply.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in reply.headers["access-control-allow-methods"]
+
+
+def test_an_order_rpc_preflight_needs_no_token_and_its_401_is_readable_cross_origin(http: httpx.Client) -> None:
+    """CORS runs before jwt_authn: a preflight (never carrying a token) is
+    answered, and the refusal of the tokenless call carries the CORS headers."""
+    path = "/shop.orders.v1.OrderService/ListOrders"
+    preflight = http.options(
+        path,
+        headers={
+            "origin": ORIGIN,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization,content-type,x-grpc-web",
+        },
+    )
+    assert preflight.status_code in (200, 204), (preflight.status_code, preflight.headers, preflight.text)
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    allowed = {h.strip() for h in preflight.headers["access-control-allow-headers"].split(",")}
+    assert "authorization" in allowed, allowed
+    json_preflight = http.options("/v1/orders", headers={"origin": ORIGIN, "access-control-request-method": "GET"})
+    assert json_preflight.status_code in (200, 204), (json_preflight.status_code, json_preflight.text)
+
+    message = orders_pb.ListOrdersRequest().SerializeToString()
+    refused = http.post(
+        path,
+        content=b"\x00" + struct.pack(">I", len(message)) + message,
+        headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1", "origin": ORIGIN},
+    )
+    assert refused.headers["access-control-allow-origin"] == ORIGIN, refused.headers
+    assert refused.headers.get("grpc-status") == str(grpc.StatusCode.UNAUTHENTICATED.value[0]), refused.headers
+    assert "Jwt is missing" in refused.headers.get("grpc-message", ""), refused.headers
+    json_refused = http.get("/v1/orders", headers={"origin": ORIGIN})
+    assert json_refused.status_code == 401, json_refused.text
+    assert json_refused.headers["access-control-allow-origin"] == ORIGIN, json_refused.headers
+
+
+def test_json_responses_carry_cors_headers_for_an_allowed_origin(http: httpx.Client) -> None:
+    reply = http.get("/v1/products", params={"page_size": 1}, headers={"origin": "http://127.0.0.1:5173"})
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["access-control-allow-origin"] == "http://127.0.0.1:5173"
+    exposed = {h.strip() for h in reply.headers["access-control-expose-headers"].split(",")}
+    assert {"x-request-id", "x-shop-impl", "grpc-status"} <= exposed, exposed
+
+
+def test_an_origin_not_in_stack_toml_gets_no_cors_headers(http: httpx.Client) -> None:
+    preflight = http.options(
+        "/v1/orders",
+        headers={"origin": "https://elsewhere.example", "access-control-request-method": "POST"},
+    )
+    # Answered by Envoy without the CORS headers, so the browser refuses.
+    assert "access-control-allow-origin" not in preflight.headers, preflight.headers
+    plain = http.get("/v1/products", params={"page_size": 1}, headers={"origin": "https://elsewhere.example"})
+    assert "access-control-allow-origin" not in plain.headers, plain.headers
+
+
+def test_an_internal_rpc_is_refused_over_grpc_web_and_at_its_preflight(http: httpx.Client) -> None:
+    path = "/shop.payments.v1.PaymentService/GetPayment"
+    preflight = http.options(
+        path,
+        headers={
+            "origin": ORIGIN,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type,x-grpc-web,x-user-agent",
+        },
+    )
+    # Refused as the listener refuses the call (403, PERMISSION_DENIED's
+    # HTTP status), not a 404; no CORS headers, so no browser sends it.
+    assert preflight.status_code == 403, (preflight.status_code, preflight.text)
+    assert "internal to the shop" in preflight.text
+    assert "access-control-allow-origin" not in preflight.headers, preflight.headers
+    message = payments_pb.GetPaymentRequest(payment_id="pay-x").SerializeToString()
+    reply = http.post(
+        path,
+        content=b"\x00" + struct.pack(">I", len(message)) + message,
+        headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1"},
+    )
+    assert reply.headers.get("grpc-status") == str(grpc.StatusCode.PERMISSION_DENIED.value[0]), reply.headers
+    assert "internal to the shop" in reply.headers.get("grpc-message", ""), reply.headers
+
+
+def test_envoy_names_the_implementation_that_served_a_call(shop: Shop, http: httpx.Client) -> None:
+    message = inventory_pb.GetStockRequest(skus=["sku-tote-bag"]).SerializeToString()
+    frame = b"\x00" + struct.pack(">I", len(message)) + message
+    # Pinning at the edge needs an operator's token (tests/security checks that
+    # anyone else's pin is ignored); over gRPC-Web, as the storefront pins.
+    operator = {"authorization": f"Bearer {shop.stack.operator_token()}"}
+    for lang in sorted(shop.stack.routing["inventory"]):
+        reply = http.post(
+            "/shop.inventory.v1.InventoryService/GetStock",
+            content=frame,
+            headers={"content-type": "application/grpc-web+proto", "x-grpc-web": "1", "x-shop-impl": lang, **operator},
+        )
+        assert reply.status_code == 200, reply.content
+        assert reply.headers["x-shop-impl"] == f"inventory-{lang}", reply.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/", {}),
+        ("GET", "/v1/products?page_size=1", {}),
+        ("GET", "/v1/products/sku-does-not-exist", {}),
+        ("POST", "/shop.payments.v1.PaymentService/GetPayment", {"content-type": "application/grpc-web+proto"}),
+        ("GET", "/no/such/path", {}),
+    ],
+    ids=["storefront", "json", "json-404", "internal-refused", "unknown-path"],
+)
+def test_every_response_carries_the_edges_x_request_id(
+    http: httpx.Client, method: str, path: str, headers: dict[str, str]
+) -> None:
+    reply = http.request(method, path, headers=headers, content=b"\x00\x00\x00\x00\x00" if method == "POST" else None)
+    assert reply.headers.get("x-request-id"), (reply.status_code, reply.headers)
+    mine = http.request(method, path, headers={**headers, "x-request-id": "edge-test-id"})
+    assert mine.headers.get("x-request-id") == "edge-test-id", mine.headers
+
+
+# -- the storefront --------------------------------------------------------------
+
+
+def test_the_storefront_is_served_on_the_api_origin(shop: Shop, http: httpx.Client) -> None:
+    page = http.get("/")
+    assert page.status_code == 200, page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert '<script type="module" src="/assets/app.js">' in page.text
+    script = http.get("/assets/app.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert "application/grpc-web" in script.text  # the bundled gRPC-Web transport
+    style = http.get("/assets/app.css")
+    assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
+    config = http.get("/storefront.json").json()
+    assert config["services"]["inventory"]["weights"] == shop.stack.routing["inventory"]
 
 
 # -- x-request-id ----------------------------------------------------------------

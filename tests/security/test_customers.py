@@ -215,6 +215,34 @@ def test_the_impl_pin_at_the_edge_needs_an_operator_token(stack: Stack, edge: gr
         assert pinned == (5 if honoured else 0), f"{what}: inventory-{other} served {pinned} of 5"
 
 
+def test_the_impl_pin_over_grpc_web_needs_an_operator_token_too(stack: Stack) -> None:
+    """The pinned routes match no gRPC content type (so the storefront can pin
+    over gRPC-Web), and still honour only an operator's token."""
+    default = stack.topology.services["inventory"].impl
+    other = next(lang for lang in sorted(stack.routing["inventory"]) if lang != default)
+    message = inventory_pb.GetStockRequest(skus=[SKU]).SerializeToString()
+    frame = b"\x00" + len(message).to_bytes(4, "big") + message
+    grpc_web = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1", "x-shop-impl": other}
+    attempts = {
+        "no token": ({}, default),
+        "a customer token": ({"authorization": f"Bearer {stack.token(new_customer())}"}, default),
+        "an operator token": ({"authorization": f"Bearer {stack.operator_token()}"}, other),
+    }
+    with httpx.Client(
+        base_url=f"https://{stack.public_addr}",
+        verify=ssl.create_default_context(cafile=str(stack.certs.ca)),
+        timeout=CALL_TIMEOUT,
+    ) as http:
+        for what, (headers, served_by) in attempts.items():
+            for _ in range(3):
+                reply = http.post(
+                    "/shop.inventory.v1.InventoryService/GetStock", content=frame, headers={**grpc_web, **headers}
+                )
+                # The status is in the trailer frame, the serving cluster in a header.
+                assert reply.status_code == 200 and b"grpc-status:0\r\n" in reply.content, (what, reply.content)
+                assert reply.headers["x-shop-impl"] == f"inventory-{served_by}", (what, reply.headers)
+
+
 @pytest.mark.parametrize(
     ("sent", "kept"),
     [

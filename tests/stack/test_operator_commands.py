@@ -108,10 +108,10 @@ class Cli:
 
 
 def private_topology(tmp: Path, catalog: Path) -> Path:
-    """deploy/stack.toml on free ports, with the catalog running `catalog`."""
+    """deploy/stack.toml with every port free (gRPC, metrics, telemetry), with the catalog running `catalog`."""
     text = STACK_FILE.read_text()
     text = re.sub(
-        r"^(public_port|internal_port|admin_port|port) = \d+$",
+        r"^(\w*port) = \d+$",
         lambda match: f"{match.group(1)} = {free_port()}",
         text,
         flags=re.MULTILINE,

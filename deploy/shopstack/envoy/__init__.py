@@ -21,7 +21,7 @@ dynamic.py the files a swap rewrites, render.py writes them; common.py holds
 where Envoy runs (Mode) and what both halves share.
 """
 
-from shopstack.envoy.bootstrap import bootstrap
+from shopstack.envoy.bootstrap import NOT_FORWARDED_HEADER, bootstrap
 from shopstack.envoy.common import (
     DOCKER_CERTS_DIR,
     Mode,
@@ -31,12 +31,14 @@ from shopstack.envoy.common import (
     kubernetes_mode,
     local_mode,
 )
-from shopstack.envoy.dynamic import IMPL_HEADER, clusters, routes
+from shopstack.envoy.dynamic import IMPL_HEADER, REFLECTION_HIDE_HEADER, clusters, routes
 from shopstack.envoy.render import render, static_bootstrap
 
 __all__ = [
     "DOCKER_CERTS_DIR",
     "IMPL_HEADER",
+    "NOT_FORWARDED_HEADER",
+    "REFLECTION_HIDE_HEADER",
     "Mode",
     "Routing",
     "bootstrap",

@@ -10,7 +10,32 @@ from __future__ import annotations
 from typing import Any
 
 from shopstack.envoy.common import Mode, address, path_source
-from shopstack.topology import Topology, methods
+from shopstack.topology import ListenerLimits, Topology, methods
+
+# Envoy marks a reply it made itself without forwarding the call with this
+# header, holding its response flags: UH (no healthy upstream), UO (a circuit
+# breaker's overflow), UF (no connection to the host could be made). The saga
+# (python_services/src/shop_services/orders/clients.py) retries such a call and
+# never counts it as "in doubt". Mutations are never retried by Envoy after a
+# reset (dynamic.py), so the marker cannot hide an earlier attempt that
+# reached the service.
+NOT_FORWARDED_HEADER = "x-shop-not-forwarded"
+_NOT_FORWARDED_FLAGS = ["UH", "UO", "UF"]
+# The gRPC status code RESOURCE_EXHAUSTED.
+_RESOURCE_EXHAUSTED = "8"
+
+# A request path whose percent-encoding is sound: every % starts an escape of
+# two hex digits, and the escaped bytes form UTF-8 (a lead byte followed by
+# its continuation bytes). RE2 matches the whole path.
+_CONT = "%[89ABab][0-9A-Fa-f]"
+SOUND_PATH = (
+    "([^%]|%[0-7][0-9A-Fa-f]"
+    f"|%[Cc][2-9A-Fa-f]{_CONT}|%[Dd][0-9A-Fa-f]{_CONT}"
+    f"|%[Ee][0-9A-Fa-f]({_CONT}){{2}}|%[Ff][0-4]({_CONT}){{3}})*"
+)
+_BAD_PATH_MESSAGE = (
+    "The request path has bad percent-encoding: every % must start two hex digits, and the escaped bytes must be UTF-8."
+)
 
 # Headers only Envoy may set: the verified customer and scopes of a token
 # (from jwt_authn's claim_to_headers). Whatever a caller sends in them is
@@ -90,29 +115,119 @@ def _access_log(listener: str) -> list[dict[str, Any]]:
 # jwt_authn answers a token whose audience is not ours with 403; a token that
 # is not for this API authenticates nobody, so the edge answers it like every
 # other bad token: 401, which gRPC callers see as UNAUTHENTICATED.
-_JWT_DENIED_IS_UNAUTHENTICATED = {
-    "mappers": [
-        {
-            "filter": {
-                "extension_filter": {
-                    "name": "envoy.access_loggers.extension_filters.cel",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                        "expression": "response.code == 403 && response.code_details.startsWith('jwt_authn')",
+def _jwt_denied_is_unauthenticated() -> dict[str, Any]:
+    return {
+        "filter": {
+            "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                    "expression": "response.code == 403 && response.code_details.startsWith('jwt_authn')",
+                },
+            }
+        },
+        "status_code": 401,
+    }
+
+
+def _not_forwarded_mapper() -> dict[str, Any]:
+    return {
+        "filter": {"response_flag_filter": {"flags": _NOT_FORWARDED_FLAGS}},
+        "headers_to_add": [
+            {
+                "header": {"key": NOT_FORWARDED_HEADER, "value": "%RESPONSE_FLAGS%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+    }
+
+
+def _overflow_mapper() -> dict[str, Any]:
+    """A public client past its listener's share of a service: RESOURCE_EXHAUSTED, saying so.
+
+    Envoy answers a gRPC call's overflow with UNAVAILABLE, which a client
+    would retry at once; RESOURCE_EXHAUSTED tells it that it is the one asking
+    too much. The status is rewritten in the (trailers-only) headers.
+    """
+    return {
+        "filter": {
+            "and_filter": {
+                "filters": [
+                    {"response_flag_filter": {"flags": ["UO"]}},
+                    {
+                        "header_filter": {
+                            "header": {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
+                        }
                     },
-                }
+                ]
+            }
+        },
+        "headers_to_add": [
+            {
+                "header": {"key": "grpc-status", "value": _RESOURCE_EXHAUSTED},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
             },
-            "status_code": 401,
-        }
-    ]
-}
+            {
+                "header": {"key": NOT_FORWARDED_HEADER, "value": "%RESPONSE_FLAGS%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+        ],
+        "body": {
+            "inline_string": "Too many concurrent calls from the public listener to this service "
+            "(stack.toml [limits.public]); close some streams or retry later."
+        },
+    }
 
 
-def _hcm(mode: Mode, listener: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
-    hcm = _hcm_base(mode, listener, filters)
-    if listener == "public":
-        hcm["typed_config"]["local_reply_config"] = _local_reply_config()
-    return hcm
+def _bad_path_header() -> dict[str, Any]:
+    return {"name": ":path", "string_match": {"safe_regex": {"regex": SOUND_PATH}}, "invert_match": True}
+
+
+def _bad_path_check() -> dict[str, Any]:
+    """Refuse a path with bad percent-encoding before the JSON transcoder binds it to a field.
+
+    Otherwise `GET /v1/products/%FF%FE` reaches the catalog as a string that is
+    not UTF-8, and comes back as HTTP 500. Envoy's RBAC filter denies it (403),
+    and _bad_path_mapper turns that into 400 with a message.
+    """
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {
+                "action": "DENY",
+                "policies": {
+                    "bad percent-encoding": {
+                        "permissions": [{"header": _bad_path_header()}],
+                        "principals": [{"any": True}],
+                    }
+                },
+            },
+        },
+    }
+
+
+def _bad_path_mapper() -> dict[str, Any]:
+    return {
+        "filter": {
+            "and_filter": {
+                "filters": [
+                    {
+                        "status_code_filter": {
+                            "comparison": {
+                                "op": "EQ",
+                                "value": {"default_value": 403, "runtime_key": "bad_path.status"},
+                            }
+                        }
+                    },
+                    {"header_filter": {"header": _bad_path_header()}},
+                ]
+            }
+        },
+        "status_code": 400,
+        "body": {"inline_string": _BAD_PATH_MESSAGE},
+        "body_format_override": _status_json(3),
+    }
 
 
 # The gRPC code (google.rpc.Code) of each HTTP status Envoy answers with by
@@ -132,7 +247,29 @@ _LOCAL_REPLY_CODES = {
 _NO_ROUTE = "no route for this path; the JSON API's routes are in /openapi.json, rendered at /docs"
 
 
-def _local_reply_config() -> dict[str, Any]:
+def _status_json(code: int) -> dict[str, Any]:
+    return {
+        "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+        "content_type": "application/json",
+    }
+
+
+def _local_replies(listener: str) -> dict[str, Any]:
+    """Envoy's own replies: the first mapper whose filter matches applies.
+
+    Public listener, in order: jwt_authn's 403 (a token for another audience)
+    becomes 401, so no later mapper can turn a token's refusal into anything
+    else; the 403 of the bad-path RBAC filter becomes 400 (its header filter
+    requires the path that filter refuses, and that filter runs before
+    jwt_authn); a public client's overflow becomes RESOURCE_EXHAUSTED; then
+    JSON callers get google.rpc.Status JSON for whatever else Envoy answers.
+    Both listeners end with the not-forwarded marker the saga reads.
+    """
+    public = _public_local_replies() if listener == "public" else []
+    return {"mappers": [*public, _not_forwarded_mapper()]}
+
+
+def _public_local_replies() -> list[dict[str, Any]]:
     """Envoy's own error replies to JSON callers as google.rpc.Status JSON.
 
     Upstream errors reach JSON callers as google.rpc.Status already (the
@@ -164,12 +301,6 @@ def _local_reply_config() -> dict[str, Any]:
             }
         }
 
-    def status_json(code: int) -> dict[str, Any]:
-        return {
-            "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
-            "content_type": "application/json",
-        }
-
     mappers = [
         {
             "filter": {
@@ -187,7 +318,7 @@ def _local_reply_config() -> dict[str, Any]:
                     ]
                 }
             },
-            "body_format_override": status_json(code),
+            "body_format_override": _status_json(code),
             **({"body": {"inline_string": _NO_ROUTE}} if status == 404 else {}),
         }
         for status, code in _LOCAL_REPLY_CODES.items()
@@ -210,22 +341,22 @@ def _local_reply_config() -> dict[str, Any]:
                     ]
                 }
             },
-            "body_format_override": status_json(2),
+            "body_format_override": _status_json(2),
         }
     )
     # A token jwt_authn refuses as not ours (403) is answered as any other bad
     # token (401, UNAUTHENTICATED): to a JSON caller as a google.rpc.Status,
     # to everyone else as main's mapper does.
-    jwt_denied = _JWT_DENIED_IS_UNAUTHENTICATED["mappers"][0]
+    jwt_denied = _jwt_denied_is_unauthenticated()
     json_jwt_denied = {
         "filter": {"and_filter": {"filters": [json_caller(), jwt_denied["filter"]]}},
         "status_code": 401,
-        "body_format_override": status_json(16),
+        "body_format_override": _status_json(16),
     }
-    return {"mappers": [json_jwt_denied, jwt_denied, *mappers]}
+    return [json_jwt_denied, jwt_denied, _bad_path_mapper(), _overflow_mapper(), *mappers]
 
 
-def _hcm_base(mode: Mode, listener: str, filters: list[dict[str, Any]]) -> dict[str, Any]:
+def _hcm(mode: Mode, listener: str, filters: list[dict[str, Any]], limits: ListenerLimits) -> dict[str, Any]:
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
@@ -245,10 +376,15 @@ def _hcm_base(mode: Mode, listener: str, filters: list[dict[str, Any]]) -> dict[
             },
             "http_filters": [*filters, _grpc_stats(), _router()],
             "access_log": _access_log(listener),
+            "local_reply_config": _local_replies(listener),
             **_tracing(mode),
             # Long-lived streams (WatchStock, WatchOrder) end when idle this long.
             "stream_idle_timeout": "300s",
-            "http2_protocol_options": {"max_concurrent_streams": 1024},
+            # A client connection that sends nothing (a half-open or stalled
+            # connection) is closed, so it cannot hold a slot forever.
+            "common_http_protocol_options": {"idle_timeout": "600s"},
+            # The streams one client connection may have open at once (stack.toml).
+            "http2_protocol_options": {"max_concurrent_streams": limits.max_concurrent_streams_per_connection},
         },
     }
 
@@ -396,6 +532,62 @@ def _fault_filters(topology: Topology) -> list[dict[str, Any]]:
     return filters
 
 
+def _frame_check(mode: Mode) -> dict[str, Any]:
+    """Bad gRPC framing is refused at the edge, INVALID_ARGUMENT, before any service sees it.
+
+    grpc_field_extraction parses each call's first request message against the
+    descriptor set (extracting one string field, which nothing reads: the parse
+    is the point). A message whose compressed flag is not 0 (this edge accepts
+    no compressed requests), or a frame shorter than its length prefix, is
+    answered at once with INVALID_ARGUMENT. Without it, the Python services
+    (grpcio) read a frame with a bad flag as an empty request, and wait forever
+    for the rest of a truncated frame; Node ignores the flag (docs/reliability.md).
+    Client-streaming methods (QuoteCart, ImportStock) are not covered: a client
+    stream may send no message at all, which the filter would refuse.
+    """
+    extractions = {
+        f"{method.service}.{method.name}": {"request_field_extractions": {method.request_string_field: {}}}
+        for rpcs in methods().values()
+        for method in rpcs
+        # A client stream may legitimately send no message at all, which the
+        # filter would refuse; its frames are left to the services.
+        if method.request_string_field and not method.client_streaming
+    }
+    return {
+        "name": "envoy.filters.http.grpc_field_extraction",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_field_extraction.v3.GrpcFieldExtractionConfig",
+            "descriptor_set": {"filename": mode.descriptor_set},
+            "extractions_by_method": extractions,
+        },
+    }
+
+
+def _rate_limit(limits: ListenerLimits) -> dict[str, Any]:
+    """A token bucket for the whole public listener; past it, RESOURCE_EXHAUSTED (HTTP 429 for JSON)."""
+    return {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "public_rate_limit",
+            "token_bucket": {
+                "max_tokens": limits.burst,
+                "tokens_per_fill": limits.requests_per_second,
+                "fill_interval": "1s",
+            },
+            "filter_enabled": {"default_value": {"numerator": 100}, "runtime_key": "public_rate_limit.enabled"},
+            "filter_enforced": {"default_value": {"numerator": 100}, "runtime_key": "public_rate_limit.enforced"},
+            "rate_limited_as_resource_exhausted": True,
+            "response_headers_to_add": [
+                {
+                    "header": {"key": "x-shop-rate-limited", "value": "true"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+        },
+    }
+
+
 def _request_id_filter() -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.lua",
@@ -508,7 +700,7 @@ def _downstream_tls(mode: Mode, cert: str, alpn: list[str], client_certificate: 
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 
-def _public_filters(topology: Topology, mode: Mode) -> list[dict[str, Any]]:
+def _public_filters(topology: Topology, mode: Mode, limits: ListenerLimits) -> list[dict[str, Any]]:
     return [
         _request_id_filter(),
         _strip_identity_headers(),
@@ -517,10 +709,8 @@ def _public_filters(topology: Topology, mode: Mode) -> list[dict[str, Any]]:
             "name": "envoy.filters.http.grpc_web",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"},
         },
-        {
-            "name": "envoy.filters.http.cors",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
-        },
+        # Before the transcoder, which would bind a bad path to a string field.
+        _bad_path_check(),
         {
             "name": "envoy.filters.http.grpc_json_transcoder",
             "typed_config": {
@@ -538,6 +728,20 @@ def _public_filters(topology: Topology, mode: Mode) -> list[dict[str, Any]]:
                 },
             },
         },
+        # After the transcoder: a JSON call (GET /v1/products) has become the
+        # gRPC call its route matches by the time CORS looks up the policy.
+        # Before jwt_authn: the CORS filter answers every preflight itself (a
+        # preflight carries no token), and jwt_authn's 401 passes back through
+        # it, so a page on another origin can read why it was refused.
+        {
+            "name": "envoy.filters.http.cors",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"},
+        },
+        # After CORS, so a preflight is answered whatever the bucket holds.
+        _rate_limit(limits),
+        # After gRPC-Web and the transcoder, which turn a browser's or a JSON
+        # caller's request into gRPC frames.
+        _frame_check(mode),
         # After the transcoder, so a JSON call is checked by its gRPC method.
         _jwt_filter(topology, mode),
     ]
@@ -545,6 +749,7 @@ def _public_filters(topology: Topology, mode: Mode) -> list[dict[str, Any]]:
 
 def bootstrap(topology: Topology, mode: Mode) -> dict[str, Any]:
     """envoy.yaml: admin, the two listeners, and the watched dynamic files."""
+    limits = topology.limits
     return {
         "node": {"id": f"shop-edge-{mode.name}", "cluster": "shop-edge"},
         "admin": {"address": address(mode.admin_host, topology.admin_port)},
@@ -558,17 +763,8 @@ def bootstrap(topology: Topology, mode: Mode) -> dict[str, Any]:
                 {"name": "admin", "admin_layer": {}},
             ]
         },
-        "overload_manager": {
-            "resource_monitors": [
-                {
-                    "name": "envoy.resource_monitors.global_downstream_max_connections",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
-                        "max_active_downstream_connections": 10000,
-                    },
-                }
-            ]
-        },
+        # Envoy's own limits (stack.toml [limits.edge]): downstream connections and heap.
+        "overload_manager": _overload_manager(topology),
         "static_resources": {
             "listeners": [
                 {
@@ -578,7 +774,9 @@ def bootstrap(topology: Topology, mode: Mode) -> dict[str, Any]:
                     "address": address(mode.listen_host, topology.public_port),
                     "filter_chains": [
                         {
-                            "filters": [_hcm(mode, "public", _public_filters(topology, mode))],
+                            "filters": [
+                                _hcm(mode, "public", _public_filters(topology, mode, limits.public), limits.public)
+                            ],
                             "transport_socket": _downstream_tls(mode, "edge", ["h2", "http/1.1"], False),
                         }
                     ],
@@ -590,7 +788,16 @@ def bootstrap(topology: Topology, mode: Mode) -> dict[str, Any]:
                     "address": address(mode.internal_host, topology.internal_port),
                     "filter_chains": [
                         {
-                            "filters": [_hcm(mode, "internal", [_rbac_filter(topology), *_fault_filters(topology)])],
+                            # RBAC first: a caller that may not make this call is
+                            # refused before anything reads its message.
+                            "filters": [
+                                _hcm(
+                                    mode,
+                                    "internal",
+                                    [_rbac_filter(topology), _frame_check(mode), *_fault_filters(topology)],
+                                    limits.internal,
+                                )
+                            ],
                             "transport_socket": _downstream_tls(mode, "envoy", ["h2"], True),
                         }
                     ],
@@ -598,4 +805,37 @@ def bootstrap(topology: Topology, mode: Mode) -> dict[str, Any]:
             ],
             "clusters": _zipkin_cluster(mode),
         },
+    }
+
+
+def _overload_manager(topology: Topology) -> dict[str, Any]:
+    """Envoy protects itself: a cap on downstream connections, and heap pressure actions (stack.toml [limits.edge])."""
+    return {
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": topology.limits.max_downstream_connections,
+                },
+            },
+            {
+                "name": "envoy.resource_monitors.fixed_heap",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": topology.limits.max_heap_bytes,
+                },
+            },
+        ],
+        "actions": [
+            {
+                "name": "envoy.overload_actions.shrink_heap",
+                "triggers": [{"name": "envoy.resource_monitors.fixed_heap", "threshold": {"value": 0.95}}],
+            },
+            {
+                "name": "envoy.overload_actions.stop_accepting_requests",
+                "triggers": [{"name": "envoy.resource_monitors.fixed_heap", "threshold": {"value": 0.98}}],
+            },
+        ],
     }

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shopstack.topology import ROOT, Topology
+from shopstack.topology import ROOT, WEB_DIST, Topology
 
 # The npm-pinned renderer of the OpenAPI page (tools/package.json).
 DOCS_ASSETS = ROOT / "tools" / "node_modules" / "swagger-ui-dist"
@@ -26,6 +26,7 @@ class Mode:
     config_dir: str  # where envoy.yaml and the dynamic files live
     descriptor_set: str
     upstream_host: str | None  # None: each cluster's own service name (Docker DNS)
+    web_dir: str  # the storefront's built files (web/dist), served at "/"
     openapi: str  # the OpenAPI document `make protos` writes, served at /openapi.json
     docs_assets: str  # swagger-ui-dist's files, for the page that renders it at /docs
     certs_dir: str  # the CA, the certificates and the JWKS (`make certs`)
@@ -75,6 +76,7 @@ def local_mode(
         str(config_dir),
         str(descriptor_set),
         "127.0.0.1",
+        str(WEB_DIST),
         str(descriptor_set.parent / "openapi.json"),
         str(DOCS_ASSETS),
         str(certs_dir),
@@ -97,10 +99,16 @@ def docker_mode() -> Mode:
         "/etc/envoy",
         "/etc/envoy/shop_api.binpb",
         None,
+        "/etc/envoy/web",
         "/etc/envoy/openapi.json",
         "/etc/envoy/docs",
         DOCKER_CERTS_DIR,
     )
+
+
+# The circuit-breaker priority each listener's routes use: every cluster has
+# one set of thresholds per priority, so each listener gets its own budget.
+LISTENER_PRIORITY = {"public": "DEFAULT", "internal": "HIGH"}
 
 
 def kubernetes_mode() -> Mode:
@@ -119,6 +127,7 @@ def kubernetes_mode() -> Mode:
         "/etc/envoy",
         "/usr/share/shop/shop_api.binpb",
         None,
+        "/usr/share/shop/web",
         "/usr/share/shop/openapi.json",
         "/usr/share/shop/docs",
         DOCKER_CERTS_DIR,

@@ -7,23 +7,42 @@ that receive traffic, with their weights.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from shopstack.envoy import docs
-from shopstack.envoy.common import Mode, Routing, address, duration
-from shopstack.topology import Method, Service, Topology
+from shopstack.envoy.common import LISTENER_PRIORITY, Mode, Routing, address, duration
+from shopstack.topology import WEB_DIST, ListenerLimits, Method, Service, Topology
 
+# A request header that pins a call to one implementation while several run,
+# and the response header naming the cluster that served a call.
 IMPL_HEADER = "x-shop-impl"
+# The services public reflection leaves out (go_service/internal/apireflection, HideHeader).
+REFLECTION_HIDE_HEADER = "x-shop-reflection-hide"
 # Set by jwt_authn from a verified token's scope claim (bootstrap.py strips any a caller sends).
 _SCOPE_HEADER = "x-shop-scope"
 # The gRPC-Web and CORS headers a browser client sends and may read.
 _CORS_ALLOW_HEADERS = (
     "content-type,authorization,x-grpc-web,x-user-agent,grpc-timeout,x-request-id,x-shop-impl,traceparent,tracestate,"
-    "x-accept-content-transfer-encoding,x-accept-response-streaming"
+    "x-accept-content-transfer-encoding,x-accept-response-streaming,connect-protocol-version"
 )
-_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id,x-trace-id"
+_CORS_EXPOSE_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id,x-shop-impl,x-trace-id"
+# Where the storefront's runtime configuration is served (see _storefront_routes).
+STOREFRONT_CONFIG_PATH = "/storefront.json"
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".map": "application/json",
+}
+# Envoy refuses a direct_response body above this size (its default is 4 KiB).
+MAX_STATIC_FILE_BYTES = 2 * 1024 * 1024
 
 
 def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dict[str, Any]:
@@ -66,13 +85,23 @@ def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dic
             "cluster_name": impl.cluster,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(mode.upstream(impl.cluster), port)}}]}],
         },
-        # grpc.health.v1 every second: a draining service (NOT_SERVING) stops
-        # receiving new calls after two failed checks.
+        # grpc.health.v1 every second while a host is healthy, five times a
+        # second while it is not, so a restarted service gets traffic back
+        # within a fifth of a second of answering SERVING (envoy/README.md).
+        # A draining service (NOT_SERVING) stops receiving new calls after
+        # two failed checks; one success brings a host back.
         "health_checks": [
             {
                 "timeout": "1s",
                 "interval": "1s",
-                "no_traffic_interval": "2s",
+                "interval_jitter": "0.1s",
+                "unhealthy_interval": "0.2s",
+                "unhealthy_edge_interval": "0.2s",
+                "healthy_edge_interval": "1s",
+                # A cluster no call has used yet (a canary at weight 0, a
+                # freshly swapped-in implementation) is checked as often.
+                "no_traffic_interval": "1s",
+                "no_traffic_healthy_interval": "1s",
                 "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
                 "grpc_health_check": {"service_name": health_service},
@@ -80,11 +109,14 @@ def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dic
         ],
         "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         # A host that cannot be reached (connect failures, resets, timeouts:
-        # errors Envoy itself sees) is ejected for a while; with one host per
+        # errors Envoy itself sees) is ejected for a moment; with one host per
         # cluster that means failing fast with UNAVAILABLE instead of piling
-        # up timeouts. gRPC errors a healthy host answers with (payments'
-        # UNAVAILABLE for a card network that is down, say) are the
-        # application's business and never eject it.
+        # up timeouts. The next successful active health check brings it back
+        # at once (successful_active_health_check_uneject_host, Envoy's
+        # default), so a restart costs at most one health-check interval.
+        # gRPC errors a healthy host answers with (payments' UNAVAILABLE for
+        # a card network that is down, say) are the application's business
+        # and never eject it.
         "outlier_detection": {
             "split_external_local_origin_errors": True,
             "consecutive_local_origin_failure": 3,
@@ -93,28 +125,37 @@ def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dic
             "enforcing_consecutive_gateway_failure": 0,
             "enforcing_success_rate": 0,
             "enforcing_local_origin_success_rate": 0,
-            "interval": "2s",
-            "base_ejection_time": "10s",
+            "interval": "1s",
+            "base_ejection_time": "1s",
+            "max_ejection_time": "5s",
             "max_ejection_percent": 100,
         },
-        # Deliberate limits: one HTTP/2 connection multiplexes everything, so
-        # connections stay few; requests are capped well above this machine's
-        # capacity so overload is refused fast rather than queued; retries are
-        # capped by a budget so they cannot multiply an outage.
+        # One set of limits per listener (stack.toml [limits.*]): public
+        # routes use the DEFAULT priority, internal routes HIGH, and Envoy
+        # keeps separate connection pools and counters per priority, so a
+        # public flood can never take what the saga needs. Retries are capped
+        # by a budget so they cannot multiply an outage.
         "circuit_breakers": {
             "thresholds": [
-                {
-                    "priority": "DEFAULT",
-                    "max_connections": 64,
-                    "max_pending_requests": 256,
-                    "max_requests": 1024,
-                    "retry_budget": {
-                        "budget_percent": {"value": 20.0},
-                        "min_retry_concurrency": 5,
-                    },
-                }
+                _thresholds(LISTENER_PRIORITY["public"], topology.limits.public),
+                _thresholds(LISTENER_PRIORITY["internal"], topology.limits.internal),
             ]
         },
+    }
+
+
+def _thresholds(priority: str, limits: ListenerLimits) -> dict[str, Any]:
+    return {
+        "priority": priority,
+        "max_connections": limits.max_connections_per_cluster,
+        "max_pending_requests": limits.max_pending_requests_per_cluster,
+        "max_requests": limits.max_requests_per_cluster,
+        "retry_budget": {
+            "budget_percent": {"value": 20.0},
+            "min_retry_concurrency": 5,
+        },
+        # Expose remaining capacity as gauges (circuit_breakers.<priority>.remaining_rq).
+        "track_remaining": True,
     }
 
 
@@ -133,7 +174,7 @@ def clusters(topology: Topology, routing: Routing, mode: Mode) -> dict[str, Any]
     return {"resources": resources}
 
 
-def _route_action(service: Service, method: Method | None, targets: Mapping[str, int]) -> dict[str, Any]:
+def _route_action(service: Service, method: Method | None, targets: Mapping[str, int], listener: str) -> dict[str, Any]:
     action: dict[str, Any]
     live = {lang: w for lang, w in targets.items() if w > 0}
     if len(live) == 1:
@@ -147,16 +188,24 @@ def _route_action(service: Service, method: Method | None, targets: Mapping[str,
                 ]
             }
         }
+    # The listener's own circuit-breaker thresholds (see _cluster).
+    action["priority"] = LISTENER_PRIORITY[listener]
     streaming = method is None or method.streaming
     if streaming or service.timeout_seconds == 0:
         action["timeout"] = "0s"
     else:
         action["timeout"] = duration(service.timeout_seconds)
-        # The caller's grpc-timeout is honoured up to the route's timeout.
-        action["max_stream_duration"] = {"grpc_timeout_header_max": duration(service.timeout_seconds)}
+        # The caller's grpc-timeout is honoured up to the route's timeout. The
+        # route timeout starts only once the request is complete, so a call
+        # whose request never completes (a truncated gRPC frame, a client that
+        # stalls) is also bounded from its start, by the same time.
+        action["max_stream_duration"] = {
+            "max_stream_duration": duration(service.timeout_seconds),
+            "grpc_timeout_header_max": duration(service.timeout_seconds),
+        }
         if method is not None and method.retry_safe:
             action["retry_policy"] = {
-                "retry_on": "unavailable,reset,connect-failure,refused-stream",
+                "retry_on": _retry_on(method),
                 "num_retries": 2,
                 "per_try_timeout": duration(service.per_try_timeout_seconds),
                 "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
@@ -173,17 +222,170 @@ def _route_action(service: Service, method: Method | None, targets: Mapping[str,
     return action
 
 
+def _retry_on(method: Method) -> str:
+    """When Envoy retries a call that is safe to retry.
+
+    Always when the call never reached the service (connect-failure,
+    refused-stream) or the service answered UNAVAILABLE (it did nothing:
+    shutting down, or payments' PROCESSOR_UNAVAILABLE). After a reset, which
+    may come after the service did the work, only reads: a mutation's caller
+    (the saga) must learn that its call is in doubt, and Envoy marks a reply it
+    made itself without forwarding the call (see bootstrap.py), which would
+    hide an earlier attempt that did reach the service.
+    """
+    never_reached = "unavailable,connect-failure,refused-stream"
+    return f"{never_reached},reset" if method.read_only else never_reached
+
+
 def _denied(path: str, service: Service) -> dict[str, Any]:
     return {
         "name": f"deny {path}",
-        "match": {"path": path, "grpc": {}},
+        # Any request, not only gRPC ones: Envoy picks a gRPC-Web call's
+        # route before its grpc_web filter makes it gRPC, and a browser's
+        # preflight must be refused here too, with 403, not a 404.
+        "match": {"path": path},
         # Envoy answers a gRPC request's local reply as gRPC: HTTP 403 becomes
         # grpc-status 7 (PERMISSION_DENIED) with this text as grpc-message.
         "direct_response": {
             "status": 403,
             "body": {"inline_string": f"{path} is internal to the shop; call it on the internal listener"},
         },
+        # The refusal needs no message: the frame check would wait for one
+        # that a body-less request never sends.
+        "typed_per_filter_config": {
+            "envoy.filters.http.grpc_field_extraction": {
+                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                "disabled": True,
+            }
+        },
     }
+
+
+def _origin_matcher(origin: str) -> dict[str, Any]:
+    """stack.toml's cors_origins entry as an Envoy string matcher."""
+    if origin.endswith(":*"):
+        return {"safe_regex": {"regex": re.escape(origin[:-2]) + "(:[0-9]+)?"}}
+    return {"exact": origin}
+
+
+def _cors_policy(topology: Topology) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [_origin_matcher(o) for o in topology.cors_origins],
+        "allow_methods": "GET, POST, OPTIONS",
+        "allow_headers": _CORS_ALLOW_HEADERS,
+        "expose_headers": _CORS_EXPOSE_HEADERS,
+        "max_age": "600",
+        # A preflight from another origin is answered here too (without the
+        # CORS headers, so the browser refuses), never sent to a service.
+        "forward_not_matching_preflights": False,
+    }
+
+
+def _preflight(topology: Topology, routing: Routing) -> dict[str, Any]:
+    """Every CORS preflight, answered by the CORS filter itself.
+
+    Envoy's CORS filter acts only on a route that forwards, and a JSON route's
+    preflight (OPTIONS /v1/orders) matches no RPC route: the transcoder maps
+    only the real method. So this route, after every other, takes the
+    preflights left; with forward_not_matching_preflights off the filter
+    answers all of them (allowed origins get the CORS headers, others none),
+    and the cluster named here never sees one. An internal RPC's preflight
+    never gets here: its refusal (a 403) answers it first.
+    """
+    present = {"present_match": True}
+    return {
+        "name": "CORS preflight",
+        "match": {
+            "prefix": "/",
+            "headers": [
+                {"name": ":method", "string_match": {"exact": "OPTIONS"}},
+                {"name": "origin", **present},
+                {"name": "access-control-request-method", **present},
+            ],
+        },
+        "route": {
+            "cluster": topology.services["reflection"].implementations[next(iter(routing["reflection"]))].cluster,
+            # The public listener's budget, like every public route (it never forwards anyway).
+            "priority": LISTENER_PRIORITY["public"],
+        },
+    }
+
+
+def _static(path: str, body: dict[str, Any], content_type: str) -> dict[str, Any]:
+    return {
+        "name": f"storefront {path}",
+        "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": {"status": 200, "body": body},
+        "response_headers_to_add": [
+            {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for key, value in (
+                ("content-type", content_type),
+                # Files change with every `make build`; the browser revalidates.
+                ("cache-control", "no-cache"),
+                ("x-content-type-options", "nosniff"),
+            )
+        ],
+    }
+
+
+def storefront_files(dist: Path | None = None) -> dict[str, Path]:
+    """The built storefront by URL path: index.html at "/", the rest under their names."""
+    dist = dist or WEB_DIST
+    if not (dist / "index.html").is_file():
+        return {}
+    files = {"/": dist / "index.html"}
+    for path in sorted(dist.rglob("*")):
+        if path.is_file() and path.name != "index.html":
+            files["/" + path.relative_to(dist).as_posix()] = path
+    return files
+
+
+def _storefront_routes(topology: Topology, routing: Routing, web_dir: str) -> list[dict[str, Any]]:
+    """The storefront (web/dist), served by Envoy itself on the API's origin.
+
+    Each built file is a direct_response Envoy reads when it loads the routes.
+    /storefront.json tells the page which implementations of each service run
+    and their weights (so the "under the hood" panel can offer to pin one); it
+    is rewritten with the routes on every swap and canary.
+    """
+    dist = WEB_DIST
+    files = storefront_files(dist)
+    if not files:
+        return [
+            {
+                "name": "storefront not built",
+                "match": {"path": "/"},
+                "direct_response": {
+                    "status": 404,
+                    "body": {"inline_string": "The storefront is not built: run `make build`, then `make up`.\n"},
+                },
+            }
+        ]
+    entries = []
+    for url, path in files.items():
+        if path.stat().st_size > MAX_STATIC_FILE_BYTES:
+            raise ValueError(f"{path} is over {MAX_STATIC_FILE_BYTES} bytes, Envoy's direct_response limit here")
+        served = f"{web_dir}/{path.relative_to(dist).as_posix()}"
+        content_type = _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+        entries.append(_static(url, {"filename": served}, content_type))
+    config = {
+        name: {
+            "implementations": sorted(topology.services[name].implementations),
+            "weights": dict(sorted(weights.items())),
+        }
+        for name, weights in routing.items()
+        if name != "reflection"
+    }
+    entries.append(
+        _static(
+            STOREFRONT_CONFIG_PATH,
+            # The operator scope: the panel offers pinning only to a token with it.
+            {"inline_string": json.dumps({"services": config, "operator_scope": topology.security.operator_scope})},
+            "application/json",
+        )
+    )
+    return entries
 
 
 def _operator_scope(topology: Topology) -> dict[str, Any]:
@@ -202,10 +404,14 @@ def routes(
     """rds_<listener>.yaml: one route per RPC, plus the reflection route.
 
     Given the mode, the public listener also serves the OpenAPI document and
-    its page (docs.py).
+    its page (docs.py) and the storefront from mode.web_dir (where Envoy finds
+    web/dist), and answers CORS preflights for the JSON routes under /v1/.
     """
     public = listener == "public"
-    entries: list[dict[str, Any]] = docs.routes(mode) if public and mode else []
+    entries: list[dict[str, Any]] = []
+    if public and mode:
+        entries.extend(docs.routes(mode))
+        entries.extend(_storefront_routes(topology, routing, mode.web_dir))
     for name, targets in routing.items():
         service = topology.services[name]
         if name == "reflection":
@@ -225,49 +431,74 @@ def routes(
                 entries.append(
                     {
                         "name": f"{method.path} pinned to {lang}",
-                        "match": {"path": method.path, "grpc": {}, "headers": headers},
-                        "route": _route_action(service, method, {lang: 1}),
+                        # No gRPC matcher: Envoy picks a gRPC-Web call's route
+                        # before its grpc_web filter makes it gRPC.
+                        "match": {"path": method.path, "headers": headers},
+                        "route": _route_action(service, method, {lang: 1}, listener),
                     }
                 )
             entry: dict[str, Any] = {
                 "name": method.path,
                 "match": {"path": method.path},
-                "route": _route_action(service, method, targets),
+                "route": _route_action(service, method, targets, listener),
             }
             if public:
                 # Anyone else's x-shop-impl goes no further.
                 entry["request_headers_to_remove"] = [IMPL_HEADER]
             entries.append(entry)
     reflection = topology.services["reflection"]
-    entries.append(
-        {
-            "name": "api reflection",
-            "match": {"prefix": "/grpc.reflection."},
-            "route": _route_action(reflection, None, routing["reflection"]),
-        }
-    )
-    virtual_host: dict[str, Any] = {"name": "shop", "domains": ["*"], "routes": entries}
+    api_reflection: dict[str, Any] = {
+        "name": "api reflection",
+        "match": {"prefix": "/grpc.reflection."},
+        "route": _route_action(reflection, None, routing["reflection"], listener),
+    }
     if public:
-        virtual_host["typed_per_filter_config"] = {
-            "envoy.filters.http.cors": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
-                # Browsers on a local development origin may call the API.
-                "allow_origin_string_match": [
-                    {"safe_regex": {"regex": r"https?://(localhost|127\.0\.0\.1)(:[0-9]+)?"}}
-                ],
-                "allow_methods": "GET, POST, OPTIONS",
-                "allow_headers": _CORS_ALLOW_HEADERS,
-                "expose_headers": _CORS_EXPOSE_HEADERS,
-                "max_age": "600",
-            }
-        }
-    return {
-        "resources": [
+        # Public reflection lists only services with at least one public RPC:
+        # the reflection server leaves out what this header names.
+        hidden = sorted(
+            service.proto
+            for name, service in topology.services.items()
+            if name != "reflection"
+            and rpcs.get(service.proto)
+            and all(service.is_internal(m.name) for m in rpcs[service.proto])
+        )
+        api_reflection["request_headers_to_add"] = [
             {
-                "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-                "name": listener,
-                "virtual_hosts": [virtual_host],
-                **({"max_direct_response_body_size_bytes": docs.MAX_BODY_BYTES} if public and mode else {}),
+                "header": {"key": REFLECTION_HIDE_HEADER, "value": ",".join(hidden)},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
             }
         ]
+        # grpc.health.v1 at the edge (grpc_health_probe -addr <public>): the
+        # API reflection server, reached through Envoy, answers for the edge.
+        entries.append(
+            {
+                "name": "edge health",
+                "match": {"prefix": "/grpc.health.v1.Health/"},
+                "route": _route_action(reflection, None, routing["reflection"], listener),
+            }
+        )
+    entries.append(api_reflection)
+    if public:
+        # Last: an internal RPC's refusal above answers its preflight too.
+        entries.append(_preflight(topology, routing))
+    virtual_host: dict[str, Any] = {"name": "shop", "domains": ["*"], "routes": entries}
+    if public:
+        virtual_host["typed_per_filter_config"] = {"envoy.filters.http.cors": _cors_policy(topology)}
+        # Which implementation served the call (inventory-go, ...): the
+        # storefront's "under the hood" panel shows it. Empty, and so left
+        # out, on Envoy's own answers (static files, refusals).
+        virtual_host["response_headers_to_add"] = [
+            {
+                "header": {"key": IMPL_HEADER, "value": "%UPSTREAM_CLUSTER%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ]
+    route_config: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        "name": listener,
+        "virtual_hosts": [virtual_host],
     }
+    if public and mode:
+        # The storefront's files and swagger-ui's bundle are direct responses.
+        route_config["max_direct_response_body_size_bytes"] = max(MAX_STATIC_FILE_BYTES, docs.MAX_BODY_BYTES)
+    return {"resources": [route_config]}

@@ -1,7 +1,11 @@
 // Command apireflection answers grpc.reflection v1 and v1alpha for the whole
 // shop API, loaded from the descriptor set `make protos` writes. Envoy routes
 // every reflection request to it, so `grpcurl localhost:8080 list` and
-// `describe` work without proto files. It serves grpc.health.v1 too, and
+// `describe` work without proto files. On the public listener Envoy sends
+// the services to leave out of the list (apireflection.HideHeader), so public
+// reflection lists only what the public listener serves. It serves
+// grpc.health.v1 too (Envoy's public listener sends the edge's health checks
+// here), and
 // otherwise runs like every shop service (docs/conventions.md);
 // `apireflection -h` lists the flags, each of which mirrors an environment
 // variable.
@@ -48,6 +52,6 @@ func run(ctx context.Context, args []string) error {
 	log.Info("descriptor set loaded", "path", path, "services", api.APIServices)
 
 	srv := server.New(cfg, log)
-	srv.SetReflection(api.ServerOptions())
+	srv.SetReflectionServers(api.ReflectionServers())
 	return srv.Run(ctx)
 }

@@ -13,9 +13,11 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	v1reflectiongrpc "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	v1alphareflectiongrpc "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
@@ -158,6 +160,62 @@ func (a *API) ServerOptions() reflection.ServerOptions {
 		DescriptorResolver: a.Files,
 		ExtensionResolver:  a.Extensions,
 	}
+}
+
+// HideHeader is the request metadata naming (comma-separated) services a
+// reflection client is not shown. Envoy sets it on its public listener's
+// reflection route to the services that have no public RPC (deploy/stack.toml),
+// so public reflection lists only what the public listener serves; the
+// internal listener sets nothing and sees every service.
+const HideHeader = "x-shop-reflection-hide"
+
+// OptionsWithout returns ServerOptions whose service list leaves out hidden.
+// Their descriptors stay resolvable (another service's messages may use them).
+func (a *API) OptionsWithout(hidden []string) reflection.ServerOptions {
+	opts := a.ServerOptions()
+	opts.Services = serviceList(slices.DeleteFunc(slices.Clone(a.Services), func(name string) bool {
+		return slices.Contains(hidden, name)
+	}))
+	return opts
+}
+
+// hidden reads HideHeader from an incoming call's metadata.
+func hidden(md metadata.MD) []string {
+	var names []string
+	for _, value := range md.Get(HideHeader) {
+		for _, name := range strings.Split(value, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				names = append(names, name)
+			}
+		}
+	}
+	return names
+}
+
+// ReflectionServers returns grpc.reflection v1 and v1alpha servers for the
+// API that leave out of their service list whatever a call's HideHeader names.
+func (a *API) ReflectionServers() (v1reflectiongrpc.ServerReflectionServer, v1alphareflectiongrpc.ServerReflectionServer) {
+	return hidingV1{api: a}, hidingV1Alpha{api: a}
+}
+
+type hidingV1 struct {
+	v1reflectiongrpc.UnimplementedServerReflectionServer
+	api *API
+}
+
+func (h hidingV1) ServerReflectionInfo(stream v1reflectiongrpc.ServerReflection_ServerReflectionInfoServer) error {
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	return reflection.NewServerV1(h.api.OptionsWithout(hidden(md))).ServerReflectionInfo(stream)
+}
+
+type hidingV1Alpha struct {
+	v1alphareflectiongrpc.UnimplementedServerReflectionServer
+	api *API
+}
+
+func (h hidingV1Alpha) ServerReflectionInfo(stream v1alphareflectiongrpc.ServerReflection_ServerReflectionInfoServer) error {
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	return reflection.NewServer(h.api.OptionsWithout(hidden(md))).ServerReflectionInfo(stream)
 }
 
 // serviceList is a reflection.ServiceInfoProvider for a fixed list of names.

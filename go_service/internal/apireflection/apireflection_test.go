@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	v1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	v1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/protobuf/proto"
@@ -48,7 +49,7 @@ func startReflection(t *testing.T) *grpc.ClientConn {
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	srv := server.New(server.Config{Service: "reflection", ListenAddr: "127.0.0.1:0", ShutdownGrace: time.Second}, log)
-	srv.SetReflection(api.ServerOptions())
+	srv.SetReflectionServers(api.ReflectionServers())
 	lis, err := srv.Listen()
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
@@ -185,6 +186,44 @@ func TestListShowsEveryShopServiceAndTheServersOwn(t *testing.T) {
 			t.Fatalf("listed services = %q, want %q", got, want)
 		}
 	})
+}
+
+func TestTheHideHeaderLeavesServicesOutOfTheListOnly(t *testing.T) {
+	conn := startReflection(t)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, apireflection.HideHeader, "shop.payments.v1.PaymentService, grpc.health.v1.Health")
+	stream, err := v1.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatalf("ServerReflectionInfo: %v", err)
+	}
+	if err := stream.Send(&v1.ServerReflectionRequest{MessageRequest: &v1.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("Recv: %v", err)
+	}
+	var got []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		got = append(got, s.GetName())
+	}
+	if slices.Contains(got, "shop.payments.v1.PaymentService") || slices.Contains(got, "grpc.health.v1.Health") {
+		t.Fatalf("listed %q despite %s", got, apireflection.HideHeader)
+	}
+	if !slices.Contains(got, "shop.orders.v1.OrderService") {
+		t.Fatalf("listed %q, want the services not hidden", got)
+	}
+	// A hidden service's descriptors still resolve: only the list changes.
+	symbol := &v1.ServerReflectionRequest{MessageRequest: &v1.ServerReflectionRequest_FileContainingSymbol{
+		FileContainingSymbol: "shop.payments.v1.PaymentService",
+	}}
+	if err := stream.Send(symbol); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if resp, err = stream.Recv(); err != nil || resp.GetFileDescriptorResponse() == nil {
+		t.Fatalf("file containing a hidden service = %v, %v", resp, err)
+	}
 }
 
 func TestAMethodSymbolResolvesToItsFileWithCommentsAndImports(t *testing.T) {

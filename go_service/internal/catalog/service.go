@@ -205,6 +205,61 @@ func (s *Server) QuoteCart(stream grpc.BidiStreamingServer[catalogv1.QuoteCartRe
 	}
 }
 
+// PriceCart prices a whole cart in one call, all or nothing: the unary form
+// of QuoteCart for clients that cannot stream requests (browsers).
+func (s *Server) PriceCart(ctx context.Context, req *catalogv1.PriceCartRequest) (*catalogv1.PriceCartResponse, error) {
+	items := req.GetItems()
+	if err := validatePriceCart(items); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(items))
+	for i, item := range items {
+		ids[i] = item.GetProductId()
+	}
+	found, err := s.store.Get(ctx, ids)
+	if err != nil {
+		return nil, s.internal(ctx, err)
+	}
+	var missing []string
+	cart := make(map[string]cartLine, len(items))
+	for _, item := range items {
+		p, ok := found[item.GetProductId()]
+		if !ok {
+			missing = append(missing, item.GetProductId())
+			continue
+		}
+		cart[p.ID] = cartLine{quantity: int64(item.GetQuantity()), unitPrice: p.Price}
+	}
+	if len(missing) > 0 {
+		return nil, notFound(missing)
+	}
+	quote := s.quote(cart)
+	return &catalogv1.PriceCartResponse{Lines: quote.GetLines(), Total: quote.GetTotal(), ItemCount: quote.GetItemCount()}, nil
+}
+
+func validatePriceCart(items []*catalogv1.PriceCartItem) error {
+	var bad rpcerr.BadRequest
+	if len(items) > MaxBatchSize {
+		bad.Add("items", fmt.Sprintf("items has %d lines; a cart has at most %d.", len(items), MaxBatchSize))
+	}
+	first := make(map[string]int, len(items))
+	for i, item := range items {
+		id, q := item.GetProductId(), item.GetQuantity()
+		switch earlier, seen := first[id]; {
+		case id == "":
+			bad.Add(fmt.Sprintf("items[%d].product_id", i), fmt.Sprintf("items[%d].product_id is empty; every line names a product.", i))
+		case seen:
+			bad.Add(fmt.Sprintf("items[%d].product_id", i), fmt.Sprintf("items[%d].product_id %q is already on items[%d]; list each product once with its total quantity.", i, id, earlier))
+		default:
+			first[id] = i
+		}
+		if q < 1 || q > MaxQuantity {
+			bad.Add(fmt.Sprintf("items[%d].quantity", i), fmt.Sprintf("items[%d].quantity is %d; it must be between 1 and %d.", i, q, MaxQuantity))
+		}
+	}
+	return bad.Err()
+}
+
 func validateQuoteLine(req *catalogv1.QuoteCartRequest) error {
 	var bad rpcerr.BadRequest
 	if req.GetProductId() == "" {

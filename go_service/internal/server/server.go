@@ -45,6 +45,9 @@ type Server struct {
 	// the binary. Written only before serving starts.
 	reflection *reflection.ServerOptions
 	telemetry  *Telemetry
+	// reflectionV1 and reflectionV1Alpha, when set, serve reflection instead.
+	reflectionV1      v1reflectiongrpc.ServerReflectionServer
+	reflectionV1Alpha v1alphareflectiongrpc.ServerReflectionServer
 }
 
 var _ grpc.ServiceRegistrar = (*Server)(nil)
@@ -99,9 +102,21 @@ func (s *Server) SetReflection(opts reflection.ServerOptions) {
 	s.reflection = &opts
 }
 
+// SetReflectionServers makes these two servers answer grpc.reflection.v1
+// and v1alpha (a server whose answers depend on the call, for example). Call
+// it before Serve; it takes precedence over SetReflection.
+func (s *Server) SetReflectionServers(v1 v1reflectiongrpc.ServerReflectionServer, v1alpha v1alphareflectiongrpc.ServerReflectionServer) {
+	s.reflectionV1, s.reflectionV1Alpha = v1, v1alpha
+}
+
 // registerReflection registers grpc.reflection.v1 and v1alpha, as set by
 // SetReflection or by default for the services registered on this server.
 func (s *Server) registerReflection() {
+	if s.reflectionV1 != nil {
+		v1reflectiongrpc.RegisterServerReflectionServer(s.grpc, s.reflectionV1)
+		v1alphareflectiongrpc.RegisterServerReflectionServer(s.grpc, s.reflectionV1Alpha)
+		return
+	}
 	if s.reflection == nil {
 		reflection.Register(s.grpc)
 		return

@@ -12,6 +12,7 @@ import {
   type ServiceDefinition,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { configureTextEncoding, getTextEncoding } from "@bufbuild/protobuf/wire";
 import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 
@@ -20,6 +21,23 @@ import { loggingInterceptor } from "./interceptors.js";
 import type { Logger } from "./logger.js";
 import { reflectionPackage } from "./reflection.js";
 import type { Telemetry } from "./telemetry.js";
+
+/**
+ * Protobuf strings must be UTF-8, and the Go and Python servers refuse a
+ * request whose string fields are not. The generated decoders read strings
+ * through @bufbuild/protobuf's text encoding, which by default replaces bad
+ * bytes with U+FFFD and carries on; made strict, decoding throws, and grpc-js
+ * answers the call INTERNAL without calling the handler, like the others.
+ */
+export function rejectInvalidUtf8(): void {
+  const lenient = getTextEncoding();
+  const strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  // Deprecated in favour of installing a TextDecoder globally, which would make
+  // every decoder in the process strict; this is the hook the generated
+  // decoders read strings through, and it changes nothing else.
+  // eslint-disable-next-line @typescript-eslint/no-deprecated
+  configureTextEncoding({ ...lenient, decodeUtf8: (bytes: Uint8Array) => strict.decode(bytes) });
+}
 
 /** One gRPC service to serve: its full name (health reports on it) and its handlers. */
 export interface ServiceRegistration {
@@ -87,6 +105,7 @@ function bind(server: Server, addr: string, credentials: ServerCredentials): Pro
  * descriptor set is missing) throws after releasing the server.
  */
 export async function startServer(options: StartOptions): Promise<RunningServer> {
+  rejectInvalidUtf8();
   const { config, logger } = options;
   const names = ["", ...options.services.map((s) => s.name)];
   // The tracing interceptor comes after the logging one: grpc-js runs the

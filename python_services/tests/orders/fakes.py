@@ -5,8 +5,10 @@ that subclasses the generated one. It keeps its state in memory, behaves like
 the real service's contract (idempotency on request ids, the documented
 ErrorInfo reasons, the payment tokens), records every call it sees (request,
 x-request-id, deadline) and lets a test steer it: fail a method, make a
-first-time call hang after doing its work (the in-doubt case), or answer
-UNAVAILABLE without details as a proxy does when the service is down.
+first-time call hang after doing its work (the in-doubt case), answer
+UNAVAILABLE without details as a proxy does when the service is down (in
+doubt: the proxy may have forwarded it), or answer the way Envoy answers a call
+it never forwarded ("no healthy upstream", marked with x-shop-not-forwarded).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from shop.payments.v1 import payment_service_pb2_grpc as payments_grpc
 
 from shop_services.common.errors import RpcError, error_info
 from shop_services.common.interceptors import request_id_of
+from shop_services.orders.clients import NOT_FORWARDED_HEADER
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -76,6 +79,10 @@ class _Recorder:
         self.calls: list[Seen] = []
         # Methods that answer UNAVAILABLE with no details, like a proxy in front of a dead service.
         self.down: set[str] = set()
+        # Method -> how many more calls are answered like a method in down (checked first).
+        self.down_next: dict[str, int] = {}
+        # Method -> how many more calls are answered as Envoy answers a call it never forwarded.
+        self.not_forwarded: dict[str, int] = {}
 
     async def _seen(self, method: str, request: Any, context: Context) -> None:
         remaining = context.time_remaining()
@@ -87,6 +94,13 @@ class _Recorder:
                 deadline=None if remaining is None else time.monotonic() + remaining,
             )
         )
+        if self.down_next.get(method, 0) > 0:
+            self.down_next[method] -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "upstream connect error: connection refused")
+        if self.not_forwarded.get(method, 0) > 0:
+            self.not_forwarded[method] -= 1
+            context.set_trailing_metadata(((NOT_FORWARDED_HEADER, "UH"),))
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no healthy upstream")
         if method in self.down:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "upstream connect error: connection refused")
 

@@ -16,10 +16,11 @@ Configuration (docs/conventions.md):
 
 The saga's knobs (see saga.py):
 
-- SHOP_STEP_TIMEOUT_SECONDS: the most one downstream call may take; default 5.
-  The caller's deadline cuts it shorter.
-- SHOP_RETRY_BACKOFF_SECONDS: the pause before the one quick retry of an
-  UNAVAILABLE call; default 0.1.
+- SHOP_STEP_TIMEOUT_SECONDS: the most one step's calls may take, retries
+  included; default 5. A call that never reached its dependency is retried
+  within it (clients.py).
+- SHOP_RETRY_BACKOFF_SECONDS: the first pause before a retry (doubling, at
+  most 0.5 s); default 0.1.
 - SHOP_RECOVERY_INTERVAL_SECONDS: how often unfinished sagas (a compensation
   that could not get through, a saga left by a killed process) are driven
   again; default 5. The first pass runs at start-up.

@@ -1,9 +1,12 @@
 """The Coordinator: owns every saga task and the recovery loop.
 
 A saga runs in a task the coordinator starts (at most one per order), never in
-the task of the PlaceOrder call that asked for it, so a caller that goes away
-does not tear a saga down half-way; ``stop_forward`` is how the service says
-the caller is gone.
+the task of the PlaceOrder call that asked for it. Once an order is recorded
+its saga does not depend on the caller: a caller that cancels, loses its
+connection (a client crash, an Envoy restart) or runs out of time only stops
+waiting; the saga runs to CONFIRMED or FAILED on its merits, and a PlaceOrder
+retried with the same request_id waits for that same task. Only shutdown
+cancels a saga, and recovery resumes it on the next start.
 
 Recovery. A loop (every SHOP_RECOVERY_INTERVAL_SECONDS, and once at start-up)
 drives every unfinished order again: sagas a killed process left behind, and
@@ -37,10 +40,6 @@ class Coordinator:
         self._logger = logger
         # order_id -> the task driving that order's saga; at most one per order.
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        # order_id -> the forward half of a running saga, cancelled when its caller goes away.
-        self._forward: dict[str, asyncio.Task[None]] = {}
-        # order_id -> why its forward half was cancelled.
-        self._stopped: dict[str, str] = {}
         self._recovery: asyncio.Task[None] | None = None
         self._draining = False
 
@@ -58,14 +57,6 @@ class Coordinator:
         self._tasks[order_id] = task
         task.add_done_callback(functools.partial(self._finished, order_id))
         return task
-
-    def stop_forward(self, order_id: str, why: str) -> None:
-        """The caller who placed the order is gone: stop going forward and compensate."""
-        forward = self._forward.get(order_id)
-        if forward is None or self._draining:
-            return
-        self._stopped[order_id] = why
-        forward.cancel()
 
     @property
     def running(self) -> int:
@@ -92,25 +83,12 @@ class Coordinator:
         if record is None or record.terminal:
             return
         if record.state != pb.ORDER_STATE_COMPENSATING:
-            forward = asyncio.create_task(self._saga.forward(order_id), name=f"saga-forward-{order_id}")
-            self._forward[order_id] = forward
             try:
-                await forward
+                # Cancelled only by close() (shutdown): recovery resumes it on the next start.
+                await self._saga.forward(order_id)
                 return
             except StepFailedError as failure:
                 self._store.compensating(order_id, failure.reason, failure.message, failure.step)
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # this saga itself is cancelled (shutdown): recovery resumes it
-                why = self._stopped.pop(order_id, "The caller cancelled PlaceOrder before the saga finished.")
-                step = self._store.get(order_id)
-                self._store.compensating(
-                    order_id, pb.ORDER_FAILURE_REASON_DEADLINE_EXCEEDED, why, step.pending_step if step else ""
-                )
-            finally:
-                self._forward.pop(order_id, None)
-                self._stopped.pop(order_id, None)
         await self._saga.compensate(order_id)
 
     def _finished(self, order_id: str, task: asyncio.Task[None]) -> None:

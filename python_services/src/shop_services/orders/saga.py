@@ -9,27 +9,33 @@ Forward steps, each a call through the generated stubs:
 
 Durable log. Before a call the store records "step started" and sets the
 order's ``pending_step`` (one transaction); after it, the outcome (another).
-A pending step after a crash, or after a failure that may have reached the
-dependency (see clients.py, "in doubt"), is *in doubt*. Every step is
-idempotent (Reserve and Charge on their derived request ids, Commit and Release
-and Refund on their ids, BatchGetProducts has no side effects), so driving a
-saga again from the log is always safe: replaying a step either returns what
-the first attempt did or does it for the first time.
+A step is *in doubt* when it may have reached its dependency without the saga
+learning the outcome: its call was cut off (a crash, a reset, a timeout; see
+clients.py), or the process died with the step pending. A step whose every
+attempt certainly never reached the dependency (Envoy's "no healthy upstream"
+or overflow, a refused connection) is not in doubt: nothing happened there.
+docs/conventions.md ("When a saga step is in doubt") lists the cases. Every
+step is idempotent (Reserve and Charge on their derived request ids, Commit
+and Release and Refund on their ids, BatchGetProducts has no side effects), so
+driving a saga again from the log is always safe: replaying a step either
+returns what the first attempt did or does it for the first time.
 
-Deadlines. The caller's deadline is stored with the order (absolute time).
-Each forward call gets min(SHOP_STEP_TIMEOUT_SECONDS, time left). Once it has
-passed, or the caller cancels, forward progress stops and the order is
-compensated with reason DEADLINE_EXCEEDED (the proto has no separate reason for
-a cancelled call; failure_message says which it was). A step that timed out
-on the per-step cap, not the caller's deadline, is DEPENDENCY_UNAVAILABLE.
+Time. Each forward call has SHOP_STEP_TIMEOUT_SECONDS, within which a call
+that never reached its dependency is retried with backoff (a restart of a
+dependency, or of Envoy, costs latency, not the order). Once an order is
+recorded, its saga no longer depends on the caller: a caller that cancels,
+loses its connection or runs out of time stops waiting, not the saga, which
+ends CONFIRMED or FAILED on its merits (see coordinator.py). A step that runs
+out of its time is DEPENDENCY_UNAVAILABLE.
 
-Compensation does not depend on the caller: it runs in the saga's task, owned
-by the :class:`Coordinator`, with every call bounded by the step cap (not by
-the caller's deadline). It goes:
+Compensation runs in the saga's task too, every call bounded by the step
+time. It goes:
 
 1. resolve an in-doubt Reserve or Charge by replaying it with the same request
    id (a replayed charge that returns a payment is refunded below; one that is
-   declined, or fails with PROCESSOR_UNAVAILABLE, charged nothing);
+   declined, or fails with PROCESSOR_UNAVAILABLE, charged nothing). A step
+   that is not in doubt is never replayed, so compensation never makes a
+   first charge or a first reservation;
 2. release the reservation. Release also resolves an in-doubt Commit: if the
    inventory answers RESERVATION_COMMITTED the commit went through, nothing
    can be undone, and the order is CONFIRMED after all. A reservation that
@@ -42,22 +48,19 @@ If a compensating call cannot get through (the dependency is down), the order
 stays COMPENSATING and the recovery loop (every
 SHOP_RECOVERY_INTERVAL_SECONDS, and once at start-up) drives it again until it
 is done. The same loop finishes sagas a killed process left behind: a saga
-whose caller's deadline has not passed (or that had none) resumes forward,
-replaying its pending step; one whose deadline has passed is compensated.
+that had not failed resumes forward, replaying its pending step.
 
 Commit comes after the money is taken, so it is retried (it is idempotent)
 for as long as the step's budget allows; if the reservation expired meanwhile
 the charge is refunded and the order FAILS (reason INTERNAL).
 
-Who runs a saga, when it stops going forward, recovery and draining:
-coordinator.py.
+Who runs a saga, recovery and draining: coordinator.py.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import time
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -102,9 +105,9 @@ _DEPENDENCY = {
 class SagaSettings:
     """Time budgets of the saga, in seconds."""
 
-    # The most any one downstream call may take (the caller's deadline may cut it shorter).
+    # The most one step's calls may take, retries included.
     step_timeout: float = 5.0
-    # The pause before a quick retry of an UNAVAILABLE call (doubling, at most 1 s).
+    # The first pause before a retry (doubling, at most 0.5 s).
     retry_backoff: float = 0.1
     # How often unfinished sagas are driven again.
     recovery_interval: float = 5.0
@@ -223,47 +226,29 @@ class Saga:
         *,
         attempts: int = 2,
     ) -> ResponseT:
-        """One forward call: log started, call within the budget, log a failure and raise it."""
-        budget, caller_bound = self._forward_budget(record, step)
+        """One forward call: log started, call within the step's time, log a failure and raise it."""
         self._store.step_started(record.order_id, step)
         try:
             with observe.step(record.order_id, step, observe.FORWARD):
                 return await call(
                     method,
                     request,
-                    budget=budget,
+                    budget=self._settings.step_timeout,
                     trace_id=record.trace_id,
                     backoff=self._settings.retry_backoff,
                     attempts=attempts,
                 )
         except CallFailedError as failure:
             self._store.step_failed(record.order_id, step, str(failure), in_doubt=failure.in_doubt)
-            reason, message = self._failure(step, failure, caller_bound)
+            reason, message = self._failure(step, failure)
             self._info(record, step, "failed", code=failure.code.name, in_doubt=failure.in_doubt, error=message)
             raise StepFailedError(step, reason, message) from failure
 
-    def _forward_budget(self, record: OrderRecord, step: str) -> tuple[float, bool]:
-        """The time a forward call may take, and whether the caller's deadline is what bounds it."""
-        cap = self._settings.step_timeout
-        if record.deadline_at is None:
-            return cap, False
-        left = record.deadline_at - time.time()
-        if left <= 0:
-            raise StepFailedError(
-                step, pb.ORDER_FAILURE_REASON_DEADLINE_EXCEEDED, f"The caller's deadline passed before the {step} step."
-            )
-        return (left, True) if left <= cap else (cap, False)
-
-    def _failure(self, step: str, failure: CallFailedError, caller_bound: bool) -> tuple[Reason, str]:
+    def _failure(self, step: str, failure: CallFailedError) -> tuple[Reason, str]:
         """Map a failed forward call to the order's failure reason and message."""
         who = _DEPENDENCY[step]
         code = failure.code
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            if caller_bound:
-                return (
-                    pb.ORDER_FAILURE_REASON_DEADLINE_EXCEEDED,
-                    f"The caller's deadline passed during the {step} step.",
-                )
             return (
                 pb.ORDER_FAILURE_REASON_DEPENDENCY_UNAVAILABLE,
                 f"{who.capitalize()} did not answer the {step} step within {self._settings.step_timeout:g} s.",
@@ -328,7 +313,7 @@ class Saga:
                 record, STEP_RESERVE, self._clients.inventory.Reserve, self._reserve_request(record)
             )
         except CallFailedError as failure:
-            if failure.in_doubt:
+            if failure.in_doubt or failure.never_sent:  # a replay that never got there resolves nothing
                 return False
             self._store.resolved_nothing(record.order_id, STEP_RESERVE, str(failure))
             return True
@@ -342,7 +327,7 @@ class Saga:
                 record, STEP_CHARGE, self._clients.payments.Charge, self._charge_request(record)
             )
         except CallFailedError as failure:
-            if failure.in_doubt:
+            if failure.in_doubt or failure.never_sent:  # a replay that never got there resolves nothing
                 return False
             self._store.resolved_nothing(record.order_id, STEP_CHARGE, str(failure))
             return True

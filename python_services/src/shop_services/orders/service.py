@@ -4,11 +4,11 @@ PlaceOrder validates the request, records the order (or finds the one its
 request_id already made) and hands it to the saga :class:`Coordinator`, which
 runs every saga in a task it owns. The handler waits for that task with
 asyncio.wait (which, like asyncio.shield, never cancels it) within the caller's
-deadline: if the caller's time runs out or
-it cancels, the handler returns and the saga compensates on its own. A
-repeated PlaceOrder waits for the same saga and never starts a second one;
-the same request_id with a different body is ALREADY_EXISTS, reason
-REQUEST_ID_REUSED.
+deadline. If the caller's time runs out, or it cancels, or its connection
+drops, only the waiting stops: the saga runs on to CONFIRMED or FAILED, and a
+repeated PlaceOrder with the same request_id waits (within its own deadline)
+for that same saga and never starts a second one. The same request_id with a
+different body is ALREADY_EXISTS, reason REQUEST_ID_REUSED.
 
 x-request-id is taken from the call (or generated when the caller sent none)
 and stored with the order, so every downstream call of its saga, including
@@ -159,28 +159,15 @@ class OrderService(pb_grpc.OrderServiceServicer):
         task = self._coordinator.drive(record.order_id)
         if task is None:
             raise RpcError(grpc.StatusCode.UNAVAILABLE, "The orders service is shutting down; retry PlaceOrder.")
-        try:
-            # asyncio.wait never cancels what it waits for: the saga outlives this call.
-            done, _ = await asyncio.wait({task}, timeout=remaining)
-        except asyncio.CancelledError:
-            if created:
-                left = context.time_remaining()
-                why = (
-                    "The caller's deadline passed before the saga finished."
-                    if left is not None and left <= 0
-                    else "The caller cancelled PlaceOrder before the saga finished."
-                )
-                self._coordinator.stop_forward(record.order_id, why)
-            raise
+        # asyncio.wait never cancels what it waits for: the saga outlives this
+        # call, whether it ends by its deadline or is cancelled.
+        done, _ = await asyncio.wait({task}, timeout=remaining)
         if not done:
-            if created:
-                self._coordinator.stop_forward(
-                    record.order_id, "The caller's deadline passed before the saga finished."
-                )
             raise RpcError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"Order {record.order_id} did not finish before the deadline; it is being compensated "
-                "in the background: follow it with GetOrder or WatchOrder.",
+                f"Order {record.order_id} did not finish before the deadline; it goes on and ends "
+                "CONFIRMED or FAILED: retry PlaceOrder with the same request_id to wait for it, or follow "
+                "it with GetOrder or WatchOrder.",
             )
         final = self._store.get(record.order_id)
         assert final is not None

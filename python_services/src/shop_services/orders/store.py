@@ -24,7 +24,8 @@ Schema.
   (reservation_released, payment_refunded), the step in flight
   (``pending_step``: set in the transaction that logs "started", cleared when
   the outcome is known; a non-empty value after a crash means *in doubt*), the
-  caller's deadline (absolute, in seconds since the epoch; NULL for none), the
+  first caller's deadline (absolute, in seconds since the epoch; NULL for
+  none; kept for diagnosis: the saga does not depend on it), the
   caller's x-request-id (so recovery's calls correlate too), and a ``version``
   bumped on every change. ``seq`` orders ListOrders (newest first).
 - ``order_lines``: the lines, with prices once the order is priced.

@@ -1,0 +1,156 @@
+"""Input no gRPC client sends: each call ends fast with an error, never OK, and the service carries on.
+
+Raw HTTP/2 (tests/abuse/support.py) sends what gRPC libraries will not:
+
+- through both Envoy listeners, for a public RPC of every service: a message
+  whose compressed flag is 2, a compressed flag of 1 with no grpc-encoding, a
+  frame shorter than its length prefix, and a length prefix over the 4 MiB
+  limit. Envoy's frame check (grpc_field_extraction) refuses the first three
+  with INVALID_ARGUMENT before any service sees them;
+- to every implementation directly and through the edge: a string field that
+  is not UTF-8 (INTERNAL from every language; Node's decoder is made strict
+  in its bootstrap), and the oversized length prefix (RESOURCE_EXHAUSTED);
+- JSON paths with bad percent-encoding through the public listener: HTTP 400.
+
+After each, a normal call to the same service succeeds. Every call speaks TLS
+as a real client would: the public listener's calls carry a customer token
+(OrderService needs one), the internal listener and the services' own ports
+get the operator's certificate (mutual TLS; RBAC allows the operator every RPC).
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import httpx
+import pytest
+from e2e.support import Shop
+from reliability import Outcome, record
+from shopstack.pki import OPERATOR
+from shopstack.stack import Stack
+
+from .support import Reply, call, grpc_frame, tls
+
+# A public unary RPC per service, and its request with field 1 (a string) = "abc".
+RPCS = {
+    "catalog": "/shop.catalog.v1.CatalogService/GetProduct",
+    "inventory": "/shop.inventory.v1.InventoryService/GetStock",
+    "orders": "/shop.orders.v1.OrderService/GetOrder",
+    "payments": "/shop.payments.v1.PaymentService/GetPayment",
+}
+GOOD = b"\x0a\x03abc"
+NOT_UTF8 = b"\x0a\x02\xff\xfe"
+# gRPC status codes a refused malformed call may end with.
+REFUSED = {3: "INVALID_ARGUMENT", 8: "RESOURCE_EXHAUSTED", 13: "INTERNAL"}
+FRAMING = {
+    "compressed flag 2": grpc_frame(GOOD, flag=2),
+    "compressed flag 1, no grpc-encoding": grpc_frame(GOOD, flag=1),
+    "frame shorter than its length prefix": grpc_frame(GOOD, claimed_length=100),
+    "length prefix over the 4 MiB limit": grpc_frame(GOOD, claimed_length=5 * 1024 * 1024),
+}
+
+
+def route_timeout(stack: Stack, service: str) -> float:
+    return stack.topology.services[service].timeout_seconds
+
+
+def assert_refused(reply: Reply, what: str, within: float, expected: set[int] | None = None) -> None:
+    allowed = expected or set(REFUSED)
+    assert reply.grpc_status in allowed, f"{what}: {reply}"
+    assert reply.seconds < within, f"{what} took longer than the route timeout ({within:g} s): {reply}"
+
+
+def assert_still_serving(
+    context: ssl.SSLContext, address: str, path: str, metadata: tuple[tuple[str, str], ...] = ()
+) -> None:
+    reply = call(address, path, grpc_frame(GOOD), tls=context, metadata=metadata, timeout=15)
+    # A made-up id: NOT_FOUND (or OK for GetStock of an unknown SKU) is the service answering.
+    assert reply.grpc_status in (0, 5), f"after the malformed call, a normal call got {reply}"
+
+
+@pytest.mark.parametrize("listener", ["public", "internal"])
+def test_bad_framing_is_refused_at_the_edge_at_once(reliability_stack: Stack, shop: Shop, listener: str) -> None:
+    if listener == "public":
+        address = reliability_stack.public_addr
+        context = tls(reliability_stack.certs, None)
+        metadata: tuple[tuple[str, str], ...] = (
+            ("authorization", f"Bearer {reliability_stack.token('shopper-malformed')}"),
+        )
+    else:
+        address = reliability_stack.internal_addr
+        context = tls(reliability_stack.certs, OPERATOR)
+        metadata = ()
+    seen = []
+    for service, path in RPCS.items():
+        if listener == "public" and service == "payments":
+            continue  # internal only
+        for what, body in FRAMING.items():
+            reply = call(
+                address,
+                path,
+                body,
+                tls=context,
+                metadata=metadata,
+                timeout=route_timeout(reliability_stack, service) + 5,
+            )
+            expected = {8, 3} if "limit" in what else {3}
+            assert_refused(
+                reply,
+                f"{what} to {path} on the {listener} listener",
+                route_timeout(reliability_stack, service),
+                expected,
+            )
+            seen.append(reply.seconds)
+        assert_still_serving(context, address, path, metadata)
+    record(
+        Outcome(
+            f"bad gRPC framing through the {listener} listener",
+            f"{len(seen)} calls: 4 kinds x every service",
+            "INVALID_ARGUMENT (RESOURCE_EXHAUSTED for the oversized prefix)",
+            f"slowest answer {max(seen):.2f} s; every service answered a normal call afterwards",
+        )
+    )
+
+
+def test_a_string_that_is_not_utf8_is_refused_by_every_implementation(reliability_stack: Stack) -> None:
+    context = tls(reliability_stack.certs, OPERATOR)
+    seen = []
+    for impl in reliability_stack.running_impls():
+        if impl.service not in RPCS:
+            continue
+        address = f"127.0.0.1:{reliability_stack.topology.port_of(impl)}"
+        path = RPCS[impl.service]
+        within = route_timeout(reliability_stack, impl.service)
+        reply = call(address, path, grpc_frame(NOT_UTF8), tls=context, timeout=within + 5)
+        assert_refused(reply, f"a non-UTF-8 string to {impl.cluster}", within, {3, 13})
+        oversized = call(address, path, FRAMING["length prefix over the 4 MiB limit"], tls=context, timeout=within + 5)
+        assert_refused(oversized, f"an oversized length prefix to {impl.cluster}", within, {8})
+        assert_still_serving(context, address, path)
+        seen.append(impl.cluster)
+    record(
+        Outcome(
+            "a string field that is not UTF-8, and an oversized length prefix, to each implementation directly",
+            ", ".join(seen),
+            "INTERNAL / RESOURCE_EXHAUSTED from every one",
+            "each answered a normal call afterwards",
+        )
+    )
+
+
+@pytest.mark.parametrize("path", ["/v1/products/%FF%FE", "/v1/products/%E2%82", "/v1/products/%zz", "/v1/products/a%"])
+def test_json_paths_with_bad_percent_encoding_are_400(reliability_stack: Stack, path: str) -> None:
+    verify = ssl.create_default_context(cafile=str(reliability_stack.certs.ca))
+    response = httpx.get(f"https://{reliability_stack.public_addr}{path}", timeout=15, verify=verify)
+    assert response.status_code == 400, (response.status_code, response.text)
+    assert "percent-encoding" in response.text
+    good = httpx.get(f"https://{reliability_stack.public_addr}/v1/products/caf%C3%A9", timeout=15, verify=verify)
+    assert good.status_code == 404, (good.status_code, good.text)  # UTF-8 escapes pass, and the catalog answers
+    if path == "/v1/products/a%":
+        record(
+            Outcome(
+                "JSON paths with bad percent-encoding",
+                "%FF%FE, %E2%82 (not UTF-8), %zz, a trailing %",
+                "HTTP 400 with a message",
+                "was HTTP 500 (the catalog got a string that is not UTF-8); a UTF-8 escape still reaches the catalog",
+            )
+        )
