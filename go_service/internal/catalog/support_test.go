@@ -2,6 +2,7 @@ package catalog_test
 
 import (
 	"context"
+	"github.com/polyglot-shop/shop/go_service/internal/grpctest"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -13,7 +14,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	catalogv1 "github.com/polyglot-shop/shop/go_service/gen/shop/catalog/v1"
@@ -22,8 +22,8 @@ import (
 	"github.com/polyglot-shop/shop/go_service/internal/server"
 )
 
-// callTimeout is generous: the tests share two cores with other builds.
-const callTimeout = 30 * time.Second
+// callTimeout bounds every call and wait of these tests (grpctest's bound).
+const callTimeout = grpctest.CallTimeout
 
 // seedFile is the repository's one product list.
 var seedFile = filepath.Join("..", "..", "..", "data", "products.json")
@@ -96,29 +96,18 @@ func startCatalog(t *testing.T, dbPath string) *catalogServer {
 // waitServing blocks until the health check says SERVING: no sleeps.
 func waitServing(t *testing.T, conn *grpc.ClientConn) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
-	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health check: %v, %v", resp.GetStatus(), err)
-	}
+	grpctest.WaitServing(t, conn, "")
 }
 
 func callCtx(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	t.Cleanup(cancel)
-	return ctx
+	return grpctest.CallCtx(t)
 }
 
 // wantStatus fails unless err is a status with code want, and returns it.
 func wantStatus(t *testing.T, err error, want codes.Code) *status.Status {
 	t.Helper()
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != want {
-		t.Fatalf("got error %v (code %v), want code %v", err, status.Code(err), want)
-	}
-	return st
+	return grpctest.WantStatus(t, err, want)
 }
 
 func wantFields(t *testing.T, st *status.Status, want ...string) {

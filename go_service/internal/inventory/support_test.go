@@ -3,6 +3,7 @@ package inventory_test
 import (
 	"context"
 	"fmt"
+	"github.com/polyglot-shop/shop/go_service/internal/grpctest"
 	"io"
 	"log/slog"
 	"maps"
@@ -15,7 +16,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	inventoryv1 "github.com/polyglot-shop/shop/go_service/gen/shop/inventory/v1"
@@ -24,8 +24,8 @@ import (
 	"github.com/polyglot-shop/shop/go_service/internal/server"
 )
 
-// callTimeout is generous: the tests share two cores with other builds.
-const callTimeout = 30 * time.Second
+// callTimeout bounds every call and wait of these tests (grpctest's bound).
+const callTimeout = grpctest.CallTimeout
 
 // The repository's shared files, from this package's directory.
 var (
@@ -115,19 +115,12 @@ func startFresh(t *testing.T, opts inventory.Options) *inventoryServer {
 // waitServing blocks until the health check says SERVING: no sleeps.
 func waitServing(t *testing.T, conn *grpc.ClientConn) {
 	t.Helper()
-	resp, err := healthpb.NewHealthClient(conn).Check(callCtx(t), &healthpb.HealthCheckRequest{
-		Service: inventoryv1.InventoryService_ServiceDesc.ServiceName,
-	}, grpc.WaitForReady(true))
-	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health check: %v, %v", resp.GetStatus(), err)
-	}
+	grpctest.WaitServing(t, conn, inventoryv1.InventoryService_ServiceDesc.ServiceName)
 }
 
 func callCtx(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-	t.Cleanup(cancel)
-	return ctx
+	return grpctest.CallCtx(t)
 }
 
 var uniqueCounter atomic.Int64
@@ -208,11 +201,7 @@ func mustReserve(t *testing.T, c inventoryv1.InventoryServiceClient, pairs ...an
 // wantStatus fails unless err is a status with code want, and returns it.
 func wantStatus(t *testing.T, err error, want codes.Code) *status.Status {
 	t.Helper()
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != want {
-		t.Fatalf("got error %v (code %v), want code %v", err, status.Code(err), want)
-	}
-	return st
+	return grpctest.WantStatus(t, err, want)
 }
 
 // wantFields fails unless st is INVALID_ARGUMENT with exactly these field
