@@ -307,6 +307,10 @@ profile: ## Profile one service under one bench scenario and say where the flame
 	@$(MAKE) build telemetry-tools $(GHZ)
 	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench.profile '$(SERVICE)' '$(SCENARIO)'
 
+.PHONY: bench-envoy
+bench-envoy: build telemetry-tools $(GHZ) $(FLOOR_GO) ## What each filter, the access log and tracing cost Envoy per request, against the bare hop (envoy/README.md)
+	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench.envoy_filters $(BENCH_ARGS)
+
 .PHONY: bench-replicas
 bench-replicas: build $(GHZ) ## Two catalog replicas behind Envoy against one: throughput and CPU (docs/scaling.md)
 	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench.replicas $(BENCH_ARGS)

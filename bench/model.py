@@ -125,3 +125,6 @@ class Knobs:
     # without its tracer, services sampling nothing, exporting nothing and
     # serving no /metrics (their in-process counters still count).
     telemetry: bool = True
+    # Extra flags for every Node program, before its script (e.g. `make
+    # profile`'s --cpu-prof, which NODE_OPTIONS does not accept).
+    node_flags: str = ""

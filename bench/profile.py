@@ -35,6 +35,8 @@ from pathlib import Path
 
 from shopstack.topology import ROOT, Implementation, Topology, load
 
+from bench.model import Knobs
+
 # Which programs each scenario sends load to (bench/run.py). unary and hop
 # read catalog (Go), every inventory implementation and payments; stream
 # watches and writes every inventory implementation; e2e runs the saga, whose
@@ -88,7 +90,7 @@ def resolve(topology: Topology, service: str, scenario: str) -> Implementation:
         raise UsageError(
             f"the {scenario} scenario sends no load to {impl.cluster}; it loads {', '.join(busy)}. "
             f"Scenarios that load {impl.cluster}: "
-            + ", ".join(s for s in SCENARIOS if impl.cluster in loaded(topology, s))
+            + (", ".join(s for s in SCENARIOS if impl.cluster in loaded(topology, s)) or "none")
         )
     return impl
 
@@ -96,13 +98,14 @@ def resolve(topology: Topology, service: str, scenario: str) -> Implementation:
 # -- recording ----------------------------------------------------------------
 
 
-def profile_env(impl: Implementation, out: Path) -> dict[str, str]:
-    """What makes the service profile itself (Go and Node); Python is attached to instead."""
+def profile_knobs(impl: Implementation, out: Path) -> Knobs:
+    """What makes the service profile itself (Go: a setting; Node: flags, which
+    NODE_OPTIONS does not accept); py-spy attaches to a Python one instead."""
     if impl.lang == "go":
-        return {"SHOP_CPU_PROFILE": str(out / f"{impl.cluster}.pprof")}
+        return Knobs(service_env={impl.service: {"SHOP_CPU_PROFILE": str(out / f"{impl.cluster}.pprof")}})
     if impl.lang == "node":
-        return {"NODE_OPTIONS": f"--cpu-prof --cpu-prof-dir={out} --cpu-prof-name={impl.cluster}.cpuprofile"}
-    return {}
+        return Knobs(node_flags=f"--cpu-prof --cpu-prof-dir={out} --cpu-prof-name={impl.cluster}.cpuprofile")
+    return Knobs()
 
 
 def node_top(path: Path, top: int = TOP) -> list[str]:
@@ -116,8 +119,11 @@ def node_top(path: Path, top: int = TOP) -> list[str]:
         url = frame.get("url", "").replace(f"file://{ROOT}/", "")
         name = f"{frame.get('functionName') or '(anonymous)'} {url}:{frame.get('lineNumber', -1) + 1}"
         self_us[name] += delta
-    total = sum(self_us.values()) or 1
-    return [f"{us / total * 100:5.1f}%  {us / 1000:9.1f} ms  {name}" for name, us in self_us.most_common(top)]
+    # The share of the time the process was busy: waiting for work is not a cost.
+    busy = {name: us for name, us in self_us.items() if not name.startswith("(idle)")}
+    total = sum(busy.values()) or 1
+    ranked = sorted(busy.items(), key=lambda item: -item[1])[:top]
+    return [f"{us / total * 100:5.1f}%  {us / 1000:9.1f} ms  {name}" for name, us in ranked]
 
 
 def go_top(binary: Path, path: Path, top: int = TOP) -> list[str]:
@@ -135,13 +141,12 @@ def record(impl: Implementation, scenario: str) -> Path:
     """Run the scenario once with the service profiled; returns the directory of the results."""
     # The bench and gRPC only now: the argument check above runs on the machine's python3.
     from bench import run
-    from bench.model import FULL, Knobs, Plan
+    from bench.model import FULL, Plan
 
     out = RESULTS / f"profile-{dt.datetime.now():%Y%m%d-%H%M%S}-{impl.cluster}-{scenario}"
     out.mkdir(parents=True)
     plan = Plan(**{**FULL.__dict__, "rounds": 1})
-    knobs = Knobs(service_env={impl.service: profile_env(impl, out)})
-    stack, skipped = run.start_stack(knobs)
+    stack, skipped = run.start_stack(profile_knobs(impl, out))
     try:
         if impl.service == "inventory" and impl.lang in skipped:
             raise run.BenchError(f"{impl.cluster} cannot run: {skipped[impl.lang]}")
@@ -221,7 +226,7 @@ def report(impl: Implementation, out: Path) -> int:
         return 1
     lines = node_top(found[-1])
     (out / "top.txt").write_text("\n".join(lines) + "\n")
-    print("self time  function")
+    print("self time (share of busy time)  function")
     print("\n".join(lines))
     print(
         f"profile: CPU profile (V8): {found[-1].relative_to(ROOT)}; its flame chart: Chrome DevTools > "

@@ -95,9 +95,14 @@ class BenchStack(Stack):
     """The stack as `make up` runs it, plus the knobs an experiment may turn."""
 
     envoy_concurrency: int | None = None
+    node_flags: str = ""
 
     def supervisord_conf(self) -> str:
         text = super().supervisord_conf()
+        if self.node_flags:
+            if "\ncommand=node " not in text:
+                raise BenchError("cannot pass flags to Node: no program runs `node <script>` any more")
+            text = text.replace("\ncommand=node ", f"\ncommand=node {self.node_flags} ")
         if self.envoy_concurrency is not None:
             if "--concurrency 2" not in text:
                 raise BenchError("cannot set Envoy's concurrency: shopstack no longer passes --concurrency 2")
@@ -130,6 +135,7 @@ def make_stack(langs: list[str], knobs: Knobs) -> Stack:
         env=env,
         envoy_concurrency=knobs.envoy_concurrency,
         telemetry=knobs.telemetry,
+        node_flags=knobs.node_flags,
     )
 
 
