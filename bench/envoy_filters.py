@@ -4,10 +4,14 @@ The bench's private stack starts as `make up` runs it (telemetry on), with
 the bare hop beside it (bench/floors.py). Then, round after round, the
 stack's Envoy is restarted on a variant of its generated envoy.yaml, one
 part taken out at a time (an HTTP filter, the access log, tracing), and the
-same two reads go through it, closed loop: catalog GetProduct on the public
-listener and payments GetPayment on the internal one (mutual TLS). Envoy's
-CPU per request, over the bare hop's on the same kind of listener, says what
-each part costs; the variants are interleaved within each round so that the
+same two reads go through it: catalog GetProduct on the public
+listener and payments GetPayment on the internal one (mutual TLS), at a fixed
+rate (open loop: Envoy's CPU per request grows as the rate falls, since fewer
+requests share each wake-up of its event loop, so a proxy is compared with
+another at the same rate, never at each one's own closed-loop maximum). Envoy's
+CPU per request (net of what it spends with no load, sampled after each
+restart), over the bare hop's on the same kind of listener, says what each
+part costs; the variants are interleaved within each round so that the
 machine's noise lands on all alike. The generated configuration itself is
 never changed by this: only the bench's private copy.
 """
@@ -122,7 +126,9 @@ def restart_envoy(stack: Stack, config: Config, ghz: Ghz, calls: list[Call]) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.envoy_filters", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rps", type=int, default=200, help="the fixed rate (the hop scenario's)")
+    parser.add_argument("--idle-seconds", type=float, default=3.0, help="how long Envoy's idle CPU is sampled")
     parser.add_argument("--only", action="append", default=[], help="only the variants whose label contains this")
     args = parser.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
@@ -157,23 +163,35 @@ def main(argv: list[str] | None = None) -> int:
         }
         generated = yaml.safe_load((stack.envoy_dir / "envoy.yaml").read_text())
         chosen = [v for v in variants(generated) if not args.only or any(o in v[0] for o in args.only)]
-        load = Load(8, 2, args.seconds)
+        load = Load(32, 2, args.seconds, rps=args.rps)
         # {(variant, listener): [Envoy CPU µs per request, one per round]}
         figures: dict[tuple[str, str], list[float]] = {}
 
-        def measure(label: str, listener: str, call: Call, pids: dict[str, int], program: str) -> None:
+        def idle_rate(pids: dict[str, int], program: str) -> float:
+            """Envoy's CPU seconds per second with no load (health checks, stats, span export, scrapes)."""
+            before, start = cpu.sample(pids), time.monotonic()
+            time.sleep(args.idle_seconds)
+            return cpu.cpu_seconds(before, cpu.sample(pids))[program] / (time.monotonic() - start)
+
+        def measure(label: str, listener: str, call: Call, pids: dict[str, int], program: str, idle: float) -> None:
             ghz.run(call, Load(8, 2, 1.0), what=f"{label}: warm-up")
-            before = cpu.sample(pids)
+            before, start = cpu.sample(pids), time.monotonic()
             result = ghz.run(call, load, what=f"{label} ({listener})")
-            used = cpu.cpu_seconds(before, cpu.sample(pids))
-            value = used[program] / result.count * 1e6
+            used = cpu.cpu_seconds(before, cpu.sample(pids))[program] - idle * (time.monotonic() - start)
+            value = max(used, 0.0) / result.count * 1e6
             figures.setdefault((label, listener), []).append(value)
-            print(f"  {label:70} {listener:8} {result.rps:8.0f} rps  Envoy {value:6.0f} µs/request")
+            print(
+                f"  {label:62} {listener:8} {result.rps:7.0f} rps  Envoy {value:5.0f} µs/request "
+                f"(idle {idle * 1000:.0f} ms/s)"
+            )
 
         for round_no in range(args.rounds):
             print(f"round {round_no + 1} of {args.rounds}")
+            bare_idle = idle_rate(floors.pids(), "envoy-bare")
             for listener, call in bare.items():
-                measure("bare hop (router only, bench/floors.py)", listener, call, floors.pids(), "envoy-bare")
+                measure(
+                    "bare hop (router only, bench/floors.py)", listener, call, floors.pids(), "envoy-bare", bare_idle
+                )
             for label, change in chosen:
                 config = copy.deepcopy(generated)
                 change(config)
@@ -183,8 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {label}: skipped, Envoy did not serve with it: {err}")
                     continue
                 pids = cpu.programs(stack)
+                idle = idle_rate(pids, ENVOY_PROGRAM)
                 for listener, call in reads.items():
-                    measure(label, listener, call, pids, ENVOY_PROGRAM)
+                    measure(label, listener, call, pids, ENVOY_PROGRAM, idle)
         # Back to the generated configuration before the stack stops.
         restart_envoy(stack, generated, ghz, list(reads.values()))
     except BenchError as err:

@@ -30,6 +30,8 @@ class Plan:
     e2e_clients: tuple[int, ...] = (1, 16)
     # WatchStock's fan-out curve: watchers of one SKU per point, direct to each implementation.
     fanout_watchers: tuple[int, ...] = ()
+    # How long every process's CPU is sampled with no load, before the first round.
+    idle_seconds: float = 1.0
 
 
 QUICK = Plan("quick", rounds=1, warmup_seconds=0.3, unary_seconds=1, hop_seconds=0.5, stream_seconds=1, e2e_seconds=2)
@@ -43,6 +45,7 @@ FULL = Plan(
     e2e_seconds=8,
     e2e_clients=(1, 4, 16, 64),
     fanout_watchers=(1, 100, 1000),
+    idle_seconds=5.0,
 )
 
 

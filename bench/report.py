@@ -50,9 +50,13 @@ def _cpu_per_request(row: Row, program: str) -> str:
     for run in row.runs:
         seconds = run.get("cpu_seconds")
         if isinstance(seconds, dict):
-            # The process's CPU time over the requests it served in the same window.
+            # The process's CPU time over the requests it served in the same
+            # window, net of what it spends with no load at all in that time.
+            idle = run.get("idle_cpu_seconds") or {}
+            assert isinstance(idle, dict)
             count = float(run["count"])  # type: ignore[arg-type]
-            values.append(float(seconds.get(program, 0.0)) / count * 1e6 if count else 0.0)
+            net = max(float(seconds.get(program, 0.0)) - float(idle.get(program, 0.0)), 0.0)
+            values.append(net / count * 1e6 if count else 0.0)
             continue
         # Reports written before cpu_seconds was recorded: cores used over requests/s.
         cores = run.get("cores") or {}
@@ -91,7 +95,24 @@ def ratios(rows: Sequence[Row]) -> dict[str, object]:
             if bare.get(row.path):
                 entry["envoy_over_bare_hop"] = round(envoy / bare[row.path], 2)
         found.append(entry)
-    return {"floor_cpu_us": floors, "bare_hop_cpu_us": bare, "rows": found}
+    # The hop at a fixed rate: Envoy's CPU per request against the bare hop's at the same rate.
+    hop = [row for row in rows if row.scenario == "hop" and row.runs and row.proxy]
+    bare_fixed = {row.path: _cpu_value(row, row.proxy) for row in hop if _is_floor(row)}
+    fixed = []
+    for row in hop:
+        if _is_floor(row):
+            continue
+        envoy = _cpu_value(row, row.proxy)
+        entry = {"target": row.target, "path": row.path, "envoy_cpu_us": envoy}
+        if bare_fixed.get(row.path):
+            entry["envoy_over_bare_hop"] = round(envoy / bare_fixed[row.path], 2)
+        fixed.append(entry)
+    return {
+        "floor_cpu_us": floors,
+        "bare_hop_cpu_us": bare,
+        "rows": found,
+        "fixed_rate": {"bare_hop_cpu_us": bare_fixed, "rows": fixed},
+    }
 
 
 def _ratio(value: float, floor: float | None) -> str:
@@ -145,8 +166,10 @@ def markdown(meta: dict[str, object], rows: Sequence[Row]) -> str:
             "CPU per request.",
             "",
             "",
-            "server / floor: the server's CPU per request over its language's bare server's (the floors above); "
-            "Envoy / bare hop: Envoy's CPU per request over the bare hop's, listener for listener.",
+            "server / floor: the server's CPU per request over its language's bare server's (the floors above), "
+            "the figure the services' goal is judged on; Envoy / bare hop: Envoy's CPU per request over the bare "
+            "hop's, listener for listener, each at its own closed-loop rate (a slower upstream means fewer "
+            "requests per wake-up and more CPU per request: the like-for-like figure is the hop table's).",
             "",
             "| call | path | requests/s | p50 | p90 | p99 | Envoy / direct (requests/s) | Envoy / direct (p50) "
             "| server CPU µs/request | server / floor | Envoy CPU µs/request | Envoy / bare hop "
@@ -180,22 +203,34 @@ def markdown(meta: dict[str, object], rows: Sequence[Row]) -> str:
             f"for a reply), {plan['hop_seconds']} s per run. Added = through Envoy minus direct, medians. Latencies in ms. "
             "The floor's Envoy is the bare hop (router only).",
             "",
+            "Envoy CPU µs/request is the hop's cost at this rate; / bare hop divides it by the bare hop's "
+            "(router only, the floor rows) on the same kind of listener at the same rate: the figure the "
+            "Envoy goal is judged on, since a proxy's CPU per request grows as its rate falls (fewer requests "
+            "share each wake-up of its event loop), so two proxies compare only at the same rate.",
+            "",
             "| call | achieved requests/s (direct / Envoy) | p50 direct | p50 Envoy | p50 added | "
-            "p99 direct | p99 Envoy | p99 added |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "p99 direct | p99 Envoy | p99 added | Envoy CPU µs/request | / bare hop |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
+        fixed = ratios(rows)["fixed_rate"]
+        assert isinstance(fixed, dict)
+        bare_fixed = fixed["bare_hop_cpu_us"]
         for target, paths in hop.items():
             direct = paths.get("direct")
-            via = _envoy(paths)
-            if direct is None or via is None:
-                continue
-            add50 = via.median("latency_ms.p50") - direct.median("latency_ms.p50")
-            add99 = via.median("latency_ms.p99") - direct.median("latency_ms.p99")
-            out.append(
-                f"| {target} | {direct.median('rps'):.0f} / {via.median('rps'):.0f} | "
-                f"{_cell(direct, 'latency_ms.p50')} | {_cell(via, 'latency_ms.p50')} | {add50:+.2f} | "
-                f"{_cell(direct, 'latency_ms.p99')} | {_cell(via, 'latency_ms.p99')} | {add99:+.2f} |"
-            )
+            for via in [row for path, row in paths.items() if path.startswith("envoy")]:
+                if direct is None:
+                    continue
+                add50 = via.median("latency_ms.p50") - direct.median("latency_ms.p50")
+                add99 = via.median("latency_ms.p99") - direct.median("latency_ms.p99")
+                envoy_us = _cpu_value(via, via.proxy)
+                ratio = "" if _is_floor(via) else _ratio(envoy_us, bare_fixed.get(via.path))
+                name = f"{target} ({'bare ' if _is_floor(via) else ''}{via.path})"
+                out.append(
+                    f"| {name} | {direct.median('rps'):.0f} / {via.median('rps'):.0f} | "
+                    f"{_cell(direct, 'latency_ms.p50')} | {_cell(via, 'latency_ms.p50')} | {add50:+.2f} | "
+                    f"{_cell(direct, 'latency_ms.p99')} | {_cell(via, 'latency_ms.p99')} | {add99:+.2f} "
+                    f"| {envoy_us:.0f} | {ratio} |"
+                )
         out.append("")
 
     stream = _by(rows, "stream")

@@ -238,6 +238,10 @@ class Bench:
         if floors is not None:
             self.pids.update(floors.pids())
         self.twins = Twins(stack)
+        # Each process's CPU seconds per second with no load (health checks,
+        # stats, span and metrics export): measure_idle fills it, and every
+        # run's CPU per request is counted net of it.
+        self.idle: dict[str, float] = {}
         read_sku = skus[1]
         self.targets = [
             Target(
@@ -349,13 +353,25 @@ class Bench:
             f"  {what:58} {result.rps:9.1f} rps  p50 {result.latency_ms[50]:7.2f} ms  p99 {result.latency_ms[99]:7.2f} ms"
         )
 
+    def measure_idle(self, seconds: float) -> None:
+        """What each process spends with no load at all, per second."""
+        before, start = cpu.sample(self.pids), time.monotonic()
+        time.sleep(seconds)
+        after, elapsed = cpu.sample(self.pids), time.monotonic() - start
+        self.idle = {name: value / elapsed for name, value in cpu.cpu_seconds(before, after).items()}
+        busy = ", ".join(f"{name} {value * 1000:.0f}" for name, value in sorted(self.idle.items()) if value >= 0.001)
+        print(f"bench: idle CPU (ms per second): {busy or 'none'}")
+
     def measured(self, call: Call, load: Load, what: str, row: Row) -> Result:
         """One measured ghz run, with the cores each process of the stack used meanwhile."""
         before, start = cpu.sample(self.pids), time.monotonic()
         result = self.ghz.run(call, load, what=what)
-        after = cpu.sample(self.pids)
-        used = cpu.cores_used(before, after, time.monotonic() - start)
-        row.runs.append({**result.to_json(), "cores": used, "cpu_seconds": cpu.cpu_seconds(before, after)})
+        after, window = cpu.sample(self.pids), time.monotonic() - start
+        used = cpu.cores_used(before, after, window)
+        idle = {name: round(rate * window, 4) for name, rate in self.idle.items() if name in after}
+        row.runs.append(
+            {**result.to_json(), "cores": used, "cpu_seconds": cpu.cpu_seconds(before, after), "idle_cpu_seconds": idle}
+        )
         return result
 
     def unary(self, round_no: int) -> None:
@@ -637,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
                 floors.start()
                 print(f"bench: floors up: {', '.join(f'{p} {a}' for p, a in floors.addresses().items())}")
             bench = Bench(plan, stack, ghz, payment_id, langs, skus, floors=floors)
+            bench.measure_idle(plan.idle_seconds)
             try:
                 for round_no in range(plan.rounds):
                     print(f"bench: round {round_no + 1} of {plan.rounds}")
