@@ -346,6 +346,8 @@ class Bench:
 
     def ghz_run(self, row: Row, call: Call, load: Load, warm: bool) -> None:
         what = f"{row.scenario}: {row.target} {row.path}"
+        if row.proxy == ENVOY_PROGRAM:
+            self.wait_cluster(row.program)
         if warm:
             self.ghz.run(call, Load(load.concurrency, load.connections, self.plan.warmup_seconds, load.rps), what=what)
         result = self.measured(call, load, what, row)
@@ -361,6 +363,20 @@ class Bench:
         self.idle = {name: value / elapsed for name, value in cpu.cpu_seconds(before, after).items()}
         busy = ", ".join(f"{name} {value * 1000:.0f}" for name, value in sorted(self.idle.items()) if value >= 0.001)
         print(f"bench: idle CPU (ms per second): {busy or 'none'}")
+
+    def wait_cluster(self, cluster: str, timeout: float = 30.0) -> None:
+        """Start a run through Envoy only once Envoy sees the service healthy.
+
+        On a heavily loaded machine the run just before (the same service
+        direct, at full speed) can make two of Envoy's one-second health
+        checks time out, and the next run would begin with "no healthy
+        upstream" until the next check passes, a fifth of a second later.
+        """
+        deadline = time.monotonic() + timeout
+        while (state := self.stack.envoy_clusters().get(cluster)) != "HEALTHY":
+            if time.monotonic() > deadline:
+                raise BenchError(f"Envoy has seen {cluster} as {state} for {timeout:.0f} s")
+            time.sleep(0.1)
 
     def measured(self, call: Call, load: Load, what: str, row: Row) -> Result:
         """One measured ghz run, with the cores each process of the stack used meanwhile."""
