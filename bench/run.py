@@ -677,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = RESULTS / stamp
+    failure = ""
     try:
         ghz = Ghz(GHZ, DESCRIPTOR_SET)
         facts = machine.describe(ROOT, VENV_BIN, ghz.version())
@@ -693,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"bench: floors up: {', '.join(f'{p} {a}' for p, a in floors.addresses().items())}")
             bench = Bench(plan, stack, ghz, payment_id, langs, skus, floors=floors)
             bench.measure_idle(plan.idle_seconds)
+            round_no = 0
             try:
                 for round_no in range(plan.rounds):
                     print(f"bench: round {round_no + 1} of {plan.rounds}")
@@ -700,13 +702,21 @@ def main(argv: list[str] | None = None) -> int:
                         phase = time.monotonic()
                         SCENARIOS[name](bench, round_no)
                         print(f"bench: {name} took {time.monotonic() - phase:.1f}s")
+            except (BenchError, grpc.RpcError) as err:
+                # What the rounds before measured is still worth a report, marked incomplete.
+                if round_no == 0:
+                    raise
+                failure = (
+                    f"round {round_no + 1} of {plan.rounds} failed, so the figures are from the rounds before it: {err}"
+                )
+                print(f"bench: FAILED in {failure}", file=sys.stderr)
             finally:
                 bench.twins.stop()
                 floors.stop()
             rows = list(bench.rows.values())
         finally:
             stack.down()
-        if args.telemetry == "compare":
+        if args.telemetry == "compare" and not failure:
             rows += measure_without_telemetry(plan, knobs, ghz, skus, [s for s in scenarios if s in ("unary", "e2e")])
     except (BenchError, grpc.RpcError) as err:
         print(f"bench: FAILED: {err}", file=sys.stderr)
@@ -728,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": facts,
         "skipped": skipped,
         "scenarios": scenarios,
+        "incomplete": failure,
     }
     (out_dir / "report.json").write_text(
         json.dumps({**meta, "ratios": report.ratios(rows), "rows": [r.to_json() for r in rows]}, indent=2, default=list)
@@ -737,4 +748,4 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "latency.svg").write_text(report.svg(rows))
     (out_dir / "curves.svg").write_text(report.curves_svg(rows))
     print(f"bench: done in {elapsed:.0f}s; report in {out_dir.relative_to(ROOT)}/report.md")
-    return 0
+    return 1 if failure else 0
