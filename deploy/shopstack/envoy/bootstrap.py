@@ -423,7 +423,7 @@ def _tracing(mode: Mode) -> dict[str, Any]:
                     "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
                     "collector_cluster": ZIPKIN_CLUSTER,
                     "collector_endpoint": "/api/v2/spans",
-                    "collector_endpoint_version": "HTTP_PROTO",
+                    "collector_endpoint_version": "HTTP_JSON",
                     "trace_id_128bit": True,
                     "shared_span_context": False,
                     "trace_context_option": "USE_B3_WITH_W3C_PROPAGATION",
