@@ -18,6 +18,7 @@ import { HealthImplementation } from "grpc-health-check";
 
 import type { ServerConfig, TlsFiles } from "./config.js";
 import { loggingInterceptor } from "./interceptors.js";
+import { streamCapInterceptor } from "./limits.js";
 import type { Logger } from "./logger.js";
 import { reflectionPackage } from "./reflection.js";
 import type { Telemetry } from "./telemetry.js";
@@ -110,7 +111,13 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const names = ["", ...options.services.map((s) => s.name)];
   // The tracing interceptor comes after the logging one: grpc-js runs the
   // last interceptor outermost, so the span is active when the rpc line is logged.
-  const interceptors = [loggingInterceptor(logger), ...(options.telemetry ? [options.telemetry.interceptor()] : [])];
+  // The stream cap comes last, nearest the handler: a stream it refuses is
+  // traced and logged like any other call.
+  const interceptors = [
+    loggingInterceptor(logger),
+    ...(options.telemetry ? [options.telemetry.interceptor()] : []),
+    streamCapInterceptor(config.maxStreamsPerClient ?? 0),
+  ];
   const server = new Server({ interceptors });
   const health = new HealthImplementation(Object.fromEntries(names.map((name) => [name, "NOT_SERVING"])));
   let port: number;
