@@ -242,7 +242,11 @@ def test_every_setting_takes_effect_in_every_implementation(started: Started, se
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("SHOP_SHUTDOWN_GRACE_SECONDS", "soon"), ("SHOP_TRACE_SAMPLE_RATIO", "2"), ("SHOP_MAX_STREAMS_PER_CLIENT", "many")],
+    [
+        ("SHOP_SHUTDOWN_GRACE_SECONDS", "soon"),
+        ("SHOP_TRACE_SAMPLE_RATIO", "2"),
+        ("SHOP_MAX_STREAMS_PER_CLIENT", "many"),
+    ],
 )
 @pytest.mark.parametrize("lang", sorted(IMPLEMENTATIONS))
 def test_a_bad_value_stops_every_implementation_naming_the_variable(
