@@ -456,7 +456,7 @@ def test_watch_stock_streams_one_client_holds_are_capped(stub: pbg.InventoryServ
         assert_code(refused, grpc.StatusCode.RESOURCE_EXHAUSTED)
         assert "SHOP_MAX_STREAMS_PER_CLIENT" in refused.message, refused.message
         other = stub.WatchStock(request, metadata=(("x-shop-customer", unique("cust-other")),), timeout=15)
-        assert next(other).sku == sku
+        assert next(other).level.sku == sku
         other.cancel()  # type: ignore[attr-defined]
         held.pop().cancel()  # type: ignore[attr-defined]
         # The server frees the slot once it learns of the cancellation.

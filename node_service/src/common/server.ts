@@ -17,7 +17,7 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 
 import type { ServerConfig, TlsFiles } from "./config.js";
-import { loggingInterceptor } from "./interceptors.js";
+import { loggingInterceptor, protocolErrorInterceptor } from "./interceptors.js";
 import { streamCapInterceptor } from "./limits.js";
 import type { Logger } from "./logger.js";
 import { reflectionPackage } from "./reflection.js";
@@ -111,11 +111,13 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const names = ["", ...options.services.map((s) => s.name)];
   // The tracing interceptor comes after the logging one: grpc-js runs the
   // last interceptor outermost, so the span is active when the rpc line is logged.
-  // The stream cap comes last, nearest the handler: a stream it refuses is
-  // traced and logged like any other call.
+  // A status the handler side sends passes them from the last to the first:
+  // the protocol-error fix and the stream cap come after the others, so what
+  // they answer is traced and logged like any other call.
   const interceptors = [
     loggingInterceptor(logger),
     ...(options.telemetry ? [options.telemetry.interceptor()] : []),
+    protocolErrorInterceptor(),
     streamCapInterceptor(config.maxStreamsPerClient ?? 0),
   ];
   const server = new Server({ interceptors });
