@@ -251,7 +251,7 @@ docker-down: $(STAMPS)/py-package ## Stop the Docker Compose stack (named volume
 	@$(STACK) containers down
 
 .PHONY: test-containers
-test-containers: docker-config $(STAMPS)/container-tools ## Build the images, start a private compose project, run the contract and e2e suites through its Envoy, tear down
+test-containers: docker-config $(STAMPS)/container-tools $(BIN)/grpc-health-probe ## Build the images, start a private compose project, run the contract and e2e suites through its Envoy, tear down
 	@$(STACK) containers test --bases $(BASES)
 
 ##@ Several hosts on one machine (deploy/hosts.toml; network namespaces, root)

@@ -14,7 +14,11 @@ One CA signs every certificate of a run directory:
   connection (serverAuth and clientAuth): a service serves with it, and orders
   calls the internal listener with it;
 - jwt.key (the customer token issuer's signing key, ES256) and jwks.json (its
-  public half, which Envoy's jwt_authn reads).
+  public half, which Envoy's jwt_authn reads);
+- page-token.key: what signs the catalog's ListProducts page tokens. Every
+  catalog replica keeps its own copy of the database, so without one shared
+  key a page token from one replica would be refused by the next
+  (SHARED_KEYS; `make test-hosts` runs two replicas).
 
 Keys never leave the run directory (0600, never committed). Re-running
 `make certs` rotates: a new key and certificate for every identity and a new
@@ -25,6 +29,7 @@ stack picks up rotated files after `make down && make up`.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import json
@@ -44,6 +49,9 @@ CA_DAYS = 3650
 EDGE = "edge"
 ENVOY = "envoy"
 OPERATOR = "operator"
+# Secrets every replica of a service must share, beside its certificate:
+# identity -> (file in the certificates directory, the setting naming it).
+SHARED_KEYS = {"catalog": ("page-token.key", "SHOP_PAGE_TOKEN_KEY_FILE")}
 
 
 @dataclass(frozen=True)
@@ -83,8 +91,13 @@ class Certs:
     def spiffe_id(self, name: str) -> str:
         return f"spiffe://{self.trust_domain}/{name}"
 
+    def shared_key(self, name: str) -> Path:
+        """The shared secret of an identity in SHARED_KEYS."""
+        return self.directory / SHARED_KEYS[name][0]
+
     def exists(self, identities: Iterable[str]) -> bool:
         files = [self.ca, self.ca_key, self.jwt_key, self.jwks, *self.pair(EDGE).__dict__.values()]
+        files += [self.shared_key(name) for name in SHARED_KEYS]
         for name in identities:
             files.extend(self.pair(name).__dict__.values())
         return all(path.exists() for path in files)
@@ -242,6 +255,9 @@ def make_all(certs: Certs, identities: dict[str, Iterable[str]], *, new_ca: bool
     for name, dns in identities.items():
         issue(certs, name, dns=dns, uri=certs.spiffe_id(name))
     make_token_key(certs)
+    for name in SHARED_KEYS:
+        # 32 random bytes, as text (the catalog trims surrounding whitespace).
+        _write(certs.shared_key(name), base64.urlsafe_b64encode(os.urandom(32)) + b"\n", private=True)
 
 
 def ensure(certs: Certs, identities: dict[str, Iterable[str]]) -> bool:

@@ -292,6 +292,9 @@ class Stack:
             "SHOP_TRACE_SAMPLE_RATIO": f"{self.topology.telemetry.sampling_ratio:g}",
             "PYTHONUNBUFFERED": "1",
         }
+        if impl.service in pki.SHARED_KEYS:
+            # What every replica of the service must share (the catalog's page-token key).
+            env[pki.SHARED_KEYS[impl.service][1]] = str(self.certs.shared_key(impl.service))
         if self.telemetry:
             env["SHOP_ZIPKIN_URL"] = f"{self.zipkin_url}/api/v2/spans"
         deps = self.topology.services[impl.service].depends_on
