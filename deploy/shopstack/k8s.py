@@ -229,7 +229,11 @@ def stateful(service: str, conf: Settings) -> bool:
 
 
 def _env(impl: Implementation, topo: Topology) -> list[dict[str, str]]:
-    env = [{"name": "SHOP_LISTEN_ADDR", "value": f"0.0.0.0:{impl.port}"}, *_tls_env(impl.service)]
+    env = [
+        {"name": "SHOP_LISTEN_ADDR", "value": f"0.0.0.0:{impl.port}"},
+        *_tls_env(impl.service),
+        {"name": "SHOP_MAX_STREAMS_PER_CLIENT", "value": str(topo.limits.max_streams_per_client)},
+    ]
     if impl.service in pki.SHARED_KEYS:
         file, setting = pki.SHARED_KEYS[impl.service]
         env.append({"name": setting, "value": f"{CERTS_DIR}/{file}"})

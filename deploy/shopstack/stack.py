@@ -290,6 +290,7 @@ class Stack:
             "SHOP_LOG_LEVEL": self.log_level,
             "SHOP_METRICS_ADDR": self.metrics_addr(impl, host),
             "SHOP_TRACE_SAMPLE_RATIO": f"{self.topology.telemetry.sampling_ratio:g}",
+            "SHOP_MAX_STREAMS_PER_CLIENT": str(self.topology.limits.max_streams_per_client),
             "PYTHONUNBUFFERED": "1",
         }
         if impl.service in pki.SHARED_KEYS:
@@ -297,6 +298,9 @@ class Stack:
             env[pki.SHARED_KEYS[impl.service][1]] = str(self.certs.shared_key(impl.service))
         if self.telemetry:
             env["SHOP_ZIPKIN_URL"] = f"{self.zipkin_url}/api/v2/spans"
+        if impl.service == "reflection":
+            # The edge's grpc.health.v1 answers per service from Envoy's cluster health.
+            env["SHOP_ENVOY_ADMIN_ADDR"] = f"{self.edge_host}:{self.topology.admin_port}"
         deps = self.topology.services[impl.service].depends_on
         for dep in deps:
             # Service-to-service calls go through Envoy's internal listener.
@@ -431,6 +435,11 @@ class Stack:
                 "internal": self.topology.internal_port,
                 "admin": self.topology.admin_port,
                 **{impl.cluster: self.topology.port_of(impl) for impl in self.running_impls()},
+                # The metrics ports too: a stack read back from this file
+                # (default_stack: make swap, make demo) must render every
+                # program as it runs, or rewriting supervisord's configuration
+                # would restart them all on other ports.
+                **{impl.metrics_key: self.topology.metrics_port_of(impl) for impl in self.running_impls()},
             },
             "routing": self.routing,
             "env": {k: dict(v) for k, v in self.env.items()},

@@ -134,6 +134,9 @@ type Config struct {
 	TraceSampleRatio float64
 	// MetricsAddr is host:port for Prometheus' /metrics; empty serves none.
 	MetricsAddr string
+	// MaxStreamsPerClient is how many server streams one client may hold
+	// open at once (streamcap.go); 0 means no cap.
+	MaxStreamsPerClient int
 
 	// TLSCertFile and TLSKeyFile are the server's certificate (its
 	// SPIFFE-style identity in the SAN) and key; TLSCAFile is the CA every
@@ -171,6 +174,8 @@ func (c *Config) Register(f *Flags, defaultAddr string) {
 		"share of the traces started here that are recorded, 0 to 1")
 	f.String(&c.MetricsAddr, "metrics-addr", "SHOP_METRICS_ADDR", "",
 		"host:port serving Prometheus metrics at /metrics; empty serves none")
+	f.Text(Count(&c.MaxStreamsPerClient), "max-streams-per-client", "SHOP_MAX_STREAMS_PER_CLIENT",
+		"server streams one client may hold open at once; 0 for no cap")
 }
 
 // Ratio adapts a float64 to a setting between 0 and 1, as
