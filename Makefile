@@ -256,7 +256,7 @@ test-containers: docker-config $(STAMPS)/container-tools $(BIN)/grpc-health-prob
 
 ##@ Several hosts on one machine (deploy/hosts.toml; network namespaces, root)
 
-# Not in `make test` (about four minutes); .ci/run calls it after make test.
+# Not in `make test` (four to seven minutes, needs root); .ci/run calls it after make test.
 # SUITE=tests/hosts runs one suite instead of all of them (contract, e2e,
 # swap, hosts); PYTEST_ARGS are handed to pytest.
 SUITE ?=
