@@ -134,6 +134,10 @@ type Config struct {
 	TraceSampleRatio float64
 	// MetricsAddr is host:port for Prometheus' /metrics; empty serves none.
 	MetricsAddr string
+	// CPUProfile is a file to write a pprof CPU profile of the whole run
+	// to, from Serve until the shutdown ends (`make profile` sets it);
+	// empty, the default, profiles nothing.
+	CPUProfile string
 	// MaxStreamsPerClient is how many server streams one client may hold
 	// open at once (streamcap.go); 0 means no cap.
 	MaxStreamsPerClient int
@@ -174,6 +178,8 @@ func (c *Config) Register(f *Flags, defaultAddr string) {
 		"share of the traces started here that are recorded, 0 to 1")
 	f.String(&c.MetricsAddr, "metrics-addr", "SHOP_METRICS_ADDR", "",
 		"host:port serving Prometheus metrics at /metrics; empty serves none")
+	f.String(&c.CPUProfile, "cpu-profile", "SHOP_CPU_PROFILE", "",
+		"write a pprof CPU profile of the whole run to this file (make profile); empty profiles nothing")
 	f.Text(Count(&c.MaxStreamsPerClient), "max-streams-per-client", "SHOP_MAX_STREAMS_PER_CLIENT",
 		"server streams one client may hold open at once; 0 for no cap")
 }
