@@ -287,10 +287,29 @@ k8s-check: k8s-secrets $(STAMPS)/k8s-tools $(BIN)/kube-apiserver ## deploy/k8s t
 QUICK ?=
 BENCH_ARGS ?=
 GHZ := $(BIN)/ghz
+# The bench's bare grpc-go server (bench/floor/go), on go_service's module versions.
+FLOOR_GO := $(BIN)/floor-go
+
+$(FLOOR_GO): bench/floor/go/main.go bench/floor/go/go.mod bench/floor/go/go.sum go_service/go.mod go_service/go.sum
+	cd bench/floor/go && go build -o $@ .
 
 .PHONY: bench
-bench: build $(GHZ) ## Measure each language and the Envoy hop (QUICK=1 for a one-minute run); writes results/<time>/report.md
+bench: build telemetry-tools $(GHZ) $(FLOOR_GO) ## Measure each language against its floor and the Envoy hop (QUICK=1 for a one-minute run); writes results/<time>/report.md
 	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+SCENARIO ?=
+
+# The arguments are checked first, with the machine's python3, so a misspelt
+# name fails at once with the valid ones, before anything is built.
+.PHONY: profile
+profile: ## Profile one service under one bench scenario and say where the flame graph is: SERVICE=inventory-node SCENARIO=unary
+	@PYTHONPATH=$(ROOT)/deploy:$(ROOT) python3 -m bench.profile --check '$(SERVICE)' '$(SCENARIO)'
+	@$(MAKE) build telemetry-tools $(GHZ)
+	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench.profile '$(SERVICE)' '$(SCENARIO)'
+
+.PHONY: bench-envoy
+bench-envoy: build telemetry-tools $(GHZ) $(FLOOR_GO) ## What each filter, the access log and tracing cost Envoy per request, against the bare hop (envoy/README.md)
+	PYTHONPATH=$(ROOT)/deploy:$(ROOT) $(PY) -m bench.envoy_filters $(BENCH_ARGS)
 
 .PHONY: bench-replicas
 bench-replicas: build $(GHZ) ## Two catalog replicas behind Envoy against one: throughput and CPU (docs/scaling.md)

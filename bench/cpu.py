@@ -52,3 +52,9 @@ def cores_used(before: dict[str, float], after: dict[str, float], seconds: float
     """Cores each program used on average between two samples (only those above 0.02)."""
     used = {name: (after[name] - before.get(name, after[name])) / seconds for name in after}
     return {name: round(value, 2) for name, value in sorted(used.items(), key=lambda kv: -kv[1]) if value >= 0.02}
+
+
+def cpu_seconds(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each program used between two samples, unrounded: divided by the
+    requests served in the window, the CPU per request."""
+    return {name: round(after[name] - before.get(name, after[name]), 4) for name in after}

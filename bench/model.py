@@ -26,11 +26,27 @@ class Plan:
     hop_rps: int = 200
     hop_concurrency: int = 32
     watchers: int = 4
+    # PlaceOrder's concurrent clients: each a point of its scaling curve.
     e2e_clients: tuple[int, ...] = (1, 16)
+    # WatchStock's fan-out curve: watchers of one SKU per point, direct to each implementation.
+    fanout_watchers: tuple[int, ...] = ()
+    # How long every process's CPU is sampled with no load, before the first round.
+    idle_seconds: float = 1.0
 
 
 QUICK = Plan("quick", rounds=1, warmup_seconds=0.3, unary_seconds=1, hop_seconds=0.5, stream_seconds=1, e2e_seconds=2)
-FULL = Plan("full", rounds=3, warmup_seconds=2, unary_seconds=5, hop_seconds=4, stream_seconds=3, e2e_seconds=8)
+FULL = Plan(
+    "full",
+    rounds=3,
+    warmup_seconds=2,
+    unary_seconds=5,
+    hop_seconds=4,
+    stream_seconds=3,
+    e2e_seconds=8,
+    e2e_clients=(1, 4, 16, 64),
+    fanout_watchers=(1, 100, 1000),
+    idle_seconds=5.0,
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,14 @@ class Target:
     def label(self) -> str:
         return f"{self.service} {self.rpc} ({self.lang})"
 
+    @property
+    def is_floor(self) -> bool:
+        return self.service == FLOOR
+
+
+# The service name of the floor targets: bare servers (bench/floors.py), not the shop's.
+FLOOR = "floor"
+
 
 @dataclass
 class Row:
@@ -58,7 +82,9 @@ class Row:
     path: str  # "direct" or "envoy public" / "envoy internal"
     runs: list[dict[str, object]] = field(default_factory=list)
     note: str = ""
-    program: str = ""  # the supervisord program serving it, e.g. "catalog-go"
+    program: str = ""  # the process serving it, e.g. "catalog-go" (a supervisord program) or "floor-go"
+    lang: str = ""  # the language of that process: its floor is the same language's bare server
+    proxy: str = ""  # the Envoy in the path ("envoy", the stack's, or "envoy-bare", the bare hop); "" direct
 
     def median(self, key: str) -> float:
         values = [_dig(run, key) for run in self.runs]
@@ -71,6 +97,8 @@ class Row:
     def to_json(self) -> dict[str, object]:
         return {
             "program": self.program,
+            "lang": self.lang,
+            "proxy": self.proxy,
             "scenario": self.scenario,
             "target": self.target,
             "path": self.path,
@@ -100,3 +128,6 @@ class Knobs:
     # without its tracer, services sampling nothing, exporting nothing and
     # serving no /metrics (their in-process counters still count).
     telemetry: bool = True
+    # Extra flags for every Node program, before its script (e.g. `make
+    # profile`'s --cpu-prof, which NODE_OPTIONS does not accept).
+    node_flags: str = ""

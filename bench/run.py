@@ -57,13 +57,15 @@ from shop.payments.v1 import payment_service_pb2_grpc as pay_grpc
 from shopstack import pki
 from shopstack import topology as topo_mod
 from shopstack.envoy import IMPL_HEADER
-from shopstack.stack import Stack, StackError, free_port
+from shopstack.stack import ENVOY_PROGRAM, Stack, StackError, free_port
 from shopstack.topology import DESCRIPTOR_SET, ROOT, Implementation
 
 from bench import cpu, machine, report, streaming
+from bench import floors as floors_mod
 from bench.errors import BenchError
+from bench.floors import Floors
 from bench.ghz import Call, Ghz, Load, Result, Tls
-from bench.model import FULL, QUICK, Knobs, Plan, Row, Target
+from bench.model import FLOOR, FULL, QUICK, Knobs, Plan, Row, Target
 
 RESULTS = ROOT / "results"
 RUN_DIR = RESULTS / "bench-run"
@@ -93,9 +95,14 @@ class BenchStack(Stack):
     """The stack as `make up` runs it, plus the knobs an experiment may turn."""
 
     envoy_concurrency: int | None = None
+    node_flags: str = ""
 
     def supervisord_conf(self) -> str:
         text = super().supervisord_conf()
+        if self.node_flags:
+            if "\ncommand=node " not in text:
+                raise BenchError("cannot pass flags to Node: no program runs `node <script>` any more")
+            text = text.replace("\ncommand=node ", f"\ncommand=node {self.node_flags} ")
         if self.envoy_concurrency is not None:
             if "--concurrency 2" not in text:
                 raise BenchError("cannot set Envoy's concurrency: shopstack no longer passes --concurrency 2")
@@ -128,6 +135,7 @@ def make_stack(langs: list[str], knobs: Knobs) -> Stack:
         env=env,
         envoy_concurrency=knobs.envoy_concurrency,
         telemetry=knobs.telemetry,
+        node_flags=knobs.node_flags,
     )
 
 
@@ -214,8 +222,10 @@ class Bench:
         langs: list[str],
         skus: list[str],
         suffix: str = "",
+        floors: Floors | None = None,
     ) -> None:
         self.suffix = suffix
+        self.floors = floors
         self.plan = plan
         self.stack = stack
         self.ghz = ghz
@@ -225,7 +235,13 @@ class Bench:
         self.langs = langs
         self.stock_value = 1000
         self.pids = cpu.programs(stack)
+        if floors is not None:
+            self.pids.update(floors.pids())
         self.twins = Twins(stack)
+        # Each process's CPU seconds per second with no load (health checks,
+        # stats, span and metrics export): measure_idle fills it, and every
+        # run's CPU per request is counted net of it.
+        self.idle: dict[str, float] = {}
         read_sku = skus[1]
         self.targets = [
             Target(
@@ -256,13 +272,29 @@ class Bench:
                 internal=True,
             ),
         ]
+        # The bare servers and the bare hop, measured in the same rounds (bench/floors.py).
+        if floors is not None and floors.servers:
+            health = json.dumps({})
+            self.targets += [
+                Target(FLOOR, lang, "health Check", floors_mod.HEALTH_CHECK, health, internal=False)
+                for lang in floors_mod.LANGS
+            ]
 
-    def row(self, scenario: str, target: str, path: str, program: str = "") -> Row:
+    def row(self, scenario: str, target: str, path: str, program: str = "", lang: str = "", proxy: str = "") -> Row:
         scenario += self.suffix
         key = (scenario, target, path)
         if key not in self.rows:
-            self.rows[key] = Row(scenario, target, path, program=program)
+            self.rows[key] = Row(scenario, target, path, program=program, lang=lang, proxy=proxy)
         return self.rows[key]
+
+    def target_row(self, scenario: str, target: Target, path: str) -> Row:
+        """The row of one target's calls on one path, knowing which processes serve it."""
+        via = path.startswith("envoy")
+        if target.is_floor:
+            program, proxy = floors_mod.program(target.lang), floors_mod.ENVOY_PROGRAM if via else ""
+        else:
+            program, proxy = f"{target.service}-{target.lang}", ENVOY_PROGRAM if via else ""
+        return self.row(scenario, target.label, path, program, target.lang, proxy)
 
     def pin(self, service: str, lang: str) -> dict[str, str]:
         """x-shop-impl, when Envoy runs more than one implementation of the service."""
@@ -279,6 +311,8 @@ class Bench:
         return Tls(self.stack.certs.ca)
 
     def calls(self, target: Target) -> list[tuple[str, Call]]:
+        if target.is_floor:
+            return self.floor_calls(target)
         direct = Call(target.method, self.stack.addr(target.service, target.lang), target.data, tls=self.operator_tls)
         envoy_addr = self.stack.internal_addr if target.internal else self.stack.public_addr
         metadata = self.pin(target.service, target.lang)
@@ -289,6 +323,27 @@ class Bench:
         via = Call(target.method, envoy_addr, target.data, metadata, tls=tls)
         return [("direct", direct), ("envoy internal" if target.internal else "envoy public", via)]
 
+    def floor_calls(self, target: Target) -> list[tuple[str, Call]]:
+        """A bare server directly; the Go one also through the bare hop's two listeners."""
+        assert self.floors is not None
+        server = self.floors.servers[target.lang]
+        health = self.floors.protoset
+        calls = [("direct", Call(target.method, server.address, target.data, tls=self.operator_tls, protoset=health))]
+        if target.lang == "go":
+            calls += [
+                (
+                    "envoy public",
+                    Call(target.method, self.floors.envoy_public, target.data, tls=self.public_tls, protoset=health),
+                ),
+                (
+                    "envoy internal",
+                    Call(
+                        target.method, self.floors.envoy_internal, target.data, tls=self.operator_tls, protoset=health
+                    ),
+                ),
+            ]
+        return calls
+
     def ghz_run(self, row: Row, call: Call, load: Load, warm: bool) -> None:
         what = f"{row.scenario}: {row.target} {row.path}"
         if warm:
@@ -298,26 +353,39 @@ class Bench:
             f"  {what:58} {result.rps:9.1f} rps  p50 {result.latency_ms[50]:7.2f} ms  p99 {result.latency_ms[99]:7.2f} ms"
         )
 
+    def measure_idle(self, seconds: float) -> None:
+        """What each process spends with no load at all, per second."""
+        before, start = cpu.sample(self.pids), time.monotonic()
+        time.sleep(seconds)
+        after, elapsed = cpu.sample(self.pids), time.monotonic() - start
+        self.idle = {name: value / elapsed for name, value in cpu.cpu_seconds(before, after).items()}
+        busy = ", ".join(f"{name} {value * 1000:.0f}" for name, value in sorted(self.idle.items()) if value >= 0.001)
+        print(f"bench: idle CPU (ms per second): {busy or 'none'}")
+
     def measured(self, call: Call, load: Load, what: str, row: Row) -> Result:
         """One measured ghz run, with the cores each process of the stack used meanwhile."""
         before, start = cpu.sample(self.pids), time.monotonic()
         result = self.ghz.run(call, load, what=what)
-        used = cpu.cores_used(before, cpu.sample(self.pids), time.monotonic() - start)
-        row.runs.append({**result.to_json(), "cores": used})
+        after, window = cpu.sample(self.pids), time.monotonic() - start
+        used = cpu.cores_used(before, after, window)
+        idle = {name: round(rate * window, 4) for name, rate in self.idle.items() if name in after}
+        row.runs.append(
+            {**result.to_json(), "cores": used, "cpu_seconds": cpu.cpu_seconds(before, after), "idle_cpu_seconds": idle}
+        )
         return result
 
     def unary(self, round_no: int) -> None:
         load = Load(self.plan.concurrency, self.plan.connections, self.plan.unary_seconds)
         for target in self.targets:
             for path, call in self.calls(target):
-                row = self.row("unary", target.label, path, f"{target.service}-{target.lang}")
+                row = self.target_row("unary", target, path)
                 self.ghz_run(row, call, load, warm=round_no == 0)
 
     def hop(self, round_no: int) -> None:
         load = Load(self.plan.hop_concurrency, self.plan.connections, self.plan.hop_seconds, self.plan.hop_rps)
         for target in self.targets:
             for path, call in self.calls(target):
-                self.ghz_run(self.row("hop", target.label, path), call, load, warm=False)
+                self.ghz_run(self.target_row("hop", target, path), call, load, warm=False)
 
     def stream(self, round_no: int) -> None:
         for lang in self.langs:
@@ -350,6 +418,38 @@ class Bench:
                 print(
                     f"  stream: {label} {path:30} {result.messages_per_second:9.1f} msg/s "
                     f"({result.received}/{result.expected} messages, {result.changes_per_second:.0f} changes/s)"
+                )
+
+    def fanout(self, round_no: int) -> None:
+        """WatchStock's scaling curve: 1 to 1,000 watchers of one SKU, direct to each implementation."""
+        sku = self.watch_skus[:1]
+        for lang in self.langs:
+            label = f"inventory WatchStock ({lang})"
+            address = self.stack.addr("inventory", lang)
+            for watchers in self.plan.fanout_watchers:
+                path = f"{watchers} watcher{'s' if watchers > 1 else ''}"
+                row = self.row("fanout", label, path, f"inventory-{lang}", lang)
+                before, start = cpu.sample(self.pids), time.monotonic()
+                result = asyncio.run(
+                    streaming.measure(
+                        address,
+                        address,
+                        self.stack.aio_channel,
+                        sku,
+                        watchers=watchers,
+                        seconds=self.plan.stream_seconds,
+                        metadata=(),
+                        first_value=self.stock_value,
+                        watchers_per_channel=FANOUT_STREAMS_PER_CONNECTION,
+                    )
+                )
+                self.stock_value += result.writes
+                used = cpu.cores_used(before, cpu.sample(self.pids), time.monotonic() - start)
+                row.runs.append({**result.to_json(), "cores": used})
+                p50 = result.latency_ms.get(50, 0.0)
+                print(
+                    f"  fanout: {label} {path:14} {result.messages_per_second:9.1f} msg/s  p50 {p50:7.2f} ms "
+                    f"({result.received}/{result.expected} messages)"
                 )
 
     def e2e(self, round_no: int) -> None:
@@ -399,8 +499,12 @@ class Bench:
             )
             plain = Call(target.method, twin.address, target.data)
             for path, call, program in (("mutual TLS", secure, impl.cluster), ("plaintext", plain, twin.program)):
-                self.ghz_run(self.row("tls", target.label, path, program), call, load, warm=round_no == 0)
+                self.ghz_run(self.row("tls", target.label, path, program, target.lang), call, load, warm=round_no == 0)
 
+
+# The fan-out curve's watchers share a connection per this many streams (a
+# server may cap the streams of one HTTP/2 connection at 100).
+FANOUT_STREAMS_PER_CONNECTION = 100
 
 # The implementations the TLS scenario measures: one per language.
 TLS_TWINS = {"catalog": ("go",), "inventory": ("node",), "payments": ("python",)}
@@ -428,6 +532,8 @@ class Twins:
         address = f"127.0.0.1:{free_port()}"
         env = {k: v for k, v in self.stack.program_env(impl).items() if not k.startswith("SHOP_TLS_")}
         env["SHOP_LISTEN_ADDR"] = address
+        # The stack's process serves the metrics port; the twin serves none.
+        env["SHOP_METRICS_ADDR"] = ""
         command = [part.format(root=ROOT, run=self.stack.run_dir) for part in impl.command]
         program = f"{impl.cluster}-plaintext"
         log = (self.stack.logs_dir / f"{program}.log").open("wb")
@@ -481,6 +587,7 @@ SCENARIOS: dict[str, Callable[[Bench, int], None]] = {
     "hop": Bench.hop,
     "stream": Bench.stream,
     "e2e": Bench.e2e,
+    "fanout": Bench.fanout,
     "tls": Bench.tls,
 }
 
@@ -541,7 +648,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             payment_id = seed(stack, skus[0])
             langs = sorted(stack.routing["inventory"], key=INVENTORY_LANGS.index)
-            bench = Bench(plan, stack, ghz, payment_id, langs, skus)
+            floors = Floors(stack)
+            if {"unary", "hop"} & set(scenarios):
+                floors.start()
+                print(f"bench: floors up: {', '.join(f'{p} {a}' for p, a in floors.addresses().items())}")
+            bench = Bench(plan, stack, ghz, payment_id, langs, skus, floors=floors)
+            bench.measure_idle(plan.idle_seconds)
             try:
                 for round_no in range(plan.rounds):
                     print(f"bench: round {round_no + 1} of {plan.rounds}")
@@ -551,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"bench: {name} took {time.monotonic() - phase:.1f}s")
             finally:
                 bench.twins.stop()
+                floors.stop()
             rows = list(bench.rows.values())
         finally:
             stack.down()
@@ -578,9 +691,11 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": scenarios,
     }
     (out_dir / "report.json").write_text(
-        json.dumps({**meta, "rows": [r.to_json() for r in rows]}, indent=2, default=list) + "\n"
+        json.dumps({**meta, "ratios": report.ratios(rows), "rows": [r.to_json() for r in rows]}, indent=2, default=list)
+        + "\n"
     )
     (out_dir / "report.md").write_text(report.markdown(meta, rows))
     (out_dir / "latency.svg").write_text(report.svg(rows))
+    (out_dir / "curves.svg").write_text(report.curves_svg(rows))
     print(f"bench: done in {elapsed:.0f}s; report in {out_dir.relative_to(ROOT)}/report.md")
     return 0

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from shop.inventory.v1 import inventory_service_pb2 as pb
@@ -34,6 +34,8 @@ from shop.inventory.v1 import inventory_service_pb2_grpc as pb_grpc
 from bench.errors import BenchError
 
 CATCH_UP_SECONDS = 5.0
+# How long the watchers' initial snapshots may take (a thousand streams open one by one).
+SNAPSHOT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class StreamResult:
     expected: int  # change messages the watchers should receive (changes x watchers)
     received: int
     seconds: float
+    # Change latency: from the start of the ImportStock that wrote a value to
+    # a watcher receiving it, milliseconds, by percentile (50, 90, 99).
+    latency_ms: dict[int, float] = field(default_factory=dict)
 
     @property
     def messages_per_second(self) -> float:
@@ -65,6 +70,7 @@ class StreamResult:
             "seconds": round(self.seconds, 3),
             "messages_per_second": round(self.messages_per_second, 1),
             "changes_per_second": round(self.changes_per_second, 1),
+            "latency_ms": {f"p{p}": round(v, 3) for p, v in self.latency_ms.items()},
         }
 
 
@@ -76,6 +82,8 @@ async def _watch(
     counts: list[int],
     index: int,
     last_message: list[float],
+    sent: dict[int, float],
+    latencies: list[float],
 ) -> None:
     call = stub.WatchStock(pb.WatchStockRequest(skus=skus), metadata=metadata)
     initial = 0
@@ -87,7 +95,10 @@ async def _watch(
                     ready.set()
                 continue
             counts[index] += 1
-            last_message[0] = time.monotonic()
+            now = last_message[0] = time.monotonic()
+            written = sent.get(message.level.on_hand)
+            if written is not None:
+                latencies.append(now - written)
     except asyncio.CancelledError:
         call.cancel()
         raise
@@ -99,36 +110,59 @@ async def _watch(
 async def measure(
     watch_addr: str,
     write_addr: str,
-    open_channel: Callable[[str], grpc.aio.Channel],
+    open_channel: Callable[..., grpc.aio.Channel],
     skus: list[str],
     *,
     watchers: int,
     seconds: float,
     metadata: tuple[tuple[str, str], ...],
     first_value: int,
+    watchers_per_channel: int = 0,
 ) -> StreamResult:
-    """Watch skus on watch_addr with `watchers` streams while writing to write_addr for `seconds`."""
-    async with (
-        open_channel(watch_addr) as watch_channel,
-        open_channel(write_addr) as write_channel,
-    ):
-        watch_stub = pb_grpc.InventoryServiceStub(watch_channel)
+    """Watch skus on watch_addr with `watchers` streams while writing to write_addr for `seconds`.
+
+    The watchers share one channel, or open one per watchers_per_channel of
+    them when that is set (a server caps the streams of one connection).
+    """
+    per_channel = watchers_per_channel or watchers
+    count = -(-watchers // per_channel)
+    # Each its own connection: grpc shares one between channels to the same address unless told not to.
+    own = (("grpc.use_local_subchannel_pool", 1),) if count > 1 else ()
+    watch_channels = [open_channel(watch_addr, options=own) for _ in range(count)]
+    async with open_channel(write_addr) as write_channel:
         write_stub = pb_grpc.InventoryServiceStub(write_channel)
         counts = [0] * watchers
         last_message = [0.0]
+        sent: dict[int, float] = {}
+        latencies: list[float] = []
         ready = [asyncio.Event() for _ in range(watchers)]
         tasks = [
-            asyncio.create_task(_watch(watch_stub, skus, metadata, ready[i], counts, i, last_message))
+            asyncio.create_task(
+                _watch(
+                    pb_grpc.InventoryServiceStub(watch_channels[i // per_channel]),
+                    skus,
+                    metadata,
+                    ready[i],
+                    counts,
+                    i,
+                    last_message,
+                    sent,
+                    latencies,
+                )
+            )
             for i in range(watchers)
         ]
         try:
-            snapshot_deadline = time.monotonic() + 10
+            snapshot_deadline = time.monotonic() + SNAPSHOT_SECONDS
             while not all(event.is_set() for event in ready):
                 for task in tasks:
                     if task.done():
                         task.result()  # raises the watcher's BenchError
                 if time.monotonic() > snapshot_deadline:
-                    raise BenchError(f"WatchStock on {watch_addr}: the initial snapshot did not arrive within 10 s")
+                    raise BenchError(
+                        f"WatchStock on {watch_addr}: the initial snapshots of {watchers} watchers "
+                        f"did not arrive within {SNAPSHOT_SECONDS:g} s"
+                    )
                 await asyncio.sleep(0.01)
             writes = 0
             start = time.monotonic()
@@ -136,6 +170,7 @@ async def measure(
             while time.monotonic() < stop:
                 value = (first_value + writes) % 1_000_000
                 items = [pb.ImportStockRequest(sku=sku, on_hand=value) for sku in skus]
+                sent[value] = time.monotonic()
                 try:
                     await write_stub.ImportStock(iter(items), metadata=metadata, timeout=10)
                 except grpc.aio.AioRpcError as err:
@@ -158,8 +193,18 @@ async def measure(
                 expected=expected,
                 received=sum(counts),
                 seconds=end - start,
+                latency_ms=_percentiles(latencies),
             )
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for channel in watch_channels:
+                await channel.close()
+
+
+def _percentiles(seconds: list[float]) -> dict[int, float]:
+    if not seconds:
+        return {}
+    ordered = sorted(seconds)
+    return {p: ordered[min(len(ordered) - 1, len(ordered) * p // 100)] * 1000 for p in (50, 90, 99)}

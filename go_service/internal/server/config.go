@@ -134,6 +134,10 @@ type Config struct {
 	TraceSampleRatio float64
 	// MetricsAddr is host:port for Prometheus' /metrics; empty serves none.
 	MetricsAddr string
+	// CPUProfile is a file to write a pprof CPU profile of the whole run
+	// to, from Serve until the shutdown ends (`make profile` sets it);
+	// empty, the default, profiles nothing.
+	CPUProfile string
 
 	// TLSCertFile and TLSKeyFile are the server's certificate (its
 	// SPIFFE-style identity in the SAN) and key; TLSCAFile is the CA every
@@ -171,6 +175,8 @@ func (c *Config) Register(f *Flags, defaultAddr string) {
 		"share of the traces started here that are recorded, 0 to 1")
 	f.String(&c.MetricsAddr, "metrics-addr", "SHOP_METRICS_ADDR", "",
 		"host:port serving Prometheus metrics at /metrics; empty serves none")
+	f.String(&c.CPUProfile, "cpu-profile", "SHOP_CPU_PROFILE", "",
+		"write a pprof CPU profile of the whole run to this file (make profile); empty profiles nothing")
 }
 
 // Ratio adapts a float64 to a setting between 0 and 1, as

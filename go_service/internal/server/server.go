@@ -182,6 +182,12 @@ func (s *Server) Run(ctx context.Context) error {
 // until they end or the grace period runs out.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	defer s.telemetry.shutdown(s.log)
+	stopProfile, err := startCPUProfile(s.cfg.CPUProfile, s.log)
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	defer stopProfile()
 	stopMetrics, err := s.telemetry.serveMetrics(ctx, s.cfg.MetricsAddr, s.log)
 	if err != nil {
 		_ = lis.Close()

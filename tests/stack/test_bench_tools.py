@@ -1,0 +1,137 @@
+"""The bench's instruments, checked without timing anything (docs/performance.md).
+
+`make profile` refuses a wrong SERVICE or SCENARIO before building, naming
+the right ones; the floors run on the services' pinned gRPC libraries; the
+bare Envoy hop's configuration is one Envoy accepts; the report divides each
+row by its own language's floor and Envoy by the bare hop of the same kind of
+listener.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from bench import floors, report
+from bench.model import Row
+from shopstack import pki, topology
+from shopstack.stack import VENV_BIN, Stack
+from shopstack.topology import ROOT
+
+# What `make build` prints when it runs: none of it may appear before a bad argument is refused.
+BUILD_STEPS = ("go build", "npm run", "pip install")
+
+
+def make(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["SERVICE=nope", "SCENARIO=unary"], "there is no service or program 'nope'; SERVICE is one of catalog-go, "),
+        (["SERVICE=inventory", "SCENARIO=unary"], "inventory has 3 implementations; name one: inventory-node, "),
+        (
+            ["SERVICE=orders", "SCENARIO=soak"],
+            "there is no scenario 'soak'; SCENARIO is one of unary, hop, stream, e2e",
+        ),
+        (
+            ["SERVICE=inventory-go", "SCENARIO=e2e"],
+            "the e2e scenario sends no load to inventory-go; it loads orders-python, catalog-go, inventory-node, "
+            "payments-python. Scenarios that load inventory-go: unary, hop, stream",
+        ),
+        (["SCENARIO=unary"], "SERVICE is missing; it is one of "),
+        (["SERVICE=payments"], "SCENARIO is missing; it is one of unary, hop, stream, e2e"),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_make_profile_refuses_a_wrong_argument_before_building(args: list[str], expected: str) -> None:
+    result = make("profile", *args)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert expected in out
+    assert not [step for step in BUILD_STEPS if step in out], out
+
+
+def _requires(go_mod: Path) -> dict[str, str]:
+    text = go_mod.read_text()
+    return dict(re.findall(r"^\s*(?:require\s+)?([\w./-]+\.[\w./-]+)\s+(v[^\s]+)", text, re.MULTILINE))
+
+
+def test_the_go_floor_builds_on_go_service_versions() -> None:
+    """Every module the floor requires that go_service pins too is at go_service's version (grpc-go first)."""
+    floor = _requires(ROOT / "bench" / "floor" / "go" / "go.mod")
+    service = _requires(ROOT / "go_service" / "go.mod")
+    assert "google.golang.org/grpc" in floor
+    differ = {m: (v, service[m]) for m, v in floor.items() if m in service and v != service[m]}
+    assert not differ, f"bench/floor/go/go.mod differs from go_service/go.mod (floor, service): {differ}"
+
+
+def test_envoy_accepts_the_bare_hop(tmp_path: Path) -> None:
+    topo = topology.load()
+    stack = Stack(run_dir=tmp_path, topology=topo)
+    pki.make_all(stack.certs, topo.identities())
+    config = tmp_path / "envoy-bare.yaml"
+    config.write_text(yaml.safe_dump(floors.bare_envoy(stack, 10001, 10002, "127.0.0.1:10003")))
+    result = subprocess.run(
+        [str(VENV_BIN / "envoy"), "--mode", "validate", "--disable-hot-restart", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _row(target: str, path: str, program: str, lang: str, proxy: str, cpu: dict[str, float]) -> Row:
+    run = {"count": 1000, "rps": 1000.0, "cpu_seconds": cpu, "latency_ms": {"p50": 1.0, "p90": 2.0, "p99": 3.0}}
+    return Row("unary", target, path, runs=[run], program=program, lang=lang, proxy=proxy)
+
+
+def test_the_ratios_divide_by_the_same_languages_floor_and_the_same_listeners_bare_hop() -> None:
+    rows = [
+        _row("floor health Check (go)", "direct", "floor-go", "go", "", {"floor-go": 0.05}),
+        _row("floor health Check (go)", "envoy public", "floor-go", "go", "envoy-bare", {"envoy-bare": 0.1}),
+        _row("floor health Check (go)", "envoy internal", "floor-go", "go", "envoy-bare", {"envoy-bare": 0.08}),
+        _row("floor health Check (python)", "direct", "floor-python", "python", "", {"floor-python": 0.3}),
+        _row(
+            "catalog GetProduct (go)", "envoy public", "catalog-go", "go", "envoy", {"catalog-go": 0.1, "envoy": 0.15}
+        ),
+        _row(
+            "payments GetPayment (python)",
+            "envoy internal",
+            "payments-python",
+            "python",
+            "envoy",
+            {"payments-python": 0.45, "envoy": 0.12},
+        ),
+    ]
+    found = report.ratios(rows)
+    assert found["floor_cpu_us"] == {"go": 50.0, "python": 300.0}
+    assert found["bare_hop_cpu_us"] == {"envoy public": 100.0, "envoy internal": 80.0}
+    by_target = {entry["target"]: entry for entry in found["rows"]}  # type: ignore[union-attr, index]
+    assert by_target["catalog GetProduct (go)"]["server_over_floor"] == 2.0
+    assert by_target["catalog GetProduct (go)"]["envoy_over_bare_hop"] == 1.5
+    assert by_target["payments GetPayment (python)"]["server_over_floor"] == 1.5
+    assert by_target["payments GetPayment (python)"]["envoy_over_bare_hop"] == 1.5
+    text = report.markdown(
+        {
+            "mode": "quick",
+            "started": "now",
+            "machine": dict.fromkeys(
+                ("cpus", "cpu_model", "load_average_at_start", "envoy", "go", "node", "python", "ghz", "git_commit"),
+                "x",
+            ),
+            "plan": {"rounds": 1, "concurrency": 8, "connections": 2, "unary_seconds": 1, "warmup_seconds": 0.3},
+            "knobs": {},
+            "duration_seconds": 1,
+        },
+        rows,
+    )
+    assert "## Floors: bare servers and a bare Envoy hop" in text
+    assert "| catalog GetProduct (go) | envoy public |" in text
