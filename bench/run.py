@@ -689,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": facts,
         "skipped": skipped,
         "scenarios": scenarios,
+        "sampling_ratio": topo_mod.load().telemetry.sampling_ratio,
     }
     (out_dir / "report.json").write_text(
         json.dumps({**meta, "ratios": report.ratios(rows), "rows": [r.to_json() for r in rows]}, indent=2, default=list)
