@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
-import uvloop
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -148,11 +147,10 @@ def service_main(
 ) -> int:
     """A service's `main`: read its config and the telemetry settings (exit 2
     naming the bad variable), set up traces and metrics (exit 1 when the
-    metrics port cannot be bound), then run it on a fresh uvloop event loop,
-    flush the spans still queued, and return its exit code.
-
-    uvloop (libuv) runs the same asyncio code with less CPU per loop turn
-    than the standard loop; docs/performance.md has the figures."""
+    metrics port cannot be bound), then run it on a fresh event loop, flush
+    the spans still queued, and return its exit code. (uvloop was measured
+    here and saved nothing: grpc.aio does its I/O in its C core;
+    docs/performance.md, P3.)"""
     try:
         config = from_env()
         telemetry_config = telemetry.TelemetryConfig.from_env()
@@ -165,8 +163,7 @@ def service_main(
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
     try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(run(config))
+        return asyncio.run(run(config))
     finally:
         tel.shutdown()
 
