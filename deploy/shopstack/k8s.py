@@ -225,7 +225,11 @@ def stateful(service: str, conf: Settings) -> bool:
 
 
 def _env(impl: Implementation, topo: Topology) -> list[dict[str, str]]:
-    env = [{"name": "SHOP_LISTEN_ADDR", "value": f"0.0.0.0:{impl.port}"}, *_tls_env(impl.service)]
+    env = [
+        {"name": "SHOP_LISTEN_ADDR", "value": f"0.0.0.0:{impl.port}"},
+        *_tls_env(impl.service),
+        {"name": "SHOP_MAX_STREAMS_PER_CLIENT", "value": str(topo.limits.max_streams_per_client)},
+    ]
     if impl.service != "reflection":
         env.append({"name": "SHOP_DB_PATH", "value": f"/data/{impl.service}.db"})
     for dep in topo.services[impl.service].depends_on:

@@ -260,10 +260,14 @@ class Stack:
             "SHOP_LOG_LEVEL": self.log_level,
             "SHOP_METRICS_ADDR": self.metrics_addr(impl),
             "SHOP_TRACE_SAMPLE_RATIO": f"{self.topology.telemetry.sampling_ratio:g}",
+            "SHOP_MAX_STREAMS_PER_CLIENT": str(self.topology.limits.max_streams_per_client),
             "PYTHONUNBUFFERED": "1",
         }
         if self.telemetry:
             env["SHOP_ZIPKIN_URL"] = f"{self.zipkin_url}/api/v2/spans"
+        if impl.service == "reflection":
+            # The edge's grpc.health.v1 answers per service from Envoy's cluster health.
+            env["SHOP_ENVOY_ADMIN_ADDR"] = f"127.0.0.1:{self.topology.admin_port}"
         deps = self.topology.services[impl.service].depends_on
         for dep in deps:
             # Service-to-service calls go through Envoy's internal listener.

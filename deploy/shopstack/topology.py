@@ -147,6 +147,8 @@ class Limits:
     internal: ListenerLimits
     max_downstream_connections: int
     max_heap_bytes: int
+    # Server streams one client may hold open on one service process ([limits.services]).
+    max_streams_per_client: int
 
 
 @dataclass(frozen=True)
@@ -300,6 +302,7 @@ def load(path: Path | None = None) -> Topology:
             internal=ListenerLimits(**limits["internal"]),
             max_downstream_connections=int(limits["edge"]["max_downstream_connections"]),
             max_heap_bytes=int(limits["edge"]["max_heap_bytes"]),
+            max_streams_per_client=int(limits["services"]["max_streams_per_client"]),
         ),
         telemetry=Telemetry(
             zipkin_port=int(tel["zipkin_port"]),

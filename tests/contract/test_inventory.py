@@ -8,12 +8,14 @@ asserts are exact whatever else runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
 import pytest
 from shop.inventory.v1 import inventory_service_pb2 as pb
 from shop.inventory.v1 import inventory_service_pb2_grpc as pbg
+from shopstack import topology
 
 from .support import (
     OVERSIZED_BYTES,
@@ -433,6 +435,45 @@ def test_watch_stock_ends_with_deadline_exceeded(stub: pbg.InventoryServiceStub)
     stream = watch(stub, sku, timeout=0.5)
     seen = fails(lambda: list(stream))
     assert_deadline_ended(seen)
+
+
+def test_watch_stock_streams_one_client_holds_are_capped(stub: pbg.InventoryServiceStub) -> None:
+    """SHOP_MAX_STREAMS_PER_CLIENT (deploy/stack.toml [limits.services]): a client,
+    known by its verified customer (x-shop-customer, which Envoy sets from a token),
+    holds that many WatchStock streams and no more; the next is RESOURCE_EXHAUSTED
+    at once, another client still watches, and a closed stream frees its slot."""
+    cap = topology.load().limits.max_streams_per_client
+    sku = fresh_sku(stub, 1)
+    request = pb.WatchStockRequest(skus=[sku])
+    greedy = (("x-shop-customer", unique("cust-greedy")),)
+    held = []
+    try:
+        for _ in range(cap):
+            stream = stub.WatchStock(request, metadata=greedy, timeout=60)
+            next(stream)  # open: the current level came
+            held.append(stream)
+        refused = fails(lambda: next(stub.WatchStock(request, metadata=greedy, timeout=15)))
+        assert_code(refused, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        assert "SHOP_MAX_STREAMS_PER_CLIENT" in refused.message, refused.message
+        other = stub.WatchStock(request, metadata=(("x-shop-customer", unique("cust-other")),), timeout=15)
+        assert next(other).level.sku == sku
+        other.cancel()  # type: ignore[attr-defined]
+        held.pop().cancel()  # type: ignore[attr-defined]
+        # The server frees the slot once it learns of the cancellation.
+        deadline = time.monotonic() + 15
+        while True:
+            again = stub.WatchStock(request, metadata=greedy, timeout=60)
+            try:
+                next(again)
+                held.append(again)
+                break
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err  # type: ignore[attr-defined]
+                assert time.monotonic() < deadline, "a cancelled WatchStock never freed its slot"
+                time.sleep(0.05)
+    finally:
+        for stream in held:
+            stream.cancel()
 
 
 def test_watch_stock_unknown_sku_is_not_found_before_any_message(

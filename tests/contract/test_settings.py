@@ -22,7 +22,9 @@ The test then checks that every setting took effect:
   traced (their rpc log lines carry trace_id and span_id) and a Zipkin that is
   not there changes nothing.
 
-A bad value stops each implementation at start-up, naming the variable.
+SHOP_MAX_STREAMS_PER_CLIENT takes effect in test_inventory.py (the stack sets
+it for every implementation). A bad value stops each implementation at
+start-up, naming the variable.
 """
 
 from __future__ import annotations
@@ -239,7 +241,12 @@ def test_every_setting_takes_effect_in_every_implementation(started: Started, se
 
 
 @pytest.mark.parametrize(
-    ("variable", "value"), [("SHOP_SHUTDOWN_GRACE_SECONDS", "soon"), ("SHOP_TRACE_SAMPLE_RATIO", "2")]
+    ("variable", "value"),
+    [
+        ("SHOP_SHUTDOWN_GRACE_SECONDS", "soon"),
+        ("SHOP_TRACE_SAMPLE_RATIO", "2"),
+        ("SHOP_MAX_STREAMS_PER_CLIENT", "many"),
+    ],
 )
 @pytest.mark.parametrize("lang", sorted(IMPLEMENTATIONS))
 def test_a_bad_value_stops_every_implementation_naming_the_variable(

@@ -50,6 +50,12 @@ def test_each_health_check_speaks_grpc_health_for_its_service(impl: topology.Imp
     assert "HEALTHCHECK" in dockerfile_of(SERVICES[impl.cluster])
 
 
+@pytest.mark.parametrize("impl", DEFAULT_IMPLS, ids=lambda i: i.cluster)
+def test_each_service_caps_streams_per_client_as_stack_toml_says(impl: topology.Implementation) -> None:
+    env = SERVICES[impl.cluster]["environment"]
+    assert env["SHOP_MAX_STREAMS_PER_CLIENT"] == str(TOPOLOGY.limits.max_streams_per_client)
+
+
 @pytest.mark.parametrize("impl", [i for i in DEFAULT_IMPLS if i.service != "reflection"], ids=lambda i: i.cluster)
 def test_each_database_lives_on_a_named_volume(impl: topology.Implementation) -> None:
     spec = SERVICES[impl.cluster]

@@ -316,6 +316,34 @@ def test_public_reflection_hides_services_without_a_public_rpc_and_health_goes_t
     assert health["route"]["cluster"] == TOPOLOGY.impl_of("reflection").cluster
 
 
+def test_edge_health_names_the_clusters_taking_each_services_traffic_per_listener() -> None:
+    routing = {**envoy.default_routing(TOPOLOGY), "inventory": {"node": 90, "go": 10, "python": 0}}
+
+    def asked(listener: str) -> dict[str, str]:
+        health = routes_by_path(listener, routing)["/grpc.health.v1.Health/"][0]
+        assert health["route"]["cluster"] == TOPOLOGY.impl_of("reflection").cluster
+        (header,) = health["request_headers_to_add"]
+        assert header["header"]["key"] == envoy.HEALTH_CLUSTERS_HEADER
+        return dict(entry.split("=") for entry in header["header"]["value"].split(";"))
+
+    internal = asked("internal")
+    assert internal["shop.inventory.v1.InventoryService"] == "inventory-go,inventory-node"  # weight 0 left out
+    assert internal["shop.payments.v1.PaymentService"] == TOPOLOGY.impl_of("payments").cluster
+    assert set(internal) == {s.proto for name, s in TOPOLOGY.services.items() if name != "reflection"}
+    # The public listener answers only for services it serves an RPC of, as public reflection lists.
+    assert set(asked("public")) == set(internal) - {"shop.payments.v1.PaymentService"}
+
+
+@pytest.mark.parametrize("listener", ["public", "internal"])
+def test_every_call_carries_the_client_address_envoy_saw_whatever_the_caller_sent(listener: str) -> None:
+    config = envoy.routes(TOPOLOGY, envoy.default_routing(TOPOLOGY), listener, RPCS)
+    (added,) = config["resources"][0]["virtual_hosts"][0]["request_headers_to_add"]
+    assert added == {
+        "header": {"key": envoy.CLIENT_ADDRESS_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
+
+
 def _listener(name: str) -> dict:
     config = envoy.bootstrap(TOPOLOGY, envoy.docker_mode())
     return next(lis for lis in config["static_resources"]["listeners"] if lis["name"] == name)

@@ -31,11 +31,20 @@ from shopstack.envoy.common import (
     kubernetes_mode,
     local_mode,
 )
-from shopstack.envoy.dynamic import IMPL_HEADER, REFLECTION_HIDE_HEADER, clusters, routes
+from shopstack.envoy.dynamic import (
+    CLIENT_ADDRESS_HEADER,
+    HEALTH_CLUSTERS_HEADER,
+    IMPL_HEADER,
+    REFLECTION_HIDE_HEADER,
+    clusters,
+    routes,
+)
 from shopstack.envoy.render import render, static_bootstrap
 
 __all__ = [
+    "CLIENT_ADDRESS_HEADER",
     "DOCKER_CERTS_DIR",
+    "HEALTH_CLUSTERS_HEADER",
     "IMPL_HEADER",
     "NOT_FORWARDED_HEADER",
     "REFLECTION_HIDE_HEADER",

@@ -22,6 +22,13 @@ from shopstack.topology import WEB_DIST, ListenerLimits, Method, Service, Topolo
 IMPL_HEADER = "x-shop-impl"
 # The services public reflection leaves out (go_service/internal/apireflection, HideHeader).
 REFLECTION_HIDE_HEADER = "x-shop-reflection-hide"
+# For the edge's grpc.health.v1: each service a listener's callers may ask
+# about and the clusters taking its traffic (apireflection.ClustersHeader).
+HEALTH_CLUSTERS_HEADER = "x-shop-health-clusters"
+# The address Envoy saw a client connect from, set on every call (a caller's own
+# value is overwritten): with x-shop-customer, what the services' per-client
+# stream cap counts by ([limits.services] in stack.toml).
+CLIENT_ADDRESS_HEADER = "x-shop-client-address"
 # Set by jwt_authn from a verified token's scope claim (bootstrap.py strips any a caller sends).
 _SCOPE_HEADER = "x-shop-scope"
 # The gRPC-Web and CORS headers a browser client sends and may read.
@@ -452,36 +459,65 @@ def routes(
         "match": {"prefix": "/grpc.reflection."},
         "route": _route_action(reflection, None, routing["reflection"], listener),
     }
+    hidden = sorted(
+        service.proto
+        for name, service in topology.services.items()
+        if name != "reflection"
+        and rpcs.get(service.proto)
+        and all(service.is_internal(m.name) for m in rpcs[service.proto])
+    )
+    # grpc.health.v1 at the edge (grpc_health_probe -addr <listener>): the API
+    # reflection server, reached through Envoy, answers "" for the edge itself
+    # and, for a shop service, whether Envoy has a healthy host in a cluster
+    # taking its traffic (from Envoy's admin; envoy/README.md). The header
+    # names those clusters, per service a caller of this listener may call.
+    asked = {
+        topology.services[name].proto: sorted(
+            topology.services[name].implementations[lang].cluster for lang, weight in targets.items() if weight > 0
+        )
+        for name, targets in sorted(routing.items())
+        if name != "reflection" and not (public and topology.services[name].proto in hidden)
+    }
+    entries.append(
+        {
+            "name": "edge health",
+            "match": {"prefix": "/grpc.health.v1.Health/"},
+            "route": _route_action(reflection, None, routing["reflection"], listener),
+            "request_headers_to_add": [
+                {
+                    "header": {
+                        "key": HEALTH_CLUSTERS_HEADER,
+                        "value": ";".join(f"{proto}={','.join(clusters)}" for proto, clusters in sorted(asked.items())),
+                    },
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+        }
+    )
     if public:
         # Public reflection lists only services with at least one public RPC:
         # the reflection server leaves out what this header names.
-        hidden = sorted(
-            service.proto
-            for name, service in topology.services.items()
-            if name != "reflection"
-            and rpcs.get(service.proto)
-            and all(service.is_internal(m.name) for m in rpcs[service.proto])
-        )
         api_reflection["request_headers_to_add"] = [
             {
                 "header": {"key": REFLECTION_HIDE_HEADER, "value": ",".join(hidden)},
                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
             }
         ]
-        # grpc.health.v1 at the edge (grpc_health_probe -addr <public>): the
-        # API reflection server, reached through Envoy, answers for the edge.
-        entries.append(
-            {
-                "name": "edge health",
-                "match": {"prefix": "/grpc.health.v1.Health/"},
-                "route": _route_action(reflection, None, routing["reflection"], listener),
-            }
-        )
     entries.append(api_reflection)
     if public:
         # Last: an internal RPC's refusal above answers its preflight too.
         entries.append(_preflight(topology, routing))
-    virtual_host: dict[str, Any] = {"name": "shop", "domains": ["*"], "routes": entries}
+    virtual_host: dict[str, Any] = {
+        "name": "shop",
+        "domains": ["*"],
+        "routes": entries,
+        "request_headers_to_add": [
+            {
+                "header": {"key": CLIENT_ADDRESS_HEADER, "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+    }
     if public:
         virtual_host["typed_per_filter_config"] = {"envoy.filters.http.cors": _cors_policy(topology)}
         # Which implementation served the call (inventory-go, ...): the

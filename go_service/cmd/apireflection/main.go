@@ -4,9 +4,10 @@
 // `describe` work without proto files. On the public listener Envoy sends
 // the services to leave out of the list (apireflection.HideHeader), so public
 // reflection lists only what the public listener serves. It serves
-// grpc.health.v1 too (Envoy's public listener sends the edge's health checks
-// here), and
-// otherwise runs like every shop service (docs/conventions.md);
+// grpc.health.v1 too: Envoy's listeners send the edge's health checks here,
+// and with SHOP_ENVOY_ADMIN_ADDR a check naming a shop service is answered
+// from Envoy's cluster health (apireflection.EdgeHealth). It otherwise runs
+// like every shop service (docs/conventions.md);
 // `apireflection -h` lists the flags, each of which mirrors an environment
 // variable.
 package main
@@ -19,6 +20,7 @@ import (
 	"github.com/polyglot-shop/shop/go_service/internal/apireflection"
 	"github.com/polyglot-shop/shop/go_service/internal/repofile"
 	"github.com/polyglot-shop/shop/go_service/internal/server"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 func main() {
@@ -27,12 +29,14 @@ func main() {
 
 func run(ctx context.Context, args []string) error {
 	cfg := server.Config{Service: "reflection"}
-	var descriptorSet string
+	var descriptorSet, envoyAdmin string
 	fs := flag.NewFlagSet("apireflection", flag.ContinueOnError)
 	flags := server.NewFlags(fs, os.LookupEnv)
 	cfg.Register(flags, "127.0.0.1:50055")
 	flags.String(&descriptorSet, "descriptor-set", "SHOP_DESCRIPTOR_SET", "",
 		"the FileDescriptorSet to describe (default: "+apireflection.DefaultDescriptorSet+" in the working directory or its nearest parent that has one)")
+	flags.String(&envoyAdmin, "envoy-admin-addr", "SHOP_ENVOY_ADMIN_ADDR", "",
+		"Envoy's admin interface (host:port); with it, grpc.health.v1 through Envoy answers per shop service whether Envoy has a healthy host for it")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -53,5 +57,10 @@ func run(ctx context.Context, args []string) error {
 
 	srv := server.New(cfg, log)
 	srv.SetReflectionServers(api.ReflectionServers())
+	if envoyAdmin != "" {
+		srv.SetHealthServer(func(own healthpb.HealthServer) healthpb.HealthServer {
+			return apireflection.NewEdgeHealth(own, envoyAdmin)
+		})
+	}
 	return srv.Run(ctx)
 }

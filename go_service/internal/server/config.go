@@ -138,6 +138,9 @@ type Config struct {
 	// to, from Serve until the shutdown ends (`make profile` sets it);
 	// empty, the default, profiles nothing.
 	CPUProfile string
+	// MaxStreamsPerClient is how many server streams one client may hold
+	// open at once (streamcap.go); 0 means no cap.
+	MaxStreamsPerClient int
 
 	// TLSCertFile and TLSKeyFile are the server's certificate (its
 	// SPIFFE-style identity in the SAN) and key; TLSCAFile is the CA every
@@ -177,6 +180,8 @@ func (c *Config) Register(f *Flags, defaultAddr string) {
 		"host:port serving Prometheus metrics at /metrics; empty serves none")
 	f.String(&c.CPUProfile, "cpu-profile", "SHOP_CPU_PROFILE", "",
 		"write a pprof CPU profile of the whole run to this file (make profile); empty profiles nothing")
+	f.Text(Count(&c.MaxStreamsPerClient), "max-streams-per-client", "SHOP_MAX_STREAMS_PER_CLIENT",
+		"server streams one client may hold open at once; 0 for no cap")
 }
 
 // Ratio adapts a float64 to a setting between 0 and 1, as

@@ -49,6 +49,9 @@ type Server struct {
 	// reflectionV1 and reflectionV1Alpha, when set, serve reflection instead.
 	reflectionV1      v1reflectiongrpc.ServerReflectionServer
 	reflectionV1Alpha v1alphareflectiongrpc.ServerReflectionServer
+	// healthWrap, when set, wraps the health server that answers
+	// grpc.health.v1 (SetHealthServer). Written only before serving starts.
+	healthWrap func(healthpb.HealthServer) healthpb.HealthServer
 }
 
 var _ grpc.ServiceRegistrar = (*Server)(nil)
@@ -56,7 +59,8 @@ var _ grpc.ServiceRegistrar = (*Server)(nil)
 // New returns a Server for cfg. opts are extra grpc.ServerOptions; tracing
 // (a stats handler), the metrics interceptors and the logging and recovery
 // interceptors are always installed, outermost first, so a recovered panic
-// is logged and counted as INTERNAL.
+// is logged and counted as INTERNAL; innermost, the cap on server streams
+// per client (streamcap.go), so a refused stream is logged too.
 func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) *Server {
 	tel, err := newTelemetry(cfg, log)
 	if err != nil {
@@ -74,7 +78,7 @@ func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) *Server {
 		// worker busy still gets a goroutine of its own.
 		grpc.NumStreamWorkers(streamWorkers()),
 		grpc.ChainUnaryInterceptor(UnaryLogging(log), UnaryRecovery(log)),
-		grpc.ChainStreamInterceptor(StreamLogging(log), StreamRecovery(log)),
+		grpc.ChainStreamInterceptor(StreamLogging(log), StreamRecovery(log), newStreamCap(cfg.MaxStreamsPerClient).interceptor()),
 	}, opts...)...)
 	if cfg.creds != nil {
 		// Mutual TLS: the handshake refuses a client without a certificate
@@ -91,7 +95,6 @@ func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) *Server {
 	// health.NewServer starts the overall status as SERVING; nothing is
 	// served until Serve says so.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(s.grpc, s.health)
 	return s
 }
 
@@ -100,6 +103,22 @@ func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) *Server {
 // the database from spilling over to new goroutines.
 func streamWorkers() uint32 {
 	return uint32(4 * runtime.GOMAXPROCS(0))
+}
+
+// SetHealthServer makes wrap's server answer grpc.health.v1 in place of the
+// server's own, which wrap receives (it keeps the statuses Serve and the
+// shutdown set). Call it before Serve; Serve registers health.
+func (s *Server) SetHealthServer(wrap func(own healthpb.HealthServer) healthpb.HealthServer) {
+	s.healthWrap = wrap
+}
+
+// registerHealth registers grpc.health.v1: the server's own, or SetHealthServer's.
+func (s *Server) registerHealth() {
+	var served healthpb.HealthServer = s.health
+	if s.healthWrap != nil {
+		served = s.healthWrap(s.health)
+	}
+	healthpb.RegisterHealthServer(s.grpc, served)
 }
 
 // Metrics is the registry the server's /metrics serves; a service registers
@@ -194,6 +213,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		return err
 	}
 	defer stopMetrics()
+	s.registerHealth()
 	s.registerReflection()
 	s.telemetry.rpc.InitializeMetrics(s.grpc)
 	// SERVING before the first call is accepted, so no health check ever

@@ -83,6 +83,19 @@ export function readRatio(env: Env, name: string, fallback: number): number {
   return value;
 }
 
+/** A whole number, zero or more (SHOP_MAX_STREAMS_PER_CLIENT); fallback when unset. */
+export function readCount(env: Env, name: string, fallback: number): number {
+  const raw = readOptional(env, name);
+  if (raw === undefined) {
+    return fallback;
+  }
+  const value = Number(raw.trim());
+  if (!Number.isInteger(value) || value < 0) {
+    throw new ConfigError(name, `must be a whole number, zero or more; got "${raw}"`);
+  }
+  return value;
+}
+
 /** An http(s) URL (SHOP_ZIPKIN_URL), or undefined when unset. */
 export function readUrl(env: Env, name: string): string | undefined {
   const raw = readOptional(env, name);
@@ -142,12 +155,14 @@ export interface ServerConfig {
   metricsAddr?: string;
   /** Mutual TLS; undefined means plaintext (tests only). */
   tls?: TlsFiles;
+  /** Server streams one client may hold open at once (common/limits.ts); 0 or undefined: no cap. */
+  maxStreamsPerClient?: number;
 }
 
 /**
  * Reads SHOP_LISTEN_ADDR (defaultAddr when unset), SHOP_SHUTDOWN_GRACE_SECONDS,
  * SHOP_LOG_LEVEL, the three SHOP_TLS_* files and the telemetry settings: SHOP_ZIPKIN_URL,
- * SHOP_TRACE_SAMPLE_RATIO and SHOP_METRICS_ADDR.
+ * SHOP_TRACE_SAMPLE_RATIO and SHOP_METRICS_ADDR, and SHOP_MAX_STREAMS_PER_CLIENT.
  */
 export function loadServerConfig(env: Env, defaultAddr: string): ServerConfig {
   const metricsAddr = readOptional(env, "SHOP_METRICS_ADDR");
@@ -159,5 +174,6 @@ export function loadServerConfig(env: Env, defaultAddr: string): ServerConfig {
     zipkinUrl: readUrl(env, "SHOP_ZIPKIN_URL"),
     traceSampleRatio: readRatio(env, "SHOP_TRACE_SAMPLE_RATIO", 1),
     metricsAddr: metricsAddr === undefined ? undefined : readListenAddr(env, "SHOP_METRICS_ADDR", metricsAddr),
+    maxStreamsPerClient: readCount(env, "SHOP_MAX_STREAMS_PER_CLIENT", 0),
   };
 }

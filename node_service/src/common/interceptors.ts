@@ -71,3 +71,36 @@ export function loggingInterceptor(logger: Logger): ServerInterceptor {
     return new ServerInterceptingCall(call, responder);
   };
 }
+
+// grpc-js's own answer to a unary or server-streaming call whose client
+// half-closed without a complete request message (a frame shorter than its
+// length prefix, or no message at all), and to one that sent two.
+const NO_REQUEST = /^Received (no|a second) request message for /;
+
+/**
+ * Gives grpc-js's answer to a malformed request stream the code the gRPC
+ * protocol and the Go and Python servers give it. grpc-js answers "Received
+ * no request message for ..." (and "a second request message") with
+ * UNIMPLEMENTED, which says the method does not exist; the call was a
+ * protocol violation by the client, which is INTERNAL (grpc-go: "grpc: ...
+ * unexpected EOF"; grpc-java: "Half-closed without a request"). Every other
+ * status passes unchanged.
+ */
+export function protocolErrorInterceptor(): ServerInterceptor {
+  return (_method, call) => {
+    const responder = new ResponderBuilder()
+      .withSendStatus((status, next) => {
+        if (status.code === Code.UNIMPLEMENTED && NO_REQUEST.test(status.details)) {
+          next({
+            ...status,
+            code: Code.INTERNAL,
+            details: `The request stream did not hold exactly one complete message: ${status.details}`,
+          });
+          return;
+        }
+        next(status);
+      })
+      .build();
+    return new ServerInterceptingCall(call, responder);
+  };
+}

@@ -17,7 +17,8 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 
 import type { ServerConfig, TlsFiles } from "./config.js";
-import { loggingInterceptor } from "./interceptors.js";
+import { loggingInterceptor, protocolErrorInterceptor } from "./interceptors.js";
+import { streamCapInterceptor } from "./limits.js";
 import type { Logger } from "./logger.js";
 import { reflectionPackage } from "./reflection.js";
 import type { Telemetry } from "./telemetry.js";
@@ -110,7 +111,15 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   const names = ["", ...options.services.map((s) => s.name)];
   // The tracing interceptor comes after the logging one: grpc-js runs the
   // last interceptor outermost, so the span is active when the rpc line is logged.
-  const interceptors = [loggingInterceptor(logger), ...(options.telemetry ? [options.telemetry.interceptor()] : [])];
+  // A status the handler side sends passes them from the last to the first:
+  // the protocol-error fix and the stream cap come after the others, so what
+  // they answer is traced and logged like any other call.
+  const interceptors = [
+    loggingInterceptor(logger),
+    ...(options.telemetry ? [options.telemetry.interceptor()] : []),
+    protocolErrorInterceptor(),
+    streamCapInterceptor(config.maxStreamsPerClient ?? 0),
+  ];
   const server = new Server({ interceptors });
   const health = new HealthImplementation(Object.fromEntries(names.map((name) => [name, "NOT_SERVING"])));
   let port: number;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 import pytest
@@ -197,3 +198,51 @@ async def test_reflection_lists_the_order_service(harness: OrdersHarness) -> Non
     await call.done_writing()
     names = {s.name for s in response.list_services_response.service}
     assert {"shop.orders.v1.OrderService", "grpc.health.v1.Health"} <= names
+
+
+async def test_a_client_past_its_cap_of_open_watches_is_refused_and_others_are_not(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fakes: Fakes
+) -> None:
+    """SHOP_MAX_STREAMS_PER_CLIENT (common/limits.py), as orders serves it: an order held
+    mid-saga keeps its WatchOrder streams open; the cap's next one is RESOURCE_EXHAUSTED
+    at once, another client still watches, and a closed stream frees its slot."""
+    monkeypatch.setenv("SHOP_MAX_STREAMS_PER_CLIENT", "3")
+    harness = OrdersHarness(tmp_path / "capped.db", fakes)
+    await harness.start()
+    try:
+        fakes.inventory.reserve_gate.close()
+        placing = asyncio.ensure_future(harness.stub.PlaceOrder(order_request("r-cap"), timeout=DEADLINE))
+        await asyncio.wait_for(fakes.inventory.reserve_gate.entered.wait(), DEADLINE)
+        [order] = (await harness.stub.ListOrders(pb.ListOrdersRequest(), timeout=DEADLINE)).orders
+        request = pb.WatchOrderRequest(order_id=order.order_id)
+        held = [harness.stub.WatchOrder(request, timeout=DEADLINE) for _ in range(3)]
+        for call in held:
+            assert (await call.read()).order.state == pb.ORDER_STATE_PRICED
+        refused = harness.stub.WatchOrder(request, timeout=DEADLINE)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await refused.read()
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "SHOP_MAX_STREAMS_PER_CLIENT" in (caught.value.details() or "")
+        # Envoy names a client by the address it connected from: another one still watches.
+        other = harness.stub.WatchOrder(request, timeout=DEADLINE, metadata=(("x-shop-client-address", "10.1.2.3"),))
+        assert (await other.read()).order.state == pb.ORDER_STATE_PRICED
+        other.cancel()
+        held.pop().cancel()
+        # The server frees the slot once it learns of the cancellation.
+        for _ in range(200):
+            again = harness.stub.WatchOrder(request, timeout=DEADLINE)
+            try:
+                await again.read()
+                held.append(again)
+                break
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+                await asyncio.sleep(0.05)
+        else:
+            pytest.fail("a cancelled WatchOrder never freed its slot")
+        fakes.inventory.reserve_gate.open()
+        assert (await placing).order.state == pb.ORDER_STATE_CONFIRMED
+        for call in held:
+            call.cancel()
+    finally:
+        await harness.stop()

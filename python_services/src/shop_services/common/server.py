@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from shop_services.common import telemetry
 from shop_services.common.config import ConfigError
 from shop_services.common.interceptors import ObservabilityInterceptor
+from shop_services.common.limits import StreamCapInterceptor, max_streams_from_env
 from shop_services.common.tls import Tls
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -83,13 +84,21 @@ async def create_server(
     """Build, register and bind a server; it is started and SERVING on return.
 
     With tls, the port serves mutual TLS only (common/tls.py); without, plaintext.
+    Each client may hold SHOP_MAX_STREAMS_PER_CLIENT server streams open at
+    once (common/limits.py; service_main has checked the variable).
 
     Reflection describes the registered services (plus `reflected`, looked up
     in `reflection_pool` when given, else in the default pool).
     """
     # One interceptor traces, logs and counts every call (common/interceptors.py).
+    # The stream cap comes after it, so a refused stream is traced and logged
+    # like any other call.
     server = grpc.aio.server(
-        interceptors=[ObservabilityInterceptor(logger), *interceptors],
+        interceptors=[
+            ObservabilityInterceptor(logger),
+            StreamCapInterceptor(max_streams_from_env()),
+            *interceptors,
+        ],
         options=_OPTIONS,
     )
     names = [s.full_name for s in services]
@@ -154,6 +163,7 @@ def service_main(
     try:
         config = from_env()
         telemetry_config = telemetry.TelemetryConfig.from_env()
+        max_streams_from_env()  # create_server reads it again; a bad value stops the start here
     except ConfigError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,93 @@
+"""The cap on server streams one client may hold open (SHOP_MAX_STREAMS_PER_CLIENT).
+
+A server-streaming call (WatchStock, WatchOrder) holds a slot for as long as
+it is open. Envoy bounds them per client connection and per service, not per
+client, so each server counts them per client itself: a client is the
+verified customer Envoy names (x-shop-customer), else the address Envoy saw it
+connect from (x-shop-client-address), else, for a caller that reached the port
+directly, its own address. Past the cap the call is refused at once with
+RESOURCE_EXHAUSTED, before the handler runs; the slot is freed when the stream
+ends, however it ends. deploy/stack.toml ([limits.services]) sets the cap and
+says why; Go and Node count the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from shop_services.common.config import ConfigError
+
+ENV = "SHOP_MAX_STREAMS_PER_CLIENT"
+CUSTOMER_HEADER = "x-shop-customer"
+CLIENT_ADDRESS_HEADER = "x-shop-client-address"
+
+
+def max_streams_from_env() -> int:
+    """SHOP_MAX_STREAMS_PER_CLIENT: a whole number, 0 (or unset) for no cap."""
+    raw = os.environ.get(ENV, "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {ENV} must be a whole number, got {raw!r}") from exc
+    if value < 0:
+        raise ConfigError(f"environment variable {ENV} must not be negative, got {raw!r}")
+    return value
+
+
+def client_of(metadata: Any, peer: str) -> str:
+    """Who a call counts against: customer, then Envoy's client address, then the peer address."""
+    values = {key: str(value) for key, value in metadata or ()}
+    if values.get(CUSTOMER_HEADER):
+        return f"customer {values[CUSTOMER_HEADER]}"
+    if values.get(CLIENT_ADDRESS_HEADER):
+        return f"address {values[CLIENT_ADDRESS_HEADER]}"
+    # grpc's peer: ipv4:127.0.0.1:5555, ipv6:[::1]:5555; the port changes per connection.
+    return f"address {peer.rsplit(':', 1)[0].split(':', 1)[-1]}"
+
+
+class StreamCapInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a client's server-streaming call past its cap of open ones."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._open: Counter[str] = Counter()
+
+    def open_streams(self, client: str) -> int:
+        return self._open[client]
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or self._cap <= 0 or not handler.unary_stream:
+            return handler
+        behavior: Callable[..., Any] = handler.unary_stream
+        metadata = handler_call_details.invocation_metadata
+
+        async def capped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            client = client_of(metadata, context.peer())
+            if self._open[client] >= self._cap:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"Too many open streams: {client} already holds {self._cap} server streams on this server, "
+                    f"the most one client may ({ENV}, deploy/stack.toml [limits.services]); close one and retry.",
+                )
+            self._open[client] += 1
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            finally:
+                self._open[client] -= 1
+                if self._open[client] <= 0:
+                    del self._open[client]
+
+        return grpc.unary_stream_rpc_method_handler(capped, handler.request_deserializer, handler.response_serializer)
