@@ -352,7 +352,8 @@ test: ## Run every test: each language's own (in parallel, output kept per targe
 test-protos: lint-protos breaking ## Lint the protos and check them for breaking changes
 
 .PHONY: test-go
-test-go: $(STAMPS)/protos ## go vet and go test -race in go_service
+test-go: $(STAMPS)/protos ## gofmt, go vet and go test -race in go_service
+	@unformatted="$$(cd go_service && gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt would change (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 	cd go_service && go vet ./... && go test -race -count=1 ./...
 
 .PHONY: test-node

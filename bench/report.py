@@ -141,6 +141,8 @@ def markdown(meta: dict[str, object], rows: Sequence[Row]) -> str:
         f"- experiment knobs: {meta['knobs']}; run took {meta['duration_seconds']} s",
         f"- rounds: {plan['rounds']}; each figure is the median of the rounds, (min-max) beside it when there were several",
     ]
+    if meta.get("incomplete"):
+        out.append(f"- **incomplete**: {meta['incomplete']}")
     skipped = meta.get("skipped") or {}
     assert isinstance(skipped, dict)
     for lang, why in skipped.items():

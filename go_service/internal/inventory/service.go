@@ -58,9 +58,9 @@ func NewServer(store *Store, log *slog.Logger, opts Options) *Server {
 		sweep = min(5*time.Second, max(50*time.Millisecond, ttl/2))
 	}
 	return &Server{
-		store: store,
-		hub:   newHub(store, log, opts.PollInterval),
-		log:   log,
+		store:   store,
+		hub:     newHub(store, log, opts.PollInterval),
+		log:     log,
 		ttl:     ttl,
 		sweep:   sweep,
 		metrics: newMetrics(),

@@ -150,6 +150,11 @@ export class InventoryStore {
     const db = new Database(options.dbPath);
     try {
       db.pragma("journal_mode = WAL");
+      // Every commit fsyncs the write-ahead log. better-sqlite3 builds SQLite
+      // with SQLITE_DEFAULT_WAL_SYNCHRONOUS=1, so without this a database that
+      // was already in WAL mode (every open after the first) ran NORMAL: a
+      // Reserve or Commit it answered could be lost in a power cut.
+      db.pragma("synchronous = FULL");
       db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
       db.pragma("foreign_keys = ON");
       const store = new InventoryStore(db, options.now ?? Date.now);

@@ -159,7 +159,7 @@ def service_main(
     metrics port cannot be bound), then run it on a fresh event loop, flush
     the spans still queued, and return its exit code. (uvloop was measured
     here and saved nothing: grpc.aio does its I/O in its C core;
-    docs/performance.md, P3.)"""
+    docs/performance.md, P4.)"""
     try:
         config = from_env()
         telemetry_config = telemetry.TelemetryConfig.from_env()

@@ -88,7 +88,7 @@ class Coordinator:
                 await self._saga.forward(order_id)
                 return
             except StepFailedError as failure:
-                self._store.compensating(order_id, failure.reason, failure.message, failure.step)
+                await self._store.compensating(order_id, failure.reason, failure.message, failure.step)
         await self._saga.compensate(order_id)
 
     def _finished(self, order_id: str, task: asyncio.Task[None]) -> None:

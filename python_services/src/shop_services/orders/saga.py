@@ -8,7 +8,9 @@ Forward steps, each a call through the generated stubs:
 4. ``commit``: inventory Commit of the reservation; -> CONFIRMED.
 
 Durable log. Before a call the store records "step started" and sets the
-order's ``pending_step`` (one transaction); after it, the outcome (another).
+order's ``pending_step``; after it, the outcome. The write that records an
+outcome also records the next step as started (store.py, "Fewer
+transactions"), and every write is on disk before the saga goes on.
 A step is *in doubt* when it may have reached its dependency without the saga
 learning the outcome: its call was cut off (a crash, a reset, a timeout; see
 clients.py), or the process died with the step pending. A step whose every
@@ -154,20 +156,20 @@ class Saga:
 
     async def forward(self, order_id: str) -> None:
         """Run the remaining forward steps; return once CONFIRMED, raise StepFailedError on failure."""
+        record = self._get(order_id)
         while True:
-            record = self._get(order_id)
             if record.state == pb.ORDER_STATE_PENDING:
-                await self._price(record)
+                record = await self._price(record)
             elif record.state == pb.ORDER_STATE_PRICED:
-                await self._reserve(record)
+                record = await self._reserve(record)
             elif record.state == pb.ORDER_STATE_RESERVED:
-                await self._charge(record)
+                record = await self._charge(record)
             elif record.state == pb.ORDER_STATE_PAID:
-                await self._commit(record)
+                record = await self._commit(record)
             else:
                 return
 
-    async def _price(self, record: OrderRecord) -> None:
+    async def _price(self, record: OrderRecord) -> OrderRecord:
         request = catalog_pb.BatchGetProductsRequest(product_ids=[line.product_id for line in record.lines])
         response = await self._step(record, STEP_PRICE, self._clients.catalog.BatchGetProducts, request)
         products = list(response.products)
@@ -175,47 +177,53 @@ class Saga:
         currencies = {p.price.currency_code for p in products}
         if ids != [line.product_id for line in record.lines] or len(currencies) != 1:
             detail = f"BatchGetProducts answered {ids} in {sorted(currencies)}"
-            self._store.step_failed(record.order_id, STEP_PRICE, detail, in_doubt=False)
+            await self._store.step_failed(record.order_id, STEP_PRICE, detail, in_doubt=False)
             raise StepFailedError(STEP_PRICE, pb.ORDER_FAILURE_REASON_INTERNAL, f"The catalog {detail}.")
         prices = [Money(p.price.currency_code, p.price.units, p.price.nanos) for p in products]
         currency = prices[0].currency_code
         total = Money.from_nanos(
             currency, sum(p.times(line.quantity).total_nanos for p, line in zip(prices, record.lines, strict=True))
         )
-        self._store.priced(record.order_id, prices, total)
+        priced = await self._store.priced(record.order_id, prices, total, then=STEP_RESERVE)
         self._info(record, STEP_PRICE, "succeeded")
+        return priced
 
-    async def _reserve(self, record: OrderRecord) -> None:
+    async def _reserve(self, record: OrderRecord) -> OrderRecord:
         response = await self._step(
             record, STEP_RESERVE, self._clients.inventory.Reserve, self._reserve_request(record)
         )
         reservation = response.reservation
         if reservation.state != inventory_pb.RESERVATION_STATE_RESERVED:
             # A replay long after the first attempt: the stock is no longer held.
-            self._store.reserved(record.order_id, reservation.reservation_id, advance=False)
+            await self._store.reserved(record.order_id, reservation.reservation_id, advance=False)
             state = inventory_pb.ReservationState.Name(reservation.state)
             raise StepFailedError(
                 STEP_RESERVE, pb.ORDER_FAILURE_REASON_INTERNAL, f"The reservation is already {state}."
             )
-        self._store.reserved(record.order_id, reservation.reservation_id, advance=True)
+        reserved = await self._store.reserved(
+            record.order_id, reservation.reservation_id, advance=True, then=STEP_CHARGE
+        )
         self._info(record, STEP_RESERVE, "succeeded", reservation_id=reservation.reservation_id)
+        return reserved
 
-    async def _charge(self, record: OrderRecord) -> None:
+    async def _charge(self, record: OrderRecord) -> OrderRecord:
         response = await self._step(record, STEP_CHARGE, self._clients.payments.Charge, self._charge_request(record))
         payment = response.payment
         if payment.state != payments_pb.PAYMENT_STATE_SUCCEEDED:
-            self._store.paid(record.order_id, payment.payment_id, advance=False)
+            await self._store.paid(record.order_id, payment.payment_id, advance=False)
             state = payments_pb.PaymentState.Name(payment.state)
             raise StepFailedError(STEP_CHARGE, pb.ORDER_FAILURE_REASON_INTERNAL, f"The payment is already {state}.")
-        self._store.paid(record.order_id, payment.payment_id, advance=True)
+        paid = await self._store.paid(record.order_id, payment.payment_id, advance=True, then=STEP_COMMIT)
         self._info(record, STEP_CHARGE, "succeeded", payment_id=payment.payment_id)
+        return paid
 
-    async def _commit(self, record: OrderRecord) -> None:
+    async def _commit(self, record: OrderRecord) -> OrderRecord:
         request = inventory_pb.CommitRequest(reservation_id=record.reservation_id)
         await self._step(record, STEP_COMMIT, self._clients.inventory.Commit, request, attempts=_COMMIT_ATTEMPTS)
-        self._store.confirmed(record.order_id, f"reservation_id={record.reservation_id}")
+        confirmed = await self._store.confirmed(record.order_id, f"reservation_id={record.reservation_id}")
         observe.order_finished("confirmed")
         self._info(record, STEP_COMMIT, "succeeded; order confirmed")
+        return confirmed
 
     async def _step(
         self,
@@ -226,8 +234,10 @@ class Saga:
         *,
         attempts: int = 2,
     ) -> ResponseT:
-        """One forward call: log started, call within the step's time, log a failure and raise it."""
-        self._store.step_started(record.order_id, step)
+        """One forward call: log started (unless the write before already did),
+        call within the step's time, log a failure and raise it."""
+        if record.pending_step != step:
+            await self._store.step_started(record.order_id, step)
         try:
             with observe.step(record.order_id, step, observe.FORWARD):
                 return await call(
@@ -239,7 +249,7 @@ class Saga:
                     attempts=attempts,
                 )
         except CallFailedError as failure:
-            self._store.step_failed(record.order_id, step, str(failure), in_doubt=failure.in_doubt)
+            await self._store.step_failed(record.order_id, step, str(failure), in_doubt=failure.in_doubt)
             reason, message = self._failure(step, failure)
             self._info(record, step, "failed", code=failure.code.name, in_doubt=failure.in_doubt, error=message)
             raise StepFailedError(step, reason, message) from failure
@@ -282,7 +292,7 @@ class Saga:
             return
         resolved = True
         if record.pending_step == STEP_PRICE:
-            self._store.resolved_nothing(order_id, STEP_PRICE, "pricing has no side effects")
+            await self._store.resolved_nothing(order_id, STEP_PRICE, "pricing has no side effects")
         elif record.pending_step == STEP_RESERVE:
             resolved = await self._resolve_reserve(record)
         elif record.pending_step == STEP_CHARGE:
@@ -295,14 +305,16 @@ class Saga:
             if outcome is _Undo.NOT_YET:
                 return
             if outcome is _Undo.COMMITTED:
-                self._store.confirmed(order_id, "Release found the reservation committed: the commit went through")
+                await self._store.confirmed(
+                    order_id, "Release found the reservation committed: the commit went through"
+                )
                 observe.order_finished("confirmed")
                 self._info(record, STEP_RELEASE, "found the reservation committed; order confirmed")
                 return
         record = self._get(order_id)
         if record.payment_id and not record.payment_refunded and await self._refund(record) is _Undo.NOT_YET:
             return
-        self._store.failed(order_id)
+        await self._store.failed(order_id)
         observe.order_finished("failed", _reason_name(record.failure_reason))
         self._info(record, "compensation", "succeeded; order failed", reason=_reason_name(record.failure_reason))
 
@@ -315,9 +327,9 @@ class Saga:
         except CallFailedError as failure:
             if failure.in_doubt or failure.never_sent:  # a replay that never got there resolves nothing
                 return False
-            self._store.resolved_nothing(record.order_id, STEP_RESERVE, str(failure))
+            await self._store.resolved_nothing(record.order_id, STEP_RESERVE, str(failure))
             return True
-        self._store.reserved(record.order_id, response.reservation.reservation_id, advance=False)
+        await self._store.reserved(record.order_id, response.reservation.reservation_id, advance=False)
         return True
 
     async def _resolve_charge(self, record: OrderRecord) -> bool:
@@ -329,9 +341,9 @@ class Saga:
         except CallFailedError as failure:
             if failure.in_doubt or failure.never_sent:  # a replay that never got there resolves nothing
                 return False
-            self._store.resolved_nothing(record.order_id, STEP_CHARGE, str(failure))
+            await self._store.resolved_nothing(record.order_id, STEP_CHARGE, str(failure))
             return True
-        self._store.paid(record.order_id, response.payment.payment_id, advance=False)
+        await self._store.paid(record.order_id, response.payment.payment_id, advance=False)
         return True
 
     async def _release(self, record: OrderRecord) -> _Undo:
@@ -342,11 +354,11 @@ class Saga:
             if failure.reason == "RESERVATION_COMMITTED":
                 return _Undo.COMMITTED
             if failure.reason in ("RESERVATION_EXPIRED", "RESERVATION_NOT_FOUND"):
-                self._store.released(record.order_id, f"nothing held: {failure}")
+                await self._store.released(record.order_id, f"nothing held: {failure}")
                 return _Undo.DONE
             return _Undo.NOT_YET
         state = inventory_pb.ReservationState.Name(response.reservation.state)
-        self._store.released(record.order_id, f"reservation {record.reservation_id} {state}")
+        await self._store.released(record.order_id, f"reservation {record.reservation_id} {state}")
         return _Undo.DONE
 
     async def _refund(self, record: OrderRecord) -> _Undo:
@@ -355,11 +367,11 @@ class Saga:
             response = await self._undo_call(record, STEP_REFUND, self._clients.payments.Refund, request)
         except CallFailedError as failure:
             if failure.reason == "PAYMENT_NOT_FOUND":
-                self._store.refunded(record.order_id, f"nothing charged: {failure}")
+                await self._store.refunded(record.order_id, f"nothing charged: {failure}")
                 return _Undo.DONE
             return _Undo.NOT_YET
         state = payments_pb.PaymentState.Name(response.payment.state)
-        self._store.refunded(record.order_id, f"payment {record.payment_id} {state}")
+        await self._store.refunded(record.order_id, f"payment {record.payment_id} {state}")
         return _Undo.DONE
 
     async def _undo_call(
@@ -370,7 +382,7 @@ class Saga:
         request: RequestT,
     ) -> ResponseT:
         """A compensating (or resolving) call, bounded by the step cap; logged, never pending."""
-        self._store.log(record.order_id, step, PHASE_STARTED, "compensation")
+        await self._store.log(record.order_id, step, PHASE_STARTED, "compensation")
         try:
             with observe.step(record.order_id, step, observe.undo_kind(step)):
                 return await call(
@@ -381,7 +393,7 @@ class Saga:
                     backoff=self._settings.retry_backoff,
                 )
         except CallFailedError as failure:
-            self._store.log(record.order_id, step, PHASE_FAILED, str(failure))
+            await self._store.log(record.order_id, step, PHASE_FAILED, str(failure))
             level = logging.WARNING if failure.in_doubt or failure.retryable else logging.ERROR
             self._logger.log(
                 level,

@@ -139,7 +139,7 @@ class OrderService(pb_grpc.OrderServiceServicer):
             lines=lines,
         )
         try:
-            record, created = self._store.create(new)
+            record, created = await self._store.create(new)
         except RequestIdReusedError as exc:
             raise error_info(
                 grpc.StatusCode.ALREADY_EXISTS,
@@ -421,7 +421,7 @@ class OrdersServer:
             await self.coordinator.close()
             await self.clients.close()
         finally:
-            self.store.close()
+            await self.store.close()
 
 
 async def create_orders_server(
@@ -435,7 +435,7 @@ async def create_orders_server(
 ) -> OrdersServer:
     """Open the database, bind and start the server (port 0 picks a free port), then start recovery."""
     logger = logger or logging.getLogger("shop.orders")
-    store = Store.open(db_path)
+    store = await Store.open(db_path)
     clients = Clients(dependencies, tls)
     coordinator = Coordinator(store, clients, settings or SagaSettings(), logger)
     service = OrderService(store, coordinator, logger)
@@ -444,7 +444,7 @@ async def create_orders_server(
         started = await create_server(address, [registration], logger, tls=tls)
     except BaseException:
         await clients.close()
-        store.close()
+        await store.close()
         raise
     running = _OrdersRunning(
         **{f.name: getattr(started, f.name) for f in fields(started)}, on_drain=coordinator.begin_draining

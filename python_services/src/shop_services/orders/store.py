@@ -1,28 +1,39 @@
 """The orders database: orders, their lines, and the durable saga log.
 
-SQLite through the standard library, one connection per process.
+SQLite through common.db.Database: one writer connection owned by the
+database thread, and a read-only connection that the event loop reads on.
 
-Durability. The file is in WAL mode with ``synchronous=FULL``: every commit
+Durability. The file is in WAL mode with ``synchronous=FULL``: a commit
 fsyncs the write-ahead log before it returns. ``NORMAL`` would already survive
 a killed process (SIGKILL), but not a power cut, and the saga's promise is that
 "step started" is on disk *before* the downstream call goes out, so a restarted
-service knows which steps may have happened. The cost is one fsync per saga
-transition, a handful per order.
+service knows which steps may have happened.
 
-Threading. The store is synchronous and used from the event loop thread. Each
-method is one short transaction on a local file (a row or two); running it on
-the loop makes every saga transition atomic with respect to asyncio
-scheduling: no other coroutine observes a half-written step, a cancelled saga
-never leaves a transaction half-done, and the change notification for
-WatchOrder fires right after the commit it describes. One process owns a
-database file; two orders processes must not share one.
+Group commit. Every write method is one write function given to
+``Database.write``: the concurrent sagas' writes share a transaction and one
+fsync, and no write method returns before the COMMIT that holds its change has
+returned (docs/performance.md, "P2"). Each write is atomic on its own (a
+savepoint): it is all on disk or none of it is, exactly as if it had its own
+transaction. Nothing blocks the event loop on the disk: the writes run on the
+database thread, and the point reads run on the loop against the last
+committed state (a WAL reader never waits for the writer).
+
+Fewer transactions. Each forward write records a step's outcome *and* the
+next step as started (``then=``), so a confirmed order costs five writes
+(create and the price step started; priced and reserve started; reserved and
+charge started; paid and commit started; confirmed), not nine, and "started"
+is still on disk before its call goes out.
+
+Change notifications (WatchOrder) fire on the event loop after the commit
+they describe, with the record as committed. One process owns a database
+file; two orders processes must not share one.
 
 Schema.
 
 - ``orders``: one row per order with its state, failure fields, the saga's
   results (reservation_id, payment_id), what has been undone
   (reservation_released, payment_refunded), the step in flight
-  (``pending_step``: set in the transaction that logs "started", cleared when
+  (``pending_step``: set by the write that logs "started", cleared when
   the outcome is known; a non-empty value after a crash means *in doubt*), the
   first caller's deadline (absolute, in seconds since the epoch; NULL for
   none; kept for diagnosis: the saga does not depend on it), the
@@ -44,12 +55,15 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from shop.orders.v1 import order_service_pb2 as pb
+
+from shop_services.common.db import Database
 
 # The saga's steps, as written in pending_step and saga_steps.step.
 STEP_PRICE = "price"
@@ -211,52 +225,39 @@ class RequestIdReusedError(Exception):
 
 
 class Store:
-    """The orders database. Every public method is one transaction."""
+    """The orders database. Every write method is one atomic, durable write."""
 
-    def __init__(self, connection: sqlite3.Connection, path: str) -> None:
-        self._db = connection
-        self.path = path
+    def __init__(self, db: Database, page_token_secret: bytes) -> None:
+        self._db = db
+        self.path = db.path
+        # The HMAC secret for ListOrders page tokens (written once, with the file).
+        self.page_token_secret = page_token_secret
         # Called with the new record after every committed change to an order.
         self._listeners: list[Callable[[OrderRecord], None]] = []
 
     @classmethod
-    def open(cls, path: str | Path) -> Store:
+    async def open(cls, path: str | Path) -> Store:
         """Open (creating and migrating if needed) the database file."""
-        connection = sqlite3.connect(str(path), isolation_level=None)
+        db = await Database.open(path, thread_name="orders-db")
         try:
-            connection.row_factory = sqlite3.Row
-            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"cannot put {path} in WAL mode (journal_mode is {mode})")
-            connection.execute("PRAGMA synchronous = FULL")
-            connection.execute("PRAGMA foreign_keys = ON")
-            connection.execute("PRAGMA busy_timeout = 5000")
-            connection.executescript(_SCHEMA)
-            connection.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('page_token_secret', ?)", (secrets.token_bytes(32),)
-            )
+            secret = await db.run(_migrate)
         except BaseException:
-            connection.close()
+            await db.close()
             raise
-        return cls(connection, str(path))
+        return cls(db, secret)
 
-    def close(self) -> None:
-        self._db.close()
+    async def close(self) -> None:
+        """Close the file once the writes already queued are committed."""
+        await self._db.close()
 
     def subscribe(self, listener: Callable[[OrderRecord], None]) -> None:
         """Call listener(record) after every committed change to an order."""
         self._listeners.append(listener)
 
-    @property
-    def page_token_secret(self) -> bytes:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'page_token_secret'").fetchone()
-        return bytes(row[0])
-
-    # Reads.
+    # Reads: on the event loop, of the last committed state.
 
     def get(self, order_id: str) -> OrderRecord | None:
-        row = self._db.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
-        return None if row is None else self._record(row)
+        return self._db.read(lambda conn: _get(conn, order_id))
 
     def list_page(self, *, customer_id: str, before_seq: int | None, limit: int) -> list[OrderRecord]:
         """Up to limit orders, newest first, older than before_seq when given."""
@@ -269,122 +270,117 @@ class Store:
             clauses.append("seq < ?")
             params.append(before_seq)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._db.execute(f"SELECT * FROM orders {where} ORDER BY seq DESC LIMIT ?", (*params, limit))
-        return [self._record(row) for row in rows.fetchall()]
+
+        def page(conn: sqlite3.Connection) -> list[OrderRecord]:
+            with _snapshot(conn):
+                rows = conn.execute(
+                    f"SELECT * FROM orders {where} ORDER BY seq DESC LIMIT ?", (*params, limit)
+                ).fetchall()
+                return [_record(conn, row) for row in rows]
+
+        return self._db.read(page)
 
     def unfinished(self) -> list[str]:
         """The ids of every order whose saga has not reached a terminal state, oldest first."""
-        rows = self._db.execute("SELECT order_id FROM orders WHERE state NOT IN (?, ?) ORDER BY seq", _TERMINAL)
-        return [str(row[0]) for row in rows.fetchall()]
+        rows = self._db.read(
+            lambda conn: conn.execute(
+                "SELECT order_id FROM orders WHERE state NOT IN (?, ?) ORDER BY seq", _TERMINAL
+            ).fetchall()
+        )
+        return [str(row[0]) for row in rows]
 
     def steps(self, order_id: str) -> list[tuple[str, str, str]]:
         """The saga log of one order: (step, phase, detail), oldest first."""
-        rows = self._db.execute(
-            "SELECT step, phase, detail FROM saga_steps WHERE order_id = ? ORDER BY id", (order_id,)
+        rows = self._db.read(
+            lambda conn: conn.execute(
+                "SELECT step, phase, detail FROM saga_steps WHERE order_id = ? ORDER BY id", (order_id,)
+            ).fetchall()
         )
-        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows.fetchall()]
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
 
-    # Writes.
+    # Writes: each returns once it is committed, with the order as committed.
 
-    def create(self, new: NewOrder) -> tuple[OrderRecord, bool]:
-        """Record a new PENDING order, or return the one its request_id already made.
+    async def create(self, new: NewOrder) -> tuple[OrderRecord, bool]:
+        """Record a new PENDING order with its first step (price) started, or
+        return the one its request_id already made.
 
         Returns (record, created). Raises RequestIdReusedError when the
         request_id names an order with a different body.
         """
-        fingerprint = new.fingerprint
-        with self._transaction():
-            row = self._db.execute("SELECT * FROM orders WHERE request_id = ?", (new.request_id,)).fetchone()
-            if row is not None:
-                existing = self._record(row)
-                if existing.fingerprint != fingerprint:
-                    raise RequestIdReusedError(existing)
-                return existing, False
-            now = time.time_ns()
-            self._db.execute(
-                "INSERT INTO orders (order_id, request_id, fingerprint, customer_id, payment_token, trace_id,"
-                " deadline_at, state, create_time_ns, update_time_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    new.order_id,
-                    new.request_id,
-                    fingerprint,
-                    new.customer_id,
-                    new.payment_token,
-                    new.trace_id,
-                    new.deadline_at,
-                    pb.ORDER_STATE_PENDING,
-                    now,
-                    now,
-                ),
-            )
-            self._db.executemany(
-                "INSERT INTO order_lines (order_id, line_no, product_id, quantity) VALUES (?, ?, ?, ?)",
-                [(new.order_id, i, line.product_id, line.quantity) for i, line in enumerate(new.lines)],
-            )
-            self._log(new.order_id, "order", "created", f"request_id={new.request_id}")
-            record = self._must_get(new.order_id)
-        self._notify(record)
-        return record, True
+        record, created = await self._db.write(lambda conn: _create(conn, new))
+        if created:
+            self._notify(record)
+        return record, created
 
-    def step_started(self, order_id: str, step: str, detail: str = "") -> OrderRecord:
+    async def step_started(self, order_id: str, step: str, detail: str = "") -> OrderRecord:
         """Log that step is about to call its dependency; it is in doubt until its outcome is logged."""
-        return self._change(order_id, step, PHASE_STARTED, detail, pending_step=step)
+        return await self._change(order_id, step, PHASE_STARTED, detail, pending_step=step)
 
-    def step_failed(self, order_id: str, step: str, detail: str, *, in_doubt: bool) -> OrderRecord:
+    async def step_failed(self, order_id: str, step: str, detail: str, *, in_doubt: bool) -> OrderRecord:
         """Log a failed call. An in-doubt failure keeps the step pending, to be resolved by replaying it."""
         fields: dict[str, Any] = {} if in_doubt else {"pending_step": ""}
-        return self._change(order_id, step, PHASE_FAILED, detail, **fields)
+        return await self._change(order_id, step, PHASE_FAILED, detail, **fields)
 
-    def priced(self, order_id: str, prices: Sequence[Money], total: Money) -> OrderRecord:
-        """The price step succeeded: store each line's unit price and the total; PRICED."""
-        with self._transaction():
-            self._db.executemany(
+    async def priced(self, order_id: str, prices: Sequence[Money], total: Money, *, then: str) -> OrderRecord:
+        """The price step succeeded: store each line's unit price and the total; PRICED, step then started."""
+
+        def work(conn: sqlite3.Connection) -> OrderRecord:
+            conn.executemany(
                 "UPDATE order_lines SET unit_units = ?, unit_nanos = ? WHERE order_id = ? AND line_no = ?",
                 [(p.units, p.nanos, order_id, i) for i, p in enumerate(prices)],
             )
-            record = self._update(
+            return _update(
+                conn,
                 order_id,
                 STEP_PRICE,
                 PHASE_SUCCEEDED,
                 f"total={_format_money(total)}",
+                then=then,
+                prices=prices,
                 state=pb.ORDER_STATE_PRICED,
                 currency_code=total.currency_code,
                 total_units=total.units,
                 total_nanos=total.nanos,
                 pending_step="",
             )
+
+        record = await self._db.write(work)
         self._notify(record)
         return record
 
-    def reserved(self, order_id: str, reservation_id: str, *, advance: bool) -> OrderRecord:
-        """Reserve succeeded (or a replay resolved it); RESERVED when advancing the saga."""
+    async def reserved(
+        self, order_id: str, reservation_id: str, *, advance: bool, then: str | None = None
+    ) -> OrderRecord:
+        """Reserve succeeded (or a replay resolved it); RESERVED when advancing the saga, step then started."""
         state = {"state": pb.ORDER_STATE_RESERVED} if advance else {}
-        return self._change(
+        return await self._change(
             order_id,
             STEP_RESERVE,
             PHASE_SUCCEEDED,
             f"reservation_id={reservation_id}",
+            then=then,
             reservation_id=reservation_id,
             pending_step="",
             **state,
         )
 
-    def paid(self, order_id: str, payment_id: str, *, advance: bool) -> OrderRecord:
-        """Charge succeeded (or a replay resolved it); PAID when advancing the saga."""
+    async def paid(self, order_id: str, payment_id: str, *, advance: bool, then: str | None = None) -> OrderRecord:
+        """Charge succeeded (or a replay resolved it); PAID when advancing the saga, step then started."""
         state = {"state": pb.ORDER_STATE_PAID} if advance else {}
-        return self._change(
+        return await self._change(
             order_id,
             STEP_CHARGE,
             PHASE_SUCCEEDED,
             f"payment_id={payment_id}",
+            then=then,
             payment_id=payment_id,
             pending_step="",
             **state,
         )
 
-    def confirmed(self, order_id: str, detail: str) -> OrderRecord:
+    async def confirmed(self, order_id: str, detail: str) -> OrderRecord:
         """Commit succeeded (or compensation found it had): CONFIRMED, failure fields cleared."""
-        return self._change(
+        return await self._change(
             order_id,
             STEP_COMMIT,
             PHASE_SUCCEEDED,
@@ -395,133 +391,254 @@ class Store:
             failure_message="",
         )
 
-    def compensating(
+    async def compensating(
         self, order_id: str, reason: pb.OrderFailureReason.ValueType, message: str, step: str
     ) -> OrderRecord:
         """A step failed: COMPENSATING, remembering the first failure's reason."""
-        current = self._must_get(order_id)
-        if current.state == pb.ORDER_STATE_COMPENSATING:
-            return current
-        return self._change(
-            order_id,
-            "compensation",
-            PHASE_STARTED,
-            f"after {step}: {message}",
-            state=pb.ORDER_STATE_COMPENSATING,
-            failure_reason=reason,
-            failure_message=message,
+
+        def work(conn: sqlite3.Connection) -> tuple[OrderRecord, bool]:
+            current = _must_get(conn, order_id)
+            if current.state == pb.ORDER_STATE_COMPENSATING:
+                return current, False
+            record = _update(
+                conn,
+                order_id,
+                "compensation",
+                PHASE_STARTED,
+                f"after {step}: {message}",
+                current=current,
+                state=pb.ORDER_STATE_COMPENSATING,
+                failure_reason=reason,
+                failure_message=message,
+            )
+            return record, True
+
+        record, changed = await self._db.write(work)
+        if changed:
+            self._notify(record)
+        return record
+
+    async def resolved_nothing(self, order_id: str, step: str, detail: str) -> OrderRecord:
+        """An in-doubt step was replayed and definitely did nothing."""
+        return await self._change(order_id, step, PHASE_FAILED, f"resolved: {detail}", pending_step="")
+
+    async def released(self, order_id: str, detail: str) -> OrderRecord:
+        """The reservation no longer holds stock (released, or expired)."""
+        return await self._change(
+            order_id, STEP_RELEASE, PHASE_SUCCEEDED, detail, reservation_released=1, pending_step=""
         )
 
-    def resolved_nothing(self, order_id: str, step: str, detail: str) -> OrderRecord:
-        """An in-doubt step was replayed and definitely did nothing."""
-        return self._change(order_id, step, PHASE_FAILED, f"resolved: {detail}", pending_step="")
-
-    def released(self, order_id: str, detail: str) -> OrderRecord:
-        """The reservation no longer holds stock (released, or expired)."""
-        return self._change(order_id, STEP_RELEASE, PHASE_SUCCEEDED, detail, reservation_released=1, pending_step="")
-
-    def refunded(self, order_id: str, detail: str) -> OrderRecord:
+    async def refunded(self, order_id: str, detail: str) -> OrderRecord:
         """The payment was refunded (or found refunded)."""
-        return self._change(order_id, STEP_REFUND, PHASE_SUCCEEDED, detail, payment_refunded=1)
+        return await self._change(order_id, STEP_REFUND, PHASE_SUCCEEDED, detail, payment_refunded=1)
 
-    def failed(self, order_id: str) -> OrderRecord:
+    async def failed(self, order_id: str) -> OrderRecord:
         """Every earlier step is undone: FAILED."""
-        return self._change(order_id, "compensation", PHASE_SUCCEEDED, "", state=pb.ORDER_STATE_FAILED)
+        return await self._change(order_id, "compensation", PHASE_SUCCEEDED, "", state=pb.ORDER_STATE_FAILED)
 
-    def log(self, order_id: str, step: str, phase: str, detail: str) -> None:
+    async def log(self, order_id: str, step: str, phase: str, detail: str) -> None:
         """Append to the saga log without changing the order."""
-        with self._transaction():
-            self._log(order_id, step, phase, detail)
+        await self._db.write(lambda conn: _log(conn, order_id, step, phase, detail))
 
     # Internals.
 
-    def _change(self, order_id: str, step: str, phase: str, detail: str, **fields: Any) -> OrderRecord:
-        with self._transaction():
-            record = self._update(order_id, step, phase, detail, **fields)
+    async def _change(
+        self, order_id: str, step: str, phase: str, detail: str, *, then: str | None = None, **fields: Any
+    ) -> OrderRecord:
+        record = await self._db.write(lambda conn: _update(conn, order_id, step, phase, detail, then=then, **fields))
         self._notify(record)
         return record
-
-    def _update(self, order_id: str, step: str, phase: str, detail: str, **fields: Any) -> OrderRecord:
-        current = self._must_get(order_id)
-        if "state" in fields and fields["state"] != current.state:
-            fields["update_time_ns"] = time.time_ns()
-        if fields:
-            assignments = ", ".join(f"{name} = ?" for name in fields)
-            self._db.execute(
-                f"UPDATE orders SET {assignments}, version = version + 1 WHERE order_id = ?",
-                (*fields.values(), order_id),
-            )
-        self._log(order_id, step, phase, detail)
-        return self._must_get(order_id)
-
-    def _log(self, order_id: str, step: str, phase: str, detail: str) -> None:
-        self._db.execute(
-            "INSERT INTO saga_steps (order_id, step, phase, time_ns, detail) VALUES (?, ?, ?, ?, ?)",
-            (order_id, step, phase, time.time_ns(), detail),
-        )
-
-    def _must_get(self, order_id: str) -> OrderRecord:
-        record = self.get(order_id)
-        if record is None:
-            raise KeyError(f"order {order_id} does not exist")
-        return record
-
-    def _record(self, row: sqlite3.Row) -> OrderRecord:
-        lines = self._db.execute(
-            "SELECT product_id, quantity, unit_units, unit_nanos FROM order_lines WHERE order_id = ? ORDER BY line_no",
-            (row["order_id"],),
-        ).fetchall()
-        currency = row["currency_code"]
-        total = None if currency is None else Money(currency, row["total_units"], row["total_nanos"])
-        return OrderRecord(
-            seq=row["seq"],
-            order_id=row["order_id"],
-            request_id=row["request_id"],
-            fingerprint=row["fingerprint"],
-            customer_id=row["customer_id"],
-            payment_token=row["payment_token"],
-            trace_id=row["trace_id"],
-            deadline_at=row["deadline_at"],
-            state=pb.OrderState.ValueType(row["state"]),
-            failure_reason=pb.OrderFailureReason.ValueType(row["failure_reason"]),
-            failure_message=row["failure_message"],
-            total=total,
-            reservation_id=row["reservation_id"],
-            reservation_released=bool(row["reservation_released"]),
-            payment_id=row["payment_id"],
-            payment_refunded=bool(row["payment_refunded"]),
-            pending_step=row["pending_step"],
-            version=row["version"],
-            create_time_ns=row["create_time_ns"],
-            update_time_ns=row["update_time_ns"],
-            lines=tuple(_line(line, currency) for line in lines),
-        )
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
 
     def _notify(self, record: OrderRecord) -> None:
         for listener in self._listeners:
             listener(record)
 
 
+# The write functions below run on the database thread, inside the group
+# commit's transaction (common.db.Database.write); each is atomic on its own.
+
+
+def _migrate(conn: sqlite3.Connection) -> bytes:
+    conn.executescript(_SCHEMA)
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('page_token_secret', ?)", (secrets.token_bytes(32),))
+    row = conn.execute("SELECT value FROM meta WHERE key = 'page_token_secret'").fetchone()
+    return bytes(row[0])
+
+
+def _create(conn: sqlite3.Connection, new: NewOrder) -> tuple[OrderRecord, bool]:
+    fingerprint = new.fingerprint
+    row = conn.execute("SELECT * FROM orders WHERE request_id = ?", (new.request_id,)).fetchone()
+    if row is not None:
+        existing = _record(conn, row)
+        if existing.fingerprint != fingerprint:
+            raise RequestIdReusedError(existing)
+        return existing, False
+    now = time.time_ns()
+    cursor = conn.execute(
+        "INSERT INTO orders (order_id, request_id, fingerprint, customer_id, payment_token, trace_id,"
+        " deadline_at, state, pending_step, create_time_ns, update_time_ns)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new.order_id,
+            new.request_id,
+            fingerprint,
+            new.customer_id,
+            new.payment_token,
+            new.trace_id,
+            new.deadline_at,
+            pb.ORDER_STATE_PENDING,
+            STEP_PRICE,
+            now,
+            now,
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO order_lines (order_id, line_no, product_id, quantity) VALUES (?, ?, ?, ?)",
+        [(new.order_id, i, line.product_id, line.quantity) for i, line in enumerate(new.lines)],
+    )
+    _log(conn, new.order_id, "order", "created", f"request_id={new.request_id}")
+    _log(conn, new.order_id, STEP_PRICE, PHASE_STARTED, "")
+    seq = cursor.lastrowid
+    assert seq is not None
+    record = OrderRecord(
+        seq=seq,
+        order_id=new.order_id,
+        request_id=new.request_id,
+        fingerprint=fingerprint,
+        customer_id=new.customer_id,
+        payment_token=new.payment_token,
+        trace_id=new.trace_id,
+        deadline_at=new.deadline_at,
+        state=pb.ORDER_STATE_PENDING,
+        failure_reason=pb.ORDER_FAILURE_REASON_UNSPECIFIED,
+        failure_message="",
+        total=None,
+        reservation_id="",
+        reservation_released=False,
+        payment_id="",
+        payment_refunded=False,
+        pending_step=STEP_PRICE,
+        version=1,
+        create_time_ns=now,
+        update_time_ns=now,
+        lines=tuple(Line(line.product_id, line.quantity) for line in new.lines),
+    )
+    return record, True
+
+
+def _update(
+    conn: sqlite3.Connection,
+    order_id: str,
+    step: str,
+    phase: str,
+    detail: str,
+    *,
+    then: str | None = None,
+    current: OrderRecord | None = None,
+    prices: Sequence[Money] | None = None,
+    **fields: Any,
+) -> OrderRecord:
+    """Change the order's row, log (step, phase), and log step `then` as
+    started (pending) when given; the record as changed."""
+    if current is None:
+        current = _must_get(conn, order_id)
+    if then:
+        fields["pending_step"] = then
+    if "state" in fields and fields["state"] != current.state:
+        fields["update_time_ns"] = time.time_ns()
+    if fields:
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        conn.execute(
+            f"UPDATE orders SET {assignments}, version = version + 1 WHERE order_id = ?",
+            (*fields.values(), order_id),
+        )
+    _log(conn, order_id, step, phase, detail)
+    if then:
+        _log(conn, order_id, then, PHASE_STARTED, "")
+    return _changed(current, prices, fields) if fields else current
+
+
+def _changed(current: OrderRecord, prices: Sequence[Money] | None, fields: dict[str, Any]) -> OrderRecord:
+    """current with the columns in fields (as written by _update) and the
+    lines' prices applied: the row as it now is, without reading it back."""
+    changes: dict[str, Any] = {"version": current.version + 1}
+    for name, value in fields.items():
+        if name in ("currency_code", "total_units", "total_nanos"):
+            continue
+        changes[name] = bool(value) if name in ("reservation_released", "payment_refunded") else value
+    if "currency_code" in fields:
+        changes["total"] = Money(fields["currency_code"], fields["total_units"], fields["total_nanos"])
+    if prices is not None:
+        changes["lines"] = tuple(
+            replace(line, unit_price=price) for line, price in zip(current.lines, prices, strict=True)
+        )
+    return replace(current, **changes)
+
+
+def _log(conn: sqlite3.Connection, order_id: str, step: str, phase: str, detail: str) -> None:
+    conn.execute(
+        "INSERT INTO saga_steps (order_id, step, phase, time_ns, detail) VALUES (?, ?, ?, ?, ?)",
+        (order_id, step, phase, time.time_ns(), detail),
+    )
+
+
+def _get(conn: sqlite3.Connection, order_id: str) -> OrderRecord | None:
+    with _snapshot(conn):
+        row = conn.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+        return None if row is None else _record(conn, row)
+
+
+def _must_get(conn: sqlite3.Connection, order_id: str) -> OrderRecord:
+    row = conn.execute("SELECT * FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+    if row is None:
+        raise KeyError(f"order {order_id} does not exist")
+    return _record(conn, row)
+
+
+@contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """A read transaction on the read-only connection, so that an order's row
+    and its lines come from the same committed state."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
+def _record(conn: sqlite3.Connection, row: sqlite3.Row) -> OrderRecord:
+    lines = conn.execute(
+        "SELECT product_id, quantity, unit_units, unit_nanos FROM order_lines WHERE order_id = ? ORDER BY line_no",
+        (row["order_id"],),
+    ).fetchall()
+    currency = row["currency_code"]
+    total = None if currency is None else Money(currency, row["total_units"], row["total_nanos"])
+    return OrderRecord(
+        seq=row["seq"],
+        order_id=row["order_id"],
+        request_id=row["request_id"],
+        fingerprint=row["fingerprint"],
+        customer_id=row["customer_id"],
+        payment_token=row["payment_token"],
+        trace_id=row["trace_id"],
+        deadline_at=row["deadline_at"],
+        state=pb.OrderState.ValueType(row["state"]),
+        failure_reason=pb.OrderFailureReason.ValueType(row["failure_reason"]),
+        failure_message=row["failure_message"],
+        total=total,
+        reservation_id=row["reservation_id"],
+        reservation_released=bool(row["reservation_released"]),
+        payment_id=row["payment_id"],
+        payment_refunded=bool(row["payment_refunded"]),
+        pending_step=row["pending_step"],
+        version=row["version"],
+        create_time_ns=row["create_time_ns"],
+        update_time_ns=row["update_time_ns"],
+        lines=tuple(_line(line, currency) for line in lines),
+    )
+
+
 _TERMINAL = (pb.ORDER_STATE_CONFIRMED, pb.ORDER_STATE_FAILED)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._db = connection
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        if exc_type is None:
-            self._db.execute("COMMIT")
-        elif self._db.in_transaction:
-            self._db.execute("ROLLBACK")
 
 
 def _line(row: sqlite3.Row, currency: str | None) -> Line:

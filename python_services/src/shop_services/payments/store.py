@@ -1,10 +1,14 @@
 """The payments database: payments and the card network's memory of attempts.
 
 The file belongs to this service alone. All access goes through
-common.db.Database, so every operation below is one short transaction on the
-database thread. Charge is a single BEGIN IMMEDIATE transaction from the
-request_id look-up to the insert, which is what makes it idempotent: two
-concurrent calls with one request_id cannot both miss the stored payment.
+common.db.Database, so every operation below runs on the database thread.
+Charge and Refund are writes of the group commit (Database.write): concurrent
+ones share a transaction and its fsync, each atomic on its own (a savepoint),
+and none answers before the COMMIT that holds it has returned. A Charge runs
+whole, from the request_id look-up to the insert, while it holds the write
+lock, which is what makes it idempotent: two concurrent calls with one
+request_id cannot both miss the stored payment (the second, even in the same
+batch, finds the first's row).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shop_services.common.db import Database, transaction
+from shop_services.common.db import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -178,11 +182,11 @@ class PaymentStore:
         Raises RequestIdReusedError when the request_id belongs to a charge
         with another amount or token.
         """
-        return await self._db.run(lambda conn: _charge(conn, charge, authorize))
+        return await self._db.write(lambda conn: _charge(conn, charge, authorize))
 
     async def refund(self, payment_id: str) -> PaymentRecord:
         """Mark the payment REFUNDED (a refunded one is returned unchanged)."""
-        return await self._db.run(lambda conn: _refund(conn, payment_id))
+        return await self._db.write(lambda conn: _refund(conn, payment_id))
 
     async def get(self, payment_id: str) -> PaymentRecord:
         """The payment with the id; raises PaymentNotFoundError.
@@ -197,75 +201,73 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 def _charge(conn: sqlite3.Connection, charge: ChargeInput, authorize: Authorizer) -> ChargeResult:
-    with transaction(conn, write=True):
-        row = conn.execute("SELECT * FROM payments WHERE request_id = ?", (charge.request_id,)).fetchone()
-        if row is not None:
-            if not charge.same_charge(row):
-                raise RequestIdReusedError(charge.request_id)
-            return ChargeResult(Outcome.APPROVED, PaymentRecord.from_row(row), replayed=True)
-
-        attempt = conn.execute("SELECT * FROM charge_attempts WHERE request_id = ?", (charge.request_id,)).fetchone()
-        if attempt is not None and not charge.same_charge(attempt):
+    row = conn.execute("SELECT * FROM payments WHERE request_id = ?", (charge.request_id,)).fetchone()
+    if row is not None:
+        if not charge.same_charge(row):
             raise RequestIdReusedError(charge.request_id)
-        earlier_attempts = 0 if attempt is None else int(attempt["attempts"])
+        return ChargeResult(Outcome.APPROVED, PaymentRecord.from_row(row), replayed=True)
 
-        answer = authorize(charge.payment_token, earlier_attempts)
-        now = time.time_ns()
-        if answer.remember_attempt:
-            conn.execute(
-                """
-                INSERT INTO charge_attempts
-                  (request_id, currency_code, units, nanos, payment_token, attempts, last_attempt_ns)
-                VALUES (?, ?, ?, ?, ?, 1, ?)
-                ON CONFLICT (request_id) DO UPDATE
-                  SET attempts = attempts + 1, last_attempt_ns = excluded.last_attempt_ns
-                """,
-                (charge.request_id, charge.currency_code, charge.units, charge.nanos, charge.payment_token, now),
-            )
-        if answer.outcome is not Outcome.APPROVED:
-            return ChargeResult(answer.outcome)
+    attempt = conn.execute("SELECT * FROM charge_attempts WHERE request_id = ?", (charge.request_id,)).fetchone()
+    if attempt is not None and not charge.same_charge(attempt):
+        raise RequestIdReusedError(charge.request_id)
+    earlier_attempts = 0 if attempt is None else int(attempt["attempts"])
 
-        payment = PaymentRecord(
-            payment_id=f"pay_{uuid.uuid4().hex}",
-            request_id=charge.request_id,
-            reference=charge.reference,
-            currency_code=charge.currency_code,
-            units=charge.units,
-            nanos=charge.nanos,
-            payment_token=charge.payment_token,
-            state=PaymentState.SUCCEEDED,
-            create_time_ns=now,
-            refund_time_ns=None,
-        )
+    answer = authorize(charge.payment_token, earlier_attempts)
+    now = time.time_ns()
+    if answer.remember_attempt:
         conn.execute(
             """
-            INSERT INTO payments
-              (payment_id, request_id, reference, currency_code, units, nanos, payment_token, state,
-               create_time_ns, refund_time_ns)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
+            INSERT INTO charge_attempts
+              (request_id, currency_code, units, nanos, payment_token, attempts, last_attempt_ns)
+            VALUES (?, ?, ?, ?, ?, 1, ?)
+            ON CONFLICT (request_id) DO UPDATE
+              SET attempts = attempts + 1, last_attempt_ns = excluded.last_attempt_ns
             """,
-            (
-                payment.payment_id,
-                payment.request_id,
-                payment.reference,
-                payment.currency_code,
-                payment.units,
-                payment.nanos,
-                payment.payment_token,
-                payment.state.value,
-                payment.create_time_ns,
-            ),
+            (charge.request_id, charge.currency_code, charge.units, charge.nanos, charge.payment_token, now),
         )
-        return ChargeResult(Outcome.APPROVED, payment)
+    if answer.outcome is not Outcome.APPROVED:
+        return ChargeResult(answer.outcome)
+
+    payment = PaymentRecord(
+        payment_id=f"pay_{uuid.uuid4().hex}",
+        request_id=charge.request_id,
+        reference=charge.reference,
+        currency_code=charge.currency_code,
+        units=charge.units,
+        nanos=charge.nanos,
+        payment_token=charge.payment_token,
+        state=PaymentState.SUCCEEDED,
+        create_time_ns=now,
+        refund_time_ns=None,
+    )
+    conn.execute(
+        """
+        INSERT INTO payments
+          (payment_id, request_id, reference, currency_code, units, nanos, payment_token, state,
+           create_time_ns, refund_time_ns)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
+        """,
+        (
+            payment.payment_id,
+            payment.request_id,
+            payment.reference,
+            payment.currency_code,
+            payment.units,
+            payment.nanos,
+            payment.payment_token,
+            payment.state.value,
+            payment.create_time_ns,
+        ),
+    )
+    return ChargeResult(Outcome.APPROVED, payment)
 
 
 def _refund(conn: sqlite3.Connection, payment_id: str) -> PaymentRecord:
-    with transaction(conn, write=True):
-        conn.execute(
-            "UPDATE payments SET state = 'REFUNDED', refund_time_ns = ? WHERE payment_id = ? AND state = 'SUCCEEDED'",
-            (time.time_ns(), payment_id),
-        )
-        return _select(conn, payment_id)
+    conn.execute(
+        "UPDATE payments SET state = 'REFUNDED', refund_time_ns = ? WHERE payment_id = ? AND state = 'SUCCEEDED'",
+        (time.time_ns(), payment_id),
+    )
+    return _select(conn, payment_id)
 
 
 def _get(conn: sqlite3.Connection, payment_id: str) -> PaymentRecord:
