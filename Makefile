@@ -251,8 +251,20 @@ docker-down: $(STAMPS)/py-package ## Stop the Docker Compose stack (named volume
 	@$(STACK) containers down
 
 .PHONY: test-containers
-test-containers: docker-config $(STAMPS)/container-tools ## Build the images, start a private compose project, run the contract and e2e suites through its Envoy, tear down
+test-containers: docker-config $(STAMPS)/container-tools $(BIN)/grpc-health-probe ## Build the images, start a private compose project, run the contract and e2e suites through its Envoy, tear down
 	@$(STACK) containers test --bases $(BASES)
+
+##@ Several hosts on one machine (deploy/hosts.toml; network namespaces, root)
+
+# Not in `make test` (four to seven minutes, needs root); .ci/run calls it after make test.
+# SUITE=tests/hosts runs one suite instead of all of them (contract, e2e,
+# swap, hosts); PYTEST_ARGS are handed to pytest.
+SUITE ?=
+PYTEST_ARGS ?=
+
+.PHONY: test-hosts
+test-hosts: build $(BIN)/grpcurl $(BIN)/grpc-health-probe ## Every program on a host (network namespace) of its own: the contract, e2e and swap suites, then cut links
+	@$(STACK) hosts test $(if $(SUITE),--suite $(SUITE)) -- $(PYTEST_ARGS)
 
 ##@ Kubernetes (deploy/k8s: a kustomize base and a canary overlay)
 

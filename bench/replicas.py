@@ -43,7 +43,7 @@ def _endpoint(port: int) -> dict[str, Any]:
 
 def set_endpoints(stack: Stack, ports: list[int]) -> None:
     """Rewrite cds.yaml so catalog-go has exactly these endpoints, and wait until Envoy sees them healthy."""
-    config = envoy.clusters(stack.topology, stack.routing, envoy.local_mode(stack.envoy_dir, DESCRIPTOR_SET))
+    config = envoy.clusters(stack.topology, stack.routing, stack.envoy_mode())
     config = copy.deepcopy(config)
     for cluster in config["resources"]:
         if cluster["name"] == CLUSTER:

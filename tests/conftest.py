@@ -9,7 +9,10 @@ lines of every service's log are attached to its report.
 starting anything (see the README). `--edge FILE` runs the contract and e2e
 suites through a shop that runs elsewhere (in containers: `make
 test-containers`), known by its Envoy (shopstack.edge.Edge); tests that need
-the local stack's processes skip.
+the local stack's processes skip. `--hosts FILE` (given by `make test-hosts`,
+which runs pytest on a host of its own) starts every stack of make_stack with
+each program on its own host, a network namespace, at the addresses of
+deploy/hosts.toml (shopstack.netns); tests/hosts runs only then.
 
 The restart and abuse scenarios (tests/faults/test_restarts.py, tests/abuse/)
 share one more stack, `reliability_stack`: private (they kill processes and
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import pytest
 import reliability
-from shopstack import envoy, topology
+from shopstack import envoy, netns, topology
 from shopstack.edge import Edge
 from shopstack.stack import Stack, free_port
 
@@ -73,6 +76,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the contract and e2e suites through the Envoy this JSON file describes (shopstack.edge.Edge)",
     )
     parser.addoption(
+        "--hosts",
+        default=None,
+        help="run every stack with its programs on the hosts (network namespaces) this JSON file describes "
+        "(shopstack.netns; make test-hosts)",
+    )
+    parser.addoption(
         "--kube-apiserver",
         default=None,
         help="the kube-apiserver binary for tests/k8s_server (make k8s-check builds it)",
@@ -81,7 +90,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 # Suites that need more than this machine's processes, and the option that enables each:
 # a shop in containers (`make test-containers`), a real kube-apiserver (`make k8s-check`).
-_NEEDS = {"containers": "--edge", "k8s_server": "--kube-apiserver"}
+_NEEDS = {"containers": "--edge", "k8s_server": "--kube-apiserver", "hosts": "--hosts"}
+
+# The hosts every stack runs on, with --hosts (None: loopback).
+_NETWORK: list[netns.Network] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    path = config.getoption("--hosts")
+    if path:
+        _NETWORK.append(netns.Network.load(Path(path)))
+
+
+def network() -> netns.Network | None:
+    """The hosts of this run (--hosts), or None when everything runs on loopback."""
+    return _NETWORK[0] if _NETWORK else None
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -126,12 +149,25 @@ def make_stack(
     # Every trace recorded: the telemetry suite looks up the trace of calls
     # it makes without a traceparent (stack.toml's default samples 1 in 10).
     topo = replace(topo, telemetry=replace(topo.telemetry, scrape_interval_seconds=1, sampling_ratio=1.0))
+    hosts = network()
+    if hosts is not None:
+        # Every program on its own host (deploy/hosts.toml); Zipkin and
+        # Prometheus stay on loopback, so a stack across hosts runs without them.
+        topo = topo.with_hosts(topology.load_hosts(topo).addresses)
+        telemetry = False
     env: dict[str, dict[str, str]] = {name: {} for name in topo.services}
     env["inventory"]["SHOP_RESERVATION_TTL_SECONDS"] = RESERVATION_TTL_SECONDS
     if grace_seconds is not None:
         for values in env.values():
             values["SHOP_SHUTDOWN_GRACE_SECONDS"] = grace_seconds
-    return Stack(run_dir=run_dir, topology=topo, env=env, routing=routing or {}, telemetry=telemetry)
+    return Stack(
+        run_dir=run_dir,
+        topology=topo,
+        env=env,
+        routing=routing or {},
+        telemetry=telemetry,
+        netns=hosts.namespaces if hosts is not None else {},
+    )
 
 
 @pytest.fixture(scope="session")

@@ -227,6 +227,16 @@ def cmd_containers(args: argparse.Namespace) -> None:
         die(str(err))
 
 
+def cmd_hosts(args: argparse.Namespace) -> None:
+    """Several hosts on one machine (deploy/hosts.toml, network namespaces)."""
+    from shopstack import netns
+
+    try:
+        sys.exit(netns.test(args.pytest_args, args.suite))
+    except (netns.NetnsError, ValueError) as err:
+        die(str(err))
+
+
 def cmd_demo(_: argparse.Namespace) -> None:
     from shopstack import demo
 
@@ -332,7 +342,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     ctr.add_argument("pytest_args", nargs="*", help="extra pytest arguments (test)")
     ctr.set_defaults(func=cmd_containers)
-    args = parser.parse_args(argv)
+    hosts = sub.add_parser("hosts", help="run the suites with every program on a host (network namespace) of its own")
+    hosts.add_argument("action", choices=["test"])
+    hosts.add_argument("--suite", action="append", help="a suite to run instead of the default ones (repeatable)")
+    hosts.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    hosts.set_defaults(func=cmd_hosts)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `hosts test [--suite S] -- <pytest arguments>`: what follows -- is pytest's.
+        if args.func is not cmd_hosts or extra[0] != "--":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.pytest_args += extra[1:]
     args.func(args)
 
 

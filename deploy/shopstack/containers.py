@@ -30,6 +30,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shopstack import topology
+from shopstack.envoy import default_routing
 from shopstack.topology import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -405,6 +407,8 @@ def edge_of(engine: Engine, project: Project, internal: bool = True) -> dict[str
         # operator's certificate for the internal listener, the token key.
         "certs": str(HOST_CERTS),
         "logs": {service: [*engine.cli, "logs", cid] for service, cid in ids.items()},
+        # What docker-compose.yml runs: every service's default implementation.
+        "routing": default_routing(topology.load()),
         "compose": {
             "engine": engine.name,
             "project": project.name,

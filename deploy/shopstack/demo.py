@@ -19,7 +19,7 @@ from pathlib import Path
 
 from shopstack import swap
 from shopstack.stack import Stack, StackError
-from shopstack.topology import ROOT
+from shopstack.topology import LOOPBACK, ROOT
 
 GRPCURL = ".tmp/bin/grpcurl"
 SKU = "sku-espresso-beans-1kg"
@@ -45,7 +45,9 @@ class Tour:
 
     @property
     def public(self) -> str:
-        return f"localhost:{self.stack.topology.public_port}"
+        """The public listener as a reader types it: localhost, or Envoy's host in a hosts variant."""
+        host = self.stack.edge_host
+        return f"{'localhost' if host == LOOPBACK else host}:{self.stack.topology.public_port}"
 
     def say(self, text: str) -> None:
         print(f"\n## {text}", flush=True)

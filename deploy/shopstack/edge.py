@@ -24,7 +24,7 @@ from pathlib import Path
 
 import grpc
 
-from shopstack import channels, pki, tokens, topology
+from shopstack import channels, envoy, pki, tokens, topology
 
 
 def set_runtime(admin_url: str, **values: str | int) -> None:
@@ -55,6 +55,9 @@ class Edge:
     certs_dir: Path
     # Per program (envoy, catalog-go, ...), the command that prints its log.
     log_commands: dict[str, list[str]] = field(default_factory=dict)
+    # Per service, the implementations receiving traffic and their weights,
+    # as for a Stack (a compose project runs stack.toml's defaults).
+    routing: dict[str, dict[str, int]] = field(default_factory=lambda: envoy.default_routing(topology.load()))
     _logs_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="shop-edge-logs-")))
 
     @classmethod
@@ -62,7 +65,10 @@ class Edge:
         raw = json.loads(path.read_text())
         if not raw.get("certs"):
             raise ValueError(f'{path} names no certificates directory ("certs"): the edge speaks TLS only')
-        return cls(raw["public"], raw["internal"], raw["admin"], Path(raw["certs"]), raw.get("logs", {}))
+        edge = cls(raw["public"], raw["internal"], raw["admin"], Path(raw["certs"]), raw.get("logs", {}))
+        if raw.get("routing"):
+            edge.routing = {name: dict(weights) for name, weights in raw["routing"].items()}
+        return edge
 
     def dump(self, path: Path) -> None:
         path.write_text(
@@ -73,6 +79,7 @@ class Edge:
                     "admin": self.admin_addr,
                     "certs": str(self.certs_dir),
                     "logs": self.log_commands,
+                    "routing": self.routing,
                 },
                 indent=2,
             )

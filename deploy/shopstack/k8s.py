@@ -185,6 +185,10 @@ def secret_files(topo: Topology) -> dict[str, list[str]]:
     """Per identity that runs in a pod, the files of its Secret."""
     files = {name: ["ca.crt", f"{name}.crt", f"{name}.key"] for name in topo.identities() if name != pki.OPERATOR}
     files[pki.ENVOY] += [f"{pki.EDGE}.crt", f"{pki.EDGE}.key", "jwks.json"]
+    # What every replica must share: the catalog's replicas each seed their
+    # own emptyDir database and must sign page tokens with one key.
+    for name, (file, _) in pki.SHARED_KEYS.items():
+        files[name].append(file)
     return files
 
 
@@ -230,6 +234,9 @@ def _env(impl: Implementation, topo: Topology) -> list[dict[str, str]]:
         *_tls_env(impl.service),
         {"name": "SHOP_MAX_STREAMS_PER_CLIENT", "value": str(topo.limits.max_streams_per_client)},
     ]
+    if impl.service in pki.SHARED_KEYS:
+        file, setting = pki.SHARED_KEYS[impl.service]
+        env.append({"name": setting, "value": f"{CERTS_DIR}/{file}"})
     if impl.service != "reflection":
         env.append({"name": "SHOP_DB_PATH", "value": f"/data/{impl.service}.db"})
     for dep in topo.services[impl.service].depends_on:

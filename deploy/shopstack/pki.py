@@ -3,7 +3,8 @@
 One CA signs every certificate of a run directory:
 
 - edge: the server certificate of Envoy's public listener (DNS localhost and
-  envoy, IP 127.0.0.1), no identity;
+  envoy, IP 127.0.0.1, and Envoy's host address in a hosts variant), no
+  identity;
 - one certificate per identity, with its SPIFFE-style URI SAN
   spiffe://<trust domain>/<name>: every service (catalog, inventory, payments,
   orders, reflection; the implementations of a service share its identity),
@@ -13,7 +14,11 @@ One CA signs every certificate of a run directory:
   connection (serverAuth and clientAuth): a service serves with it, and orders
   calls the internal listener with it;
 - jwt.key (the customer token issuer's signing key, ES256) and jwks.json (its
-  public half, which Envoy's jwt_authn reads).
+  public half, which Envoy's jwt_authn reads);
+- page-token.key: what signs the catalog's ListProducts page tokens. Every
+  catalog replica keeps its own copy of the database, so without one shared
+  key a page token from one replica would be refused by the next
+  (SHARED_KEYS; `make test-hosts` runs two replicas).
 
 Keys never leave the run directory (0600, never committed). Re-running
 `make certs` rotates: a new key and certificate for every identity and a new
@@ -24,6 +29,7 @@ stack picks up rotated files after `make down && make up`.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import json
@@ -43,6 +49,9 @@ CA_DAYS = 3650
 EDGE = "edge"
 ENVOY = "envoy"
 OPERATOR = "operator"
+# Secrets every replica of a service must share, beside its certificate:
+# identity -> (file in the certificates directory, the setting naming it).
+SHARED_KEYS = {"catalog": ("page-token.key", "SHOP_PAGE_TOKEN_KEY_FILE")}
 
 
 @dataclass(frozen=True)
@@ -82,8 +91,13 @@ class Certs:
     def spiffe_id(self, name: str) -> str:
         return f"spiffe://{self.trust_domain}/{name}"
 
+    def shared_key(self, name: str) -> Path:
+        """The shared secret of an identity in SHARED_KEYS."""
+        return self.directory / SHARED_KEYS[name][0]
+
     def exists(self, identities: Iterable[str]) -> bool:
         files = [self.ca, self.ca_key, self.jwt_key, self.jwks, *self.pair(EDGE).__dict__.values()]
+        files += [self.shared_key(name) for name in SHARED_KEYS]
         for name in identities:
             files.extend(self.pair(name).__dict__.values())
         return all(path.exists() for path in files)
@@ -152,19 +166,29 @@ def make_ca(certs: Certs, common_name: str = "shop local CA") -> None:
     _write(certs.ca, _pem(cert), private=False)
 
 
+def _san(name: str) -> x509.GeneralName:
+    """An IP address SAN for an address, a DNS name SAN for anything else."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def issue(certs: Certs, name: str, *, dns: Iterable[str] = (), uri: str | None = None) -> Pair:
     """A key and a certificate signed by the CA, for both TLS ends.
 
-    Every certificate names localhost and 127.0.0.1 (everything listens on
-    loopback) plus `dns` (the names Docker Compose reaches it by); `uri` is
-    the SPIFFE-style identity, if it has one.
+    Every certificate names localhost and 127.0.0.1 (`make up` runs
+    everything on loopback) plus `dns`: the names Docker Compose reaches it
+    by and, in a hosts variant (deploy/hosts.toml), the addresses of its
+    hosts, which clients that dial an address check it against. `uri` is the
+    SPIFFE-style identity, if it has one.
     """
     ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate(certs.ca.read_bytes())
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = _key()
     sans: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    sans.extend(x509.DNSName(d) for d in dns if d != "localhost")
+    sans.extend(_san(d) for d in dns if d not in {"localhost", "127.0.0.1"})
     if uri:
         sans.append(x509.UniformResourceIdentifier(uri))
     now = _now()
@@ -226,10 +250,14 @@ def make_all(certs: Certs, identities: dict[str, Iterable[str]], *, new_ca: bool
     os.chmod(certs.directory, 0o700)
     if new_ca or not (certs.ca.exists() and certs.ca_key.exists()):
         make_ca(certs)
-    issue(certs, EDGE, dns=("envoy",))
+    # The public listener's certificate: reached where Envoy is.
+    issue(certs, EDGE, dns=identities.get(ENVOY, (ENVOY,)))
     for name, dns in identities.items():
         issue(certs, name, dns=dns, uri=certs.spiffe_id(name))
     make_token_key(certs)
+    for name in SHARED_KEYS:
+        # 32 random bytes, as text (the catalog trims surrounding whitespace).
+        _write(certs.shared_key(name), base64.urlsafe_b64encode(os.urandom(32)) + b"\n", private=True)
 
 
 def ensure(certs: Certs, identities: dict[str, Iterable[str]]) -> bool:

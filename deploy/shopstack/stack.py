@@ -29,7 +29,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shopstack import channels, edge, envoy, pki, tokens
-from shopstack.topology import DESCRIPTOR_SET, ROOT, Implementation, Topology, methods
+from shopstack.topology import DESCRIPTOR_SET, EDGE_PROGRAM, LOOPBACK, ROOT, Implementation, Topology, methods
 
 VENV_BIN = ROOT / ".venv" / "bin"
 ENVOY_PROGRAM = "envoy"
@@ -123,11 +123,17 @@ class Stack:
     telemetry: bool = False
     # Per program, the digest of the code it was started with (code_digest).
     code: dict[str, str] = field(default_factory=dict)
+    # Per host address of a hosts variant (topology.hosts), the network
+    # namespace that stands for that host: its programs run in it (`ip netns
+    # exec`). shopstack.netns makes them for `make test-hosts`.
+    netns: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.run_dir = self.run_dir.resolve()
         if not self.routing:
             self.routing = envoy.default_routing(self.topology)
+        if self.topology.hosts and self.telemetry:
+            raise StackError("Zipkin and Prometheus run on loopback only: a hosts variant runs without them")
 
     # -- paths -------------------------------------------------------------
 
@@ -205,33 +211,39 @@ class Stack:
     # -- addresses -----------------------------------------------------------
 
     def addr(self, service: str, lang: str | None = None) -> str:
-        """A service implementation's own address, bypassing Envoy."""
-        return f"127.0.0.1:{self.topology.port_of(self.topology.impl_of(service, lang))}"
+        """A service implementation's own address (its first replica's), bypassing Envoy."""
+        impl = self.topology.impl_of(service, lang)
+        return f"{self.topology.host_of(impl.cluster)}:{self.topology.port_of(impl)}"
+
+    @property
+    def edge_host(self) -> str:
+        return self.topology.host_of(EDGE_PROGRAM)
 
     @property
     def public_addr(self) -> str:
-        return f"127.0.0.1:{self.topology.public_port}"
+        return f"{self.edge_host}:{self.topology.public_port}"
 
     @property
     def internal_addr(self) -> str:
-        return f"127.0.0.1:{self.topology.internal_port}"
+        return f"{self.edge_host}:{self.topology.internal_port}"
 
     @property
     def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.topology.admin_port}"
+        return f"http://{self.edge_host}:{self.topology.admin_port}"
 
     @property
     def zipkin_url(self) -> str:
         """Zipkin's UI and query API (/api/v2/...)."""
-        return f"http://127.0.0.1:{self.topology.telemetry.zipkin_port}"
+        return f"http://{LOOPBACK}:{self.topology.telemetry.zipkin_port}"
 
     @property
     def prometheus_url(self) -> str:
         """Prometheus' UI and HTTP API (/api/v1/...)."""
-        return f"http://127.0.0.1:{self.topology.telemetry.prometheus_port}"
+        return f"http://{LOOPBACK}:{self.topology.telemetry.prometheus_port}"
 
-    def metrics_addr(self, impl: Implementation) -> str:
-        return f"127.0.0.1:{self.topology.metrics_port_of(impl)}"
+    def metrics_addr(self, impl: Implementation, host: str | None = None) -> str:
+        """Where an implementation (on host: that replica) serves /metrics."""
+        return f"{host or self.topology.host_of(impl.cluster)}:{self.topology.metrics_port_of(impl)}"
 
     def running_impls(self) -> list[Implementation]:
         return [
@@ -242,11 +254,29 @@ class Stack:
 
     # -- configuration -------------------------------------------------------
 
-    def program_env(self, impl: Implementation) -> dict[str, str]:
-        """The environment of one service process (docs/conventions.md)."""
+    def programs(self) -> list[tuple[str, Implementation, str]]:
+        """(program name, implementation, host address) of every service
+        process: one per running implementation, or one per replica in a
+        hosts variant (Topology.replicas)."""
+        return [
+            (program, impl, host) for impl in self.running_impls() for program, host in self.topology.replicas(impl)
+        ]
+
+    def launcher(self, host: str) -> list[str]:
+        """What a program's command is prefixed with to run on its host."""
+        namespace = self.netns.get(host)
+        return ["ip", "netns", "exec", namespace] if namespace else []
+
+    def program_env(self, impl: Implementation, host: str | None = None, replica: int = 0) -> dict[str, str]:
+        """The environment of one service process (docs/conventions.md); host
+        and replica say which replica in a hosts variant."""
         pair = self.certs.pair(impl.service)
+        host = host or self.topology.host_of(impl.cluster)
+        # A stateless service's replicas each keep their own copy of its
+        # (read-only) database; every implementation of a service shares it.
+        database = f"{impl.service}.db" if replica == 0 else f"{impl.service}-{replica + 1}.db"
         env = {
-            "SHOP_LISTEN_ADDR": f"127.0.0.1:{self.topology.port_of(impl)}",
+            "SHOP_LISTEN_ADDR": f"{host}:{self.topology.port_of(impl)}",
             # Mutual TLS: the service's own identity, and the CA its callers'
             # certificates must come from (docs/security.md).
             "SHOP_TLS_CERT_FILE": str(pair.cert),
@@ -254,20 +284,23 @@ class Stack:
             "SHOP_TLS_CA_FILE": str(self.certs.ca),
             # Every implementation of a service shares its database, so a
             # swapped-in implementation carries on with the same data.
-            "SHOP_DB_PATH": str(self.data_dir / f"{impl.service}.db"),
+            "SHOP_DB_PATH": str(self.data_dir / database),
             "SHOP_SEED_FILE": str(ROOT / "data" / "products.json"),
             "SHOP_DESCRIPTOR_SET": str(DESCRIPTOR_SET),
             "SHOP_LOG_LEVEL": self.log_level,
-            "SHOP_METRICS_ADDR": self.metrics_addr(impl),
+            "SHOP_METRICS_ADDR": self.metrics_addr(impl, host),
             "SHOP_TRACE_SAMPLE_RATIO": f"{self.topology.telemetry.sampling_ratio:g}",
             "SHOP_MAX_STREAMS_PER_CLIENT": str(self.topology.limits.max_streams_per_client),
             "PYTHONUNBUFFERED": "1",
         }
+        if impl.service in pki.SHARED_KEYS:
+            # What every replica of the service must share (the catalog's page-token key).
+            env[pki.SHARED_KEYS[impl.service][1]] = str(self.certs.shared_key(impl.service))
         if self.telemetry:
             env["SHOP_ZIPKIN_URL"] = f"{self.zipkin_url}/api/v2/spans"
         if impl.service == "reflection":
             # The edge's grpc.health.v1 answers per service from Envoy's cluster health.
-            env["SHOP_ENVOY_ADMIN_ADDR"] = f"127.0.0.1:{self.topology.admin_port}"
+            env["SHOP_ENVOY_ADMIN_ADDR"] = f"{self.edge_host}:{self.topology.admin_port}"
         deps = self.topology.services[impl.service].depends_on
         for dep in deps:
             # Service-to-service calls go through Envoy's internal listener.
@@ -300,9 +333,11 @@ class Stack:
             f"[supervisorctl]\nserverurl=unix://{self.run_dir}/supervisor.sock\n\n"
         )
         for impl in self.running_impls():
-            command = [part.format(root=ROOT, run=self.run_dir) for part in impl.command]
-            text += program(impl.cluster, command, self.program_env(impl), stopwait=20)
+            for replica, (name, host) in enumerate(self.topology.replicas(impl)):
+                command = [*self.launcher(host), *(part.format(root=ROOT, run=self.run_dir) for part in impl.command)]
+                text += program(name, command, self.program_env(impl, host, replica), stopwait=20)
         envoy_cmd = [
+            *self.launcher(self.edge_host),
             str(VENV_BIN / "envoy"),
             f"-c {self.envoy_dir}/envoy.yaml",
             "--disable-hot-restart",  # several stacks (make up, tests) may run at once
@@ -366,8 +401,8 @@ class Stack:
     def prometheus_targets(self) -> list[dict[str, object]]:
         """Every running implementation's metrics address, labelled with its service and language."""
         return [
-            {"targets": [self.metrics_addr(impl)], "labels": {"service": impl.service, "impl": impl.lang}}
-            for impl in self.running_impls()
+            {"targets": [self.metrics_addr(impl, host)], "labels": {"service": impl.service, "impl": impl.lang}}
+            for _, impl, host in self.programs()
         ]
 
     def render(self) -> None:
@@ -390,6 +425,7 @@ class Stack:
             self.certs.directory,
             zipkin_port=tel.zipkin_port if self.telemetry else None,
             sampling_ratio=tel.sampling_ratio,
+            topology=self.topology,
         )
 
     def save_state(self) -> None:
@@ -399,12 +435,20 @@ class Stack:
                 "internal": self.topology.internal_port,
                 "admin": self.topology.admin_port,
                 **{impl.cluster: self.topology.port_of(impl) for impl in self.running_impls()},
+                # The metrics ports too: a stack read back from this file
+                # (default_stack: make swap, make demo) must render every
+                # program as it runs, or rewriting supervisord's configuration
+                # would restart them all on other ports.
+                **{impl.metrics_key: self.topology.metrics_port_of(impl) for impl in self.running_impls()},
             },
             "routing": self.routing,
             "env": {k: dict(v) for k, v in self.env.items()},
             "telemetry": self.telemetry,
             "code": self._started_code(),
         }
+        if self.topology.hosts:
+            state["hosts"] = {program: list(addresses) for program, addresses in self.topology.hosts.items()}
+            state["netns"] = dict(self.netns)
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
         # Prometheus re-reads its targets within seconds (file_sd), so a swap's
         # new implementation is scraped without a restart.
@@ -446,6 +490,8 @@ class Stack:
         return pid if process_alive(pid) else None
 
     def check_ports(self) -> None:
+        if self.topology.hosts:
+            return  # every host of a hosts variant has ports of its own
         busy = []
         ports = self.topology.all_ports()
         if self.telemetry:
@@ -562,11 +608,13 @@ class Stack:
 
     # -- health --------------------------------------------------------------
 
-    def service_health(self, impl: Implementation, timeout: float = 2.0) -> str:
+    def service_health(self, impl: Implementation, timeout: float = 2.0, host: str | None = None) -> str:
+        """grpc.health.v1 of an implementation (on host: that replica), asked directly."""
         service = self.topology.services[impl.service]
         name = "" if impl.service == "reflection" else service.proto
+        host = host or self.topology.host_of(impl.cluster)
         try:
-            with self.channel(f"127.0.0.1:{self.topology.port_of(impl)}") as channel:
+            with self.channel(f"{host}:{self.topology.port_of(impl)}") as channel:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=name), timeout=timeout
                 )
@@ -601,10 +649,10 @@ class Stack:
                 tails = "\n".join(self.tail(name, 15) for name in fatal)
                 raise StackError(f"{', '.join(fatal)} kept exiting and supervisord gave up:\n{tails}")
             pending = {}
-            for impl in self.running_impls():
-                state = self.service_health(impl, timeout=1.0)
+            for program, impl, host in self.programs():
+                state = self.service_health(impl, timeout=1.0, host=host)
                 if state != "SERVING":
-                    pending[impl.cluster] = state
+                    pending[program] = state
             if not pending:
                 try:
                     clusters = self.envoy_clusters()
@@ -657,10 +705,9 @@ class Stack:
     def status(self) -> str:
         lines = [self.ctl("status", check=False).rstrip()]
         lines.append("")
-        for impl in self.running_impls():
-            lines.append(
-                f"{impl.cluster:22} {self.addr(impl.service, impl.lang):18} grpc.health.v1: {self.service_health(impl)}"
-            )
+        for program, impl, host in self.programs():
+            address = f"{host}:{self.topology.port_of(impl)}"
+            lines.append(f"{program:22} {address:18} grpc.health.v1: {self.service_health(impl, host=host)}")
         try:
             for name, state in sorted(self.envoy_clusters().items()):
                 lines.append(f"envoy cluster {name:22} {state}")
@@ -697,6 +744,9 @@ def default_stack() -> Stack:
                 ports.pop("admin", topo.admin_port),
                 {**topo.ports, **ports},
             )
+            # ... and the hosts it runs on (a hosts variant: `make test-hosts`).
+            stack.topology = stack.topology.with_hosts({k: tuple(v) for k, v in state.get("hosts", {}).items()})
+            stack.netns = dict(state.get("netns", {}))
     return stack
 
 

@@ -8,6 +8,7 @@ down once.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import tomllib
@@ -26,6 +27,12 @@ STACK_FILE = Path(os.environ.get("SHOP_STACK_FILE", ROOT / "deploy" / "stack.tom
 DESCRIPTOR_SET = ROOT / "protos" / "gen" / "shop_api.binpb"
 # The storefront's bundle, built by `make build` (web/scripts/build.mjs).
 WEB_DIST = ROOT / "web" / "dist"
+# The topology variant that puts every program on a host of its own (`make test-hosts`).
+HOSTS_FILE = ROOT / "deploy" / "hosts.toml"
+# Where every program listens and what it dials unless a hosts variant says otherwise.
+LOOPBACK = "127.0.0.1"
+# The program name of the edge in a hosts variant (the others are cluster names).
+EDGE_PROGRAM = "envoy"
 
 
 @dataclass(frozen=True)
@@ -176,16 +183,43 @@ class Topology:
     cors_origins: tuple[str, ...] = ()
     # Port overrides per cluster name (tests run on free ports).
     ports: dict[str, int] = field(default_factory=dict)
+    # A hosts variant (deploy/hosts.toml, with_hosts): per program ("envoy",
+    # or an implementation's cluster name), the address of each of its hosts,
+    # one per replica. Empty: everything on loopback, as `make up` runs it.
+    hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def identities(self) -> dict[str, tuple[str, ...]]:
-        """Every identity that gets a certificate, with the DNS names it is
-        reached by in Docker Compose (a service's cluster names; envoy)."""
+        """Every identity that gets a certificate, with the names it is reached
+        by: in Docker Compose a service's cluster names and envoy, and in a
+        hosts variant the addresses of its hosts too."""
         names: dict[str, tuple[str, ...]] = {
-            name: tuple(impl.cluster for impl in svc.implementations.values()) for name, svc in self.services.items()
+            name: tuple(impl.cluster for impl in svc.implementations.values())
+            + tuple(a for impl in svc.implementations.values() for a in self.hosts.get(impl.cluster, ()))
+            for name, svc in self.services.items()
         }
-        names["envoy"] = ("envoy",)
+        names[EDGE_PROGRAM] = (EDGE_PROGRAM, *self.hosts.get(EDGE_PROGRAM, ()))
         names["operator"] = ()
         return names
+
+    def addresses_of(self, program: str) -> tuple[str, ...]:
+        """The address of each host a program runs on (loopback without a hosts variant)."""
+        return self.hosts.get(program, (LOOPBACK,))
+
+    def host_of(self, program: str) -> str:
+        """The address of a program's (first) host."""
+        return self.addresses_of(program)[0]
+
+    def replicas(self, impl: Implementation) -> list[tuple[str, str]]:
+        """(program name, host address) of each replica of an implementation:
+        the first is named after its cluster, the others <cluster>-2, -3, ..."""
+        return [
+            (impl.cluster if n == 0 else f"{impl.cluster}-{n + 1}", address)
+            for n, address in enumerate(self.addresses_of(impl.cluster))
+        ]
+
+    def with_hosts(self, hosts: Mapping[str, tuple[str, ...]]) -> Topology:
+        """The same topology with programs on other hosts (deploy/hosts.toml)."""
+        return replace(self, hosts={program: tuple(addresses) for program, addresses in hosts.items()})
 
     def port_of(self, impl: Implementation) -> int:
         return self.ports.get(impl.cluster, impl.port)
@@ -313,6 +347,62 @@ def load(path: Path | None = None) -> Topology:
         cors_origins=tuple(edge.get("cors_origins", ())),
         security=security,
     )
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """A hosts variant of the topology (deploy/hosts.toml): the addresses only."""
+
+    subnet: str
+    # Where the callers (the test suites) run.
+    client: str
+    # Per program, the address of each of its hosts (Topology.hosts).
+    addresses: dict[str, tuple[str, ...]]
+
+    @property
+    def prefix_length(self) -> int:
+        return int(self.subnet.rpartition("/")[2])
+
+
+def load_hosts(topology: Topology, path: Path = HOSTS_FILE, stack_file: Path | None = None) -> Hosts:
+    """Read a hosts variant and check it against the topology: every program
+    named exists, every address is in the subnet and used once, every program
+    that runs by default has a host, and only stateless services have replicas."""
+    raw = tomllib.loads(path.read_text())
+    network = raw.get("network", {})
+    try:
+        subnet = ipaddress.ip_network(network["subnet"])
+        client = ipaddress.ip_address(network["client"])
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"{path}: [network] needs a valid subnet and client address ({err})") from err
+    clusters = {impl.cluster: svc for svc in topology.services.values() for impl in svc.implementations.values()}
+    stateless = tomllib.loads((stack_file or STACK_FILE).read_text()).get("kubernetes", {}).get("stateless", [])
+    addresses: dict[str, tuple[str, ...]] = {}
+    seen = {str(client): "client"}
+    for program, value in raw.get("addresses", {}).items():
+        if program != EDGE_PROGRAM and program not in clusters:
+            known = ", ".join(sorted([EDGE_PROGRAM, *clusters]))
+            raise ValueError(f"{path}: {program!r} is not a program of the stack (known: {known})")
+        listed = (value,) if isinstance(value, str) else tuple(value)
+        if not listed:
+            raise ValueError(f"{path}: {program} has no address")
+        if len(listed) > 1 and (program == EDGE_PROGRAM or clusters[program].name not in stateless):
+            raise ValueError(
+                f"{path}: {program} has {len(listed)} hosts, but only the stateless services "
+                f"({', '.join(stateless)}, stack.toml [kubernetes]) may run replicas"
+            )
+        for address in listed:
+            if ipaddress.ip_address(address) not in subnet:
+                raise ValueError(f"{path}: {program}'s address {address} is not in {subnet}")
+            if address in seen:
+                raise ValueError(f"{path}: {address} is both {seen[address]}'s and {program}'s")
+            seen[address] = program
+        addresses[program] = listed
+    defaults = [EDGE_PROGRAM] + [svc.implementations[svc.impl].cluster for svc in topology.services.values()]
+    missing = [program for program in defaults if program not in addresses]
+    if missing:
+        raise ValueError(f"{path}: no address for {', '.join(missing)}")
+    return Hosts(subnet=str(subnet), client=str(client), addresses=addresses)
 
 
 def methods(descriptor_set: Path = DESCRIPTOR_SET) -> dict[str, list[Method]]:

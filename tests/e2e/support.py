@@ -320,6 +320,14 @@ class Shop:
         self.stack.set_runtime(**{f"fault.{svc}.{key}": 0 for svc in FAULT_SERVICES for key in FAULT_KEYS})
 
 
+def replicas_of(stack: Stack | Edge, cluster: str) -> list[str]:
+    """The programs an implementation runs as: its replicas in a hosts
+    variant (catalog-go, catalog-go-2: make test-hosts), otherwise itself."""
+    if isinstance(stack, Stack):
+        return [program for program, impl, _ in stack.programs() if impl.cluster == cluster] or [cluster]
+    return [cluster]
+
+
 def log_lines(stack: Stack | Edge, program: str) -> Iterator[dict[str, object]]:
     """The JSON lines of a program's log (non-JSON lines are skipped)."""
     path = stack.log_of(program)

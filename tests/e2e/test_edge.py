@@ -26,7 +26,7 @@ from shop.orders.v1 import order_service_pb2 as orders_pb
 from shop.payments.v1 import payment_service_pb2 as payments_pb
 from shop.payments.v1 import payment_service_pb2_grpc as payments_pbg
 
-from .support import CALL_TIMEOUT, Shop, describe_order, log_lines, new_id, wait_for
+from .support import CALL_TIMEOUT, Shop, describe_order, log_lines, new_id, replicas_of, wait_for
 
 SHOP_SERVICES = {
     "shop.catalog.v1.CatalogService",
@@ -453,9 +453,11 @@ def _assert_logged_everywhere(shop: Shop, request_id: str) -> None:
     for program, method in _SAGA_RPCS.items():
         wait_for(
             f"{program} to log {method} with request_id {request_id}",
+            # Any replica of it may have served the call (make test-hosts runs two catalogs).
             lambda p=program, m=method: any(
                 line.get("msg") == "rpc" and line.get("method") == m and line.get("request_id") == request_id
-                for line in log_lines(shop.stack, p)
+                for replica in replicas_of(shop.stack, p)
+                for line in log_lines(shop.stack, replica)
             ),
             timeout=10,
         )

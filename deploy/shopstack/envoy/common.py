@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shopstack.topology import ROOT, WEB_DIST, Topology
+from shopstack.topology import EDGE_PROGRAM, LOOPBACK, ROOT, WEB_DIST, Topology
 
 # The npm-pinned renderer of the OpenAPI page (tools/package.json).
 DOCS_ASSETS = ROOT / "tools" / "node_modules" / "swagger-ui-dist"
@@ -34,9 +34,13 @@ class Mode:
     zipkin: tuple[str, int] | None = None
     # The share of new traces Envoy records, 0 to 1.
     sampling_ratio: float = 1.0
+    # Per cluster, the address of each host it runs on, where that is not
+    # upstream_host (a hosts variant: deploy/hosts.toml).
+    upstream_hosts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def upstream(self, cluster: str) -> str:
-        return self.upstream_host or cluster
+    def upstreams(self, cluster: str) -> tuple[str, ...]:
+        """The hosts of a cluster's endpoints, one per replica."""
+        return self.upstream_hosts.get(cluster) or (self.upstream_host or cluster,)
 
     def cert(self, name: str) -> dict[str, Any]:
         """A tls_certificates entry: name's certificate and key."""
@@ -61,27 +65,35 @@ def local_mode(
     *,
     zipkin_port: int | None = None,
     sampling_ratio: float = 1.0,
+    topology: Topology | None = None,
 ) -> Mode:
-    """Everything on loopback: `make up` and the tests. With zipkin_port,
-    Envoy traces every request it samples and sends the spans there.
+    """Local processes: `make up` and the tests. With zipkin_port, Envoy
+    traces every request it samples and sends the spans there.
+
+    Everything is on loopback unless the topology has a hosts variant
+    (deploy/hosts.toml): then Envoy listens on its own host's address and
+    reaches each implementation at its hosts' addresses.
 
     The OpenAPI document lies beside the descriptor set (both from `make
     protos`); the page's renderer is the npm-pinned swagger-ui-dist in tools/.
     """
+    hosts = topology.hosts if topology is not None else {}
+    edge = hosts.get(EDGE_PROGRAM, (LOOPBACK,))[0]
     return Mode(
         "local",
-        "127.0.0.1",
-        "127.0.0.1",
-        "127.0.0.1",
+        edge,
+        edge,
+        edge,
         str(config_dir),
         str(descriptor_set),
-        "127.0.0.1",
+        LOOPBACK,
         str(WEB_DIST),
         str(descriptor_set.parent / "openapi.json"),
         str(DOCS_ASSETS),
         str(certs_dir),
-        zipkin=None if zipkin_port is None else ("127.0.0.1", zipkin_port),
+        zipkin=None if zipkin_port is None else (LOOPBACK, zipkin_port),
         sampling_ratio=sampling_ratio,
+        upstream_hosts={program: addresses for program, addresses in hosts.items() if program != EDGE_PROGRAM},
     )
 
 

@@ -90,7 +90,13 @@ def _cluster(topology: Topology, service: Service, lang: str, mode: Mode) -> dic
         },
         "load_assignment": {
             "cluster_name": impl.cluster,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(mode.upstream(impl.cluster), port)}}]}],
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": address(host, port)}} for host in mode.upstreams(impl.cluster)
+                    ]
+                }
+            ],
         },
         # grpc.health.v1 every second while a host is healthy, five times a
         # second while it is not, so a restarted service gets traffic back

@@ -66,7 +66,7 @@ type Product struct {
 type Store struct {
 	db       *sql.DB
 	currency string // the catalog's one currency, from meta
-	tokenKey []byte // signs page tokens, from meta, so tokens survive restarts
+	tokenKey []byte // signs page tokens: OpenOptions.PageTokenKey, or meta's, so tokens survive restarts
 	// SeededFrom is the seed file read when Open created the database, or
 	// empty when the database already existed.
 	SeededFrom string
@@ -99,7 +99,15 @@ type OpenOptions struct {
 	// RefreshInterval is how often a change made to the database by another
 	// connection is looked for; zero means RefreshInterval.
 	RefreshInterval time.Duration
+	// PageTokenKey, when set, signs and verifies page tokens instead of the
+	// key the database was seeded with. Replicas that each seed a database of
+	// their own share it, so a token one issued is good on every other; at
+	// least MinPageTokenKeyBytes long.
+	PageTokenKey []byte
 }
+
+// MinPageTokenKeyBytes is the shortest page-token key Open accepts.
+const MinPageTokenKeyBytes = 32
 
 // Open opens the database at opts.Path in WAL mode, creates the schema if it
 // is missing and, when the database is new, seeds it from the seed file in
@@ -184,8 +192,14 @@ func (s *Store) init(ctx context.Context, opts OpenOptions) (err error) {
 	}
 	s.currency = meta["currency_code"]
 	s.tokenKey = []byte(meta["page_token_key"])
-	if s.currency == "" || len(s.tokenKey) < 32 {
+	if s.currency == "" || len(s.tokenKey) < MinPageTokenKeyBytes {
 		return errors.New("the meta table lacks the currency or the page-token key")
+	}
+	if opts.PageTokenKey != nil {
+		if len(opts.PageTokenKey) < MinPageTokenKeyBytes {
+			return fmt.Errorf("the page-token key has %d bytes; it needs at least %d", len(opts.PageTokenKey), MinPageTokenKeyBytes)
+		}
+		s.tokenKey = opts.PageTokenKey
 	}
 	return nil
 }

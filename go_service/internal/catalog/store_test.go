@@ -195,3 +195,31 @@ func TestPageTokensRejectEveryAlteration(t *testing.T) {
 		t.Error("a token verified under another key")
 	}
 }
+
+func TestReplicasWithTheirOwnDatabasesShareAPageTokenKey(t *testing.T) {
+	ctx := context.Background()
+	shared := []byte("a key every catalog replica reads, 32+ bytes")
+	open := func(key []byte) *Store {
+		t.Helper()
+		s, err := Open(ctx, OpenOptions{Path: filepath.Join(t.TempDir(), "catalog.db"), SeedFile: testSeedFile, PageTokenKey: key})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	first, second, alone := open(shared), open(shared), open(nil)
+	tok := signToken(first.tokenKey, pageToken{AfterID: "sku-x"})
+	if _, err := verifyToken(second.tokenKey, tok); err != nil {
+		t.Errorf("a replica rejected the other replica's token: %v", err)
+	}
+	// Without the shared key each database has its own: the tokens of one
+	// are refused by the other, which is what breaks paging across replicas.
+	if _, err := verifyToken(alone.tokenKey, tok); err == nil {
+		t.Error("a catalog with its own key accepted another's token")
+	}
+	if _, err := Open(ctx, OpenOptions{Path: filepath.Join(t.TempDir(), "c.db"), SeedFile: testSeedFile, PageTokenKey: []byte("short")}); err == nil ||
+		!strings.Contains(err.Error(), "at least 32") {
+		t.Errorf("a 5-byte key: err = %v, want one naming the 32-byte minimum", err)
+	}
+}
