@@ -313,7 +313,7 @@ def markdown(meta: dict[str, object], rows: Sequence[Row]) -> str:
         "",
     ]
     out += curves_markdown(rows)
-    out += _telemetry_overhead(rows)
+    out += _telemetry_overhead(rows, meta.get("sampling_ratio", "?"))
     out += ["![latency and throughput](latency.svg)", ""]
     return "\n".join(out)
 
@@ -359,7 +359,7 @@ def _cpu_us_per_request(row: Row) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def _telemetry_overhead(rows: Sequence[Row]) -> list[str]:
+def _telemetry_overhead(rows: Sequence[Row], sampling_ratio: object) -> list[str]:
     """Rows measured with telemetry on and off, side by side."""
     suffix = " (telemetry off)"
     on = {(r.scenario, r.target, r.path): r for r in rows if not r.scenario.endswith(suffix)}
@@ -374,7 +374,7 @@ def _telemetry_overhead(rows: Sequence[Row]) -> list[str]:
         "## Telemetry overhead",
         "",
         "The same runs with telemetry on (as `make up`: Envoy's tracer and every service's spans exported to "
-        "Zipkin at sampling ratio 1.0, /metrics served and scraped) and off (no tracer in Envoy, sampling 0, no "
+        f"Zipkin at stack.toml's sampling ratio {sampling_ratio}, /metrics served and scraped) and off (no tracer in Envoy, sampling 0, no "
         "exporter, no metrics server). CPU is the whole shop's (every service, Envoy, supervisord; not Zipkin "
         "or Prometheus themselves) per request, the median over rounds.",
         "",

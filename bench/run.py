@@ -743,6 +743,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": facts,
         "skipped": skipped,
         "scenarios": scenarios,
+        "sampling_ratio": topo_mod.load().telemetry.sampling_ratio,
         "incomplete": failure,
     }
     (out_dir / "report.json").write_text(

@@ -136,7 +136,7 @@ def make_stack(
 ) -> Stack:
     """A stack on free ports in run_dir (not started), optionally with other public listener limits
     and another SHOP_SHUTDOWN_GRACE_SECONDS for every service. With telemetry, Zipkin
-    and Prometheus run too (Prometheus scraping every second)."""
+    and Prometheus run too (Prometheus scraping every second, every trace sampled)."""
     topo = topology.load()
     if public_limits:
         topo = replace(topo, limits=replace(topo.limits, public=replace(topo.limits.public, **public_limits)))
@@ -146,7 +146,9 @@ def make_stack(
             ports[impl.cluster] = free_port()
             ports[impl.metrics_key] = free_port()
     topo = topo.with_ports(free_port(), free_port(), free_port(), ports, telemetry=(free_port(), free_port()))
-    topo = replace(topo, telemetry=replace(topo.telemetry, scrape_interval_seconds=1))
+    # Every trace recorded: the telemetry suite looks up the trace of calls
+    # it makes without a traceparent (stack.toml's default samples 1 in 10).
+    topo = replace(topo, telemetry=replace(topo.telemetry, scrape_interval_seconds=1, sampling_ratio=1.0))
     hosts = network()
     if hosts is not None:
         # Every program on its own host (deploy/hosts.toml); Zipkin and

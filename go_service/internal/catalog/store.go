@@ -8,7 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
@@ -67,7 +70,19 @@ type Store struct {
 	// SeededFrom is the seed file read when Open created the database, or
 	// empty when the database already existed.
 	SeededFrom string
+
+	// snap is every product, read once at Open and again whenever another
+	// connection commits to the database (watch), so reads never touch
+	// SQLite: the catalog has no write RPC, and its data changes only when
+	// someone writes the file from outside.
+	snap      atomic.Pointer[snapshot]
+	stopWatch chan struct{} // closed by Close to end watch
+	watchDone chan struct{} // closed when watch returns
 }
+
+// RefreshInterval is how often the store checks whether another connection
+// changed the database, and reloads its in-memory snapshot if so.
+const RefreshInterval = time.Second
 
 // OpenOptions says where the database is and what to seed a new one with.
 type OpenOptions struct {
@@ -81,6 +96,9 @@ type OpenOptions struct {
 	SeedSearchDir string
 	// Now stamps the products' create_time when seeding; nil means time.Now.
 	Now func() time.Time
+	// RefreshInterval is how often a change made to the database by another
+	// connection is looked for; zero means RefreshInterval.
+	RefreshInterval time.Duration
 	// PageTokenKey, when set, signs and verifies page tokens instead of the
 	// key the database was seeded with. Replicas that each seed a database of
 	// their own share it, so a token one issued is good on every other; at
@@ -111,11 +129,35 @@ func Open(ctx context.Context, opts OpenOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open catalog database %s: %w", opts.Path, err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, stopWatch: make(chan struct{}), watchDone: make(chan struct{})}
 	if err := s.init(ctx, opts); err != nil {
 		_ = db.Close() // the init error is the one worth reporting
 		return nil, fmt.Errorf("open catalog database %s: %w", opts.Path, err)
 	}
+	// The version is read before the products, so a commit in between is
+	// seen as a change at the first check and reloaded.
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open catalog database %s: %w", opts.Path, err)
+	}
+	version, err := dataVersion(ctx, conn)
+	if err == nil {
+		var snap *snapshot
+		if snap, err = s.load(ctx); err == nil {
+			s.snap.Store(snap)
+		}
+	}
+	if err != nil {
+		_ = conn.Close()
+		_ = db.Close()
+		return nil, fmt.Errorf("open catalog database %s: %w", opts.Path, err)
+	}
+	interval := opts.RefreshInterval
+	if interval <= 0 {
+		interval = RefreshInterval
+	}
+	go s.watch(conn, version, interval)
 	return s, nil
 }
 
@@ -250,8 +292,10 @@ func (s *Store) seed(ctx context.Context, tx *sql.Tx, opts OpenOptions) (map[str
 	return meta, nil
 }
 
-// Close closes the database.
+// Close stops watching for changes and closes the database.
 func (s *Store) Close() error {
+	close(s.stopWatch)
+	<-s.watchDone
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close catalog database: %w", err)
 	}
@@ -262,44 +306,94 @@ func (s *Store) Close() error {
 func (s *Store) Currency() string { return s.currency }
 
 // Get returns the products with the given ids, keyed by id; unknown ids are
-// absent from the map.
-func (s *Store) Get(ctx context.Context, ids []string) (map[string]*Product, error) {
-	if len(ids) == 0 {
-		return map[string]*Product{}, nil
-	}
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
-	}
-	query := `SELECT ` + productColumns + ` FROM products p WHERE p.id IN (?` + strings.Repeat(`, ?`, len(ids)-1) + `)`
-	products, err := s.query(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("get products: %w", err)
-	}
-	byID := make(map[string]*Product, len(products))
-	for _, p := range products {
-		byID[p.ID] = p
+// absent from the map. It reads the in-memory snapshot: no database call.
+func (s *Store) Get(_ context.Context, ids []string) (map[string]*Product, error) {
+	snap := s.snap.Load()
+	byID := make(map[string]*Product, len(ids))
+	for _, id := range ids {
+		if p, ok := snap.byID[id]; ok {
+			byID[id] = p
+		}
 	}
 	return byID, nil
 }
 
 // List returns up to limit products ordered by id whose id sorts after
 // afterID (all when it is empty), carrying tag when it is set, and whether
-// more products follow.
-func (s *Store) List(ctx context.Context, tag, afterID string, limit int) ([]*Product, bool, error) {
-	query := `SELECT ` + productColumns + ` FROM products p
-		WHERE p.id > ?1
-		  AND (?2 = '' OR EXISTS (SELECT 1 FROM product_tags t WHERE t.tag = ?2 AND t.product_id = p.id))
-		ORDER BY p.id
-		LIMIT ?3`
-	products, err := s.query(ctx, query, afterID, tag, limit+1)
+// more products follow. It reads the in-memory snapshot.
+func (s *Store) List(_ context.Context, tag, afterID string, limit int) ([]*Product, bool, error) {
+	snap := s.snap.Load()
+	// Ids compare as SQLite's BINARY collation does: byte by byte.
+	start := sort.Search(len(snap.ordered), func(i int) bool { return snap.ordered[i].ID > afterID })
+	var page []*Product
+	for _, p := range snap.ordered[start:] {
+		if tag != "" && !slices.Contains(p.Tags, tag) {
+			continue
+		}
+		if len(page) == limit {
+			return page, true, nil
+		}
+		page = append(page, p)
+	}
+	return page, false, nil
+}
+
+// snapshot is every product, read from the database in one query. It is
+// never modified once published; a change replaces it whole.
+type snapshot struct {
+	byID    map[string]*Product
+	ordered []*Product // by id, byte-wise, as SQLite's ORDER BY id
+}
+
+// load reads every product into a new snapshot.
+func (s *Store) load(ctx context.Context) (*snapshot, error) {
+	products, err := s.query(ctx, `SELECT `+productColumns+` FROM products p ORDER BY p.id`)
 	if err != nil {
-		return nil, false, fmt.Errorf("list products: %w", err)
+		return nil, fmt.Errorf("load products: %w", err)
 	}
-	if len(products) > limit {
-		return products[:limit], true, nil
+	snap := &snapshot{byID: make(map[string]*Product, len(products)), ordered: products}
+	for _, p := range products {
+		snap.byID[p.ID] = p
 	}
-	return products, false, nil
+	return snap, nil
+}
+
+// dataVersion is SQLite's PRAGMA data_version on conn: it changes when
+// another connection commits to the database.
+func dataVersion(ctx context.Context, conn *sql.Conn) (int64, error) {
+	var v int64
+	if err := conn.QueryRowContext(ctx, `PRAGMA data_version`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read data_version: %w", err)
+	}
+	return v, nil
+}
+
+// watch reloads the snapshot whenever the database changes, checking every
+// interval on its own connection, until stop closes. A failed check or
+// reload keeps the snapshot being served and is retried at the next tick.
+func (s *Store) watch(conn *sql.Conn, version int64, interval time.Duration) {
+	defer close(s.watchDone)
+	defer conn.Close()
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	ctx := context.Background()
+	for {
+		select {
+		case <-s.stopWatch:
+			return
+		case <-ticker.C:
+		}
+		v, err := dataVersion(ctx, conn)
+		if err != nil || v == version {
+			continue
+		}
+		snap, err := s.load(ctx)
+		if err != nil {
+			continue
+		}
+		s.snap.Store(snap)
+		version = v
+	}
 }
 
 func (s *Store) query(ctx context.Context, query string, args ...any) ([]*Product, error) {

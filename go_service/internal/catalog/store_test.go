@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,60 @@ func TestOpenSeedsANewDatabaseOnceAndKeepsItsData(t *testing.T) {
 		if !p.CreateTime.Equal(created) {
 			t.Errorf("product %s create_time = %v, want %v", p.ID, p.CreateTime, created)
 		}
+	}
+}
+
+func TestReadsSeeWritesMadeToTheDatabaseByAnotherConnection(t *testing.T) {
+	ctx := context.Background()
+	dbPath := filepath.Join(t.TempDir(), "catalog.db")
+	s, err := Open(ctx, OpenOptions{Path: dbPath, SeedFile: testSeedFile, RefreshInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	before, _, err := s.List(ctx, "tea", "", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Another process (an operator's sqlite3, say) changes a price and adds
+	// a product with the tea tag.
+	other, err := sql.Open("sqlite", dbPath+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	changed := before[0].ID
+	for _, stmt := range []string{
+		`UPDATE products SET price_units = 1234, price_nanos = 0 WHERE id = '` + changed + `'`,
+		`INSERT INTO products (id, name, description, price_units, price_nanos, create_time_unix_nanos) VALUES ('sku-zz-added', 'Added', '', 1, 0, 0)`,
+		`INSERT INTO product_tags (tag, product_id, position) VALUES ('tea', 'sku-zz-added', 0)`,
+	} {
+		if _, err := other.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		found, err := s.Get(ctx, []string{changed, "sku-zz-added"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, _, err := s.List(ctx, "tea", "", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := found[changed]; p != nil && p.Price.units == 1234 && found["sku-zz-added"] != nil && len(after) == len(before)+1 {
+			if last := after[len(after)-1]; last.ID != "sku-zz-added" {
+				t.Errorf("the tea listing ends with %s, want the added sku-zz-added (ordered by id)", last.ID)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s the store still reads %+v and %d tea products (want price 1234 and %d)", found[changed], len(after), len(before)+1)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

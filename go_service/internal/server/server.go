@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,6 +71,12 @@ func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) *Server {
 		tel, _ = newTelemetry(cfg, log)
 	}
 	opts = append(tel.serverOptions(cfg), append([]grpc.ServerOption{
+		// Calls run on a pool of long-lived goroutines instead of a new
+		// goroutine each: a new goroutine's stack is small, and growing it
+		// (copying it) on every call through the interceptors cost more CPU
+		// than any interceptor (docs/performance.md). A call that finds every
+		// worker busy still gets a goroutine of its own.
+		grpc.NumStreamWorkers(streamWorkers()),
 		grpc.ChainUnaryInterceptor(UnaryLogging(log), UnaryRecovery(log)),
 		grpc.ChainStreamInterceptor(StreamLogging(log), StreamRecovery(log), newStreamCap(cfg.MaxStreamsPerClient).interceptor()),
 	}, opts...)...)
@@ -89,6 +96,13 @@ func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) *Server {
 	// served until Serve says so.
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	return s
+}
+
+// streamWorkers is the size of the server's goroutine pool: grpc-go's
+// experiments found one per CPU fastest; a few more keep calls that wait on
+// the database from spilling over to new goroutines.
+func streamWorkers() uint32 {
+	return uint32(4 * runtime.GOMAXPROCS(0))
 }
 
 // SetHealthServer makes wrap's server answer grpc.health.v1 in place of the

@@ -1,8 +1,11 @@
-"""A server interceptor that logs every RPC and turns failures into statuses.
+"""The server's one interceptor: traces, logs and counts every RPC, and turns
+failures into statuses.
 
-One line per finished call: method, code, duration_ms and the x-request-id the
-caller sent (docs/conventions.md), and the per-RPC Prometheus series
-(common/telemetry.py). An RpcError raised by a handler becomes the
+Per call: a server span (common/telemetry.py; health checks and reflection
+make none), one line per finished call with method, code, duration_ms and
+the x-request-id the caller sent (docs/conventions.md), written while the
+span is current so it carries trace_id and span_id, and the per-RPC
+Prometheus series. An RpcError raised by a handler becomes the
 call's status with its details; any other exception is logged with its stack
 and becomes INTERNAL, and the server keeps serving.
 
@@ -39,10 +42,18 @@ def request_id_of(metadata: Any) -> str | None:
 
 
 class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    """Logs each RPC and maps handler exceptions to gRPC statuses."""
+    """Logs each RPC and maps handler exceptions to gRPC statuses.
+
+    A method's handler is wrapped once, on its first call, and the wrapped
+    handler is reused for every later call: what varies per call (the
+    x-request-id, the status) is read inside the call, not baked into a new
+    handler each time.
+    """
 
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
+        # method -> (the handler as registered, its wrapped form)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -53,28 +64,12 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method: str = handler_call_details.method
-        metadata = handler_call_details.invocation_metadata
-        kind = telemetry.rpc_type(
-            client_streaming=handler.request_streaming, server_streaming=handler.response_streaming
-        )
-        call = _Call(self._logger, method, request_id_of(metadata), kind)
-        deserializer = _tolerant(handler.request_deserializer)
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                call.wrap(handler.unary_unary), deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                call.wrap(handler.unary_stream), deserializer, handler.response_serializer
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                call.wrap(handler.stream_unary, streaming_request=True), deserializer, handler.response_serializer
-            )
-        assert handler.stream_stream is not None
-        return grpc.stream_stream_rpc_method_handler(
-            call.wrap(handler.stream_stream, streaming_request=True), deserializer, handler.response_serializer
-        )
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _Method(self._logger, method, handler).handler()
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 class _Undecodable:
@@ -110,91 +105,151 @@ async def _checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield _check_decoded(request)
 
 
-class _Call:
-    """One RPC's observation: wraps its behaviour and logs how it ended."""
+class _Method:
+    """One method's observation: wraps its behaviour once; each call logs how it ended."""
 
-    def __init__(self, logger: logging.Logger, method: str, request_id: str | None, kind: str) -> None:
+    def __init__(self, logger: logging.Logger, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> None:
         self._logger = logger
         self._method = method
-        self._request_id = request_id
+        self._inner = handler
+        kind = telemetry.rpc_type(
+            client_streaming=handler.request_streaming, server_streaming=handler.response_streaming
+        )
         service, name = telemetry.split_method(method)
-        self._labels = (kind, service, name)
+        labels = (kind, service, name)
+        # The label children are looked up once per method, not per call.
+        self._started = telemetry.RPC_STARTED.labels(*labels)
+        self._seconds = telemetry.RPC_SECONDS.labels(*labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+        self._labels = labels
+        quiet = method.startswith(_QUIET_PREFIXES)
+        self._level = logging.DEBUG if quiet else logging.INFO
+        self._span_attributes = None if quiet else telemetry.span_attributes(method)
 
-    def wrap(self, behavior: Callable[..., Any], *, streaming_request: bool = False) -> Callable[..., Any]:
+    def handler(self) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = self._inner
+        deserializer = _tolerant(handler.request_deserializer)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap(handler.unary_unary), deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap(handler.unary_stream), deserializer, handler.response_serializer
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap(handler.stream_unary, streaming_request=True), deserializer, handler.response_serializer
+            )
+        assert handler.stream_stream is not None
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap(handler.stream_stream, streaming_request=True), deserializer, handler.response_serializer
+        )
+
+    def _wrap(self, behavior: Callable[..., Any], *, streaming_request: bool = False) -> Callable[..., Any]:
         def checked(request: Any) -> Any:
             return _checked_stream(request) if streaming_request else _check_decoded(request)
 
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                telemetry.RPC_STARTED.labels(*self._labels).inc()
+                span = self._start(context)
+                self._started.inc()
                 start = time.perf_counter()
-                code = grpc.StatusCode.OK
+                code: grpc.StatusCode | None = None
+                error: BaseException | None = None
                 try:
                     async for item in behavior(checked(request), context):
                         yield item
                 except BaseException as exc:  # noqa: BLE001 - re-raised by _fail
-                    code = await self._fail(exc, context)
+                    code, error = self._code_of(exc, context), exc
+                    await self._fail(exc, context)
                 finally:
-                    self._log(context, code, start)
+                    self._finish(context, code, start, span, error)
 
             return stream
 
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            telemetry.RPC_STARTED.labels(*self._labels).inc()
+            span = self._start(context)
+            self._started.inc()
             start = time.perf_counter()
-            code = grpc.StatusCode.OK
+            code: grpc.StatusCode | None = None
+            error: BaseException | None = None
             try:
                 return await behavior(checked(request), context)
             except BaseException as exc:  # noqa: BLE001 - re-raised by _fail
-                code = await self._fail(exc, context)
+                code, error = self._code_of(exc, context), exc
+                await self._fail(exc, context)
             finally:
-                self._log(context, code, start)
+                self._finish(context, code, start, span, error)
 
         return unary
 
-    async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
-        """Record why the call ended and re-raise in the form grpc.aio expects."""
+    @staticmethod
+    def _code_of(exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode | None:
+        """The status a handler's exception ends the call with (None: the context says)."""
         if isinstance(exc, RpcError):
-            self._code = exc.code
-            await context.abort_with_status(exc.to_status())
+            return exc.code
         if isinstance(exc, grpc.aio.AbortError):
-            raise exc
+            return None
         if isinstance(exc, asyncio.CancelledError):
             remaining = context.time_remaining()
-            self._code = (
-                grpc.StatusCode.DEADLINE_EXCEEDED
-                if remaining is not None and remaining <= 0
-                else grpc.StatusCode.CANCELLED
-            )
-            raise exc
-        if not isinstance(exc, Exception):
+            if remaining is not None and remaining <= 0:
+                return grpc.StatusCode.DEADLINE_EXCEEDED
+            return grpc.StatusCode.CANCELLED
+        if isinstance(exc, Exception):
+            return grpc.StatusCode.INTERNAL
+        return None
+
+    async def _fail(self, exc: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Re-raise a handler's exception in the form grpc.aio expects."""
+        if isinstance(exc, RpcError):
+            await context.abort_with_status(exc.to_status())
+        if isinstance(exc, (grpc.aio.AbortError, asyncio.CancelledError)) or not isinstance(exc, Exception):
             raise exc
         self._logger.error(
             "unhandled exception in handler",
             exc_info=exc,
-            extra={"method": self._method, "request_id": self._request_id},
+            extra={"method": self._method, "request_id": request_id_of(context.invocation_metadata())},
         )
-        self._code = grpc.StatusCode.INTERNAL
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
         raise AssertionError("unreachable")  # pragma: no cover - abort always raises
 
-    _code: grpc.StatusCode | None = None
+    def _start(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Any, object] | None:
+        if self._span_attributes is None:
+            return None
+        return telemetry.start_server_span(self._method, self._span_attributes, context.invocation_metadata())
 
-    def _log(self, context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode, start: float) -> None:
-        code = self._code or _context_code(context) or default
+    def _finish(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        code: grpc.StatusCode | None,
+        start: float,
+        span: tuple[Any, object] | None,
+        error: BaseException | None,
+    ) -> None:
+        code = code or _context_code(context) or grpc.StatusCode.OK
+        try:
+            self._log(context, code, start)
+        finally:
+            if span is not None:
+                recorded = error if code == grpc.StatusCode.INTERNAL and isinstance(error, Exception) else None
+                telemetry.end_server_span(span[0], span[1], code, context.peer(), recorded)
+
+    def _log(self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, start: float) -> None:
         elapsed = time.perf_counter() - start
-        telemetry.RPC_HANDLED.labels(*self._labels, telemetry.code_label(code)).inc()
-        telemetry.RPC_SECONDS.labels(*self._labels).observe(elapsed)
-        level = logging.DEBUG if self._method.startswith(_QUIET_PREFIXES) else logging.INFO
-        extra: dict[str, Any] = {
-            "method": self._method,
-            "code": code.name,
-            "duration_ms": round(elapsed * 1000, 3),
-        }
-        if self._request_id:
-            extra["request_id"] = self._request_id
-        self._logger.log(level, "rpc", extra=extra)
+        handled = self._handled.get(code)
+        if handled is None:
+            handled = self._handled[code] = telemetry.RPC_HANDLED.labels(*self._labels, telemetry.code_label(code))
+        handled.inc()
+        self._seconds.observe(elapsed)
+        if not self._logger.isEnabledFor(self._level):
+            return
+        extra: dict[str, Any] = {"method": self._method, "code": code.name, "duration_ms": round(elapsed * 1000, 3)}
+        request_id = request_id_of(context.invocation_metadata())
+        if request_id:
+            extra["request_id"] = request_id
+        self._logger.log(self._level, "rpc", extra=extra)
 
 
 def _context_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode | None:

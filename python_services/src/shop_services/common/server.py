@@ -90,13 +90,11 @@ async def create_server(
     Reflection describes the registered services (plus `reflected`, looked up
     in `reflection_pool` when given, else in the default pool).
     """
-    # The tracing interceptor comes first, so the call's span is current
-    # while the logging interceptor and the handler run (their log lines
-    # carry its trace_id and span_id). The stream cap comes after them, so a
-    # refused stream is traced and logged like any other call.
+    # One interceptor traces, logs and counts every call (common/interceptors.py).
+    # The stream cap comes after it, so a refused stream is traced and logged
+    # like any other call.
     server = grpc.aio.server(
         interceptors=[
-            *telemetry.server_interceptors(),
             ObservabilityInterceptor(logger),
             StreamCapInterceptor(max_streams_from_env()),
             *interceptors,
@@ -159,7 +157,9 @@ def service_main(
     """A service's `main`: read its config and the telemetry settings (exit 2
     naming the bad variable), set up traces and metrics (exit 1 when the
     metrics port cannot be bound), then run it on a fresh event loop, flush
-    the spans still queued, and return its exit code."""
+    the spans still queued, and return its exit code. (uvloop was measured
+    here and saved nothing: grpc.aio does its I/O in its C core;
+    docs/performance.md, P4.)"""
     try:
         config = from_env()
         telemetry_config = telemetry.TelemetryConfig.from_env()

@@ -2,9 +2,15 @@
 
 Traces: OpenTelemetry's SDK with a parent-based ratio sampler (a call that
 arrives with a W3C traceparent follows the caller's decision; a trace that
-starts here is kept with probability SHOP_TRACE_SAMPLE_RATIO). The grpc.aio
-server and client interceptors of opentelemetry-instrumentation-grpc make a
-span per RPC and carry traceparent across calls. With SHOP_ZIPKIN_URL set,
+starts here is kept with probability SHOP_TRACE_SAMPLE_RATIO). The server's
+one interceptor (common/interceptors.py) makes a span per RPC with
+start_server_span and end_server_span below, continuing the caller's
+traceparent, with the attributes of OpenTelemetry's RPC conventions; the
+client interceptors of opentelemetry-instrumentation-grpc make the client
+spans and send traceparent on. (That package's grpc.aio server interceptor
+did the server side until it was measured: it re-wrapped every handler and
+proxied every call's context, and cost more CPU per call than the rest of
+the service's observability together; docs/performance.md.) With SHOP_ZIPKIN_URL set,
 spans go to Zipkin in batches from a bounded queue on a background thread:
 when Zipkin is down the export fails after its timeout, the batch is dropped
 and no RPC waits for it. Without it, spans are still made (their ids are in
@@ -23,12 +29,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
 
 import grpc
 import prometheus_client
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from opentelemetry.exporter.zipkin.json import ZipkinExporter
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -160,11 +169,75 @@ class Telemetry:
             shutdown()
 
 
-def server_interceptors() -> Sequence[grpc.aio.ServerInterceptor]:
-    """A server span per call (health checks and reflection excepted),
-    continuing the caller's traceparent; from the process's tracer provider."""
-    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(filter_=_UNTRACED)  # type: ignore[no-untyped-call]
-    return [interceptor]
+# The codes that mark a server span as failed: the server's faults, as the
+# RPC conventions (and opentelemetry-instrumentation-grpc) have them.
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+# The headers a caller's trace context may come in (W3C trace context and baggage).
+_PROPAGATED = frozenset({"traceparent", "tracestate", "baggage"})
+
+
+def span_attributes(method: str) -> dict[str, str]:
+    """The attributes every server span of method starts with."""
+    service, name = split_method(method)
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+def start_server_span(method: str, attributes: dict[str, str], metadata: Any) -> tuple[trace.Span, object]:
+    """Start the call's server span, a child of the caller's traceparent when
+    it sent one, and make it current; end_server_span ends it. A call that
+    is not sampled gets a non-recording span, which costs almost nothing
+    but still carries the trace id to the logs and to the calls it makes."""
+    carrier = {key: value for key, value in metadata or () if key in _PROPAGATED}
+    parent = propagate.extract(carrier) if carrier else None
+    span = _server_tracer().start_span(method, context=parent, kind=trace.SpanKind.SERVER, attributes=attributes)
+    token = otel_context.attach(trace.set_span_in_context(span, parent))
+    return span, token
+
+
+def end_server_span(
+    span: trace.Span,
+    token: object,
+    code: grpc.StatusCode,
+    peer: str | None,
+    error: BaseException | None = None,
+) -> None:
+    """Record how the call ended on its span, end it, and restore the context."""
+    try:
+        if span.is_recording():
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if peer and not peer.startswith("unix:"):
+                address = unquote(peer.split(",")[0].split(":", 1)[-1])
+                host, _, port = address.rpartition(":")
+                if host:
+                    span.set_attribute("net.peer.ip", host.strip("[]"))
+                    span.set_attribute("net.peer.port", port)
+            if error is not None:
+                span.record_exception(error)
+            if code in _SERVER_FAULTS:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
+        span.end()
+    finally:
+        otel_context.detach(token)  # type: ignore[arg-type]
+
+
+_tracer: trace.Tracer | None = None
+
+
+def _server_tracer() -> trace.Tracer:
+    # Looked up on first use, once the process's provider is set (Telemetry).
+    global _tracer
+    if _tracer is None or isinstance(_tracer, trace.ProxyTracer):
+        _tracer = trace.get_tracer("shop_services.grpc")
+    return _tracer
 
 
 def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
@@ -216,7 +289,10 @@ __all__ = [
     "client_interceptors",
     "code_label",
     "current_ids",
+    "end_server_span",
     "rpc_type",
+    "span_attributes",
     "split_method",
+    "start_server_span",
     "tracer",
 ]
