@@ -102,6 +102,23 @@ def variants(config: Config) -> list[tuple[str, Callable[[Config], None]]]:
     found.append(("without tracing", drop_keys("tracing", "request_id_extension")))
     found += [(f"without {label}", drop_filter(label)) for label in labels]
     found.append(("router only (every filter, the access log and tracing out)", router_only))
+
+    def zipkin_batched(cfg: Config) -> None:
+        # Tried: one batch a second instead of a request per 5 spans. It made
+        # Envoy's CPU per request 4 to 8 times worse (docs/performance.md).
+        for layer in cfg["layered_runtime"]["layers"]:
+            if "static_layer" in layer:
+                layer["static_layer"]["tracing.zipkin.min_flush_spans"] = 10000
+
+    def lua_always(cfg: Config) -> None:
+        for hcm in _hcms(cfg).values():
+            for i, http_filter in enumerate(hcm["http_filters"]):
+                wrapped = http_filter.get("typed_config", {}).get("extension_config")
+                if wrapped is not None:
+                    hcm["http_filters"][i] = wrapped
+
+    found.append(("Zipkin spans in one batch a second (min_flush_spans 10000)", zipkin_batched))
+    found.append(("the request-id Lua filter on every request (no matcher)", lua_always))
     return found
 
 
@@ -203,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
                 pids = cpu.programs(stack)
                 idle = idle_rate(pids, ENVOY_PROGRAM)
                 for listener, call in reads.items():
-                    measure(label, listener, call, pids, ENVOY_PROGRAM, idle)
+                    try:
+                        measure(label, listener, call, pids, ENVOY_PROGRAM, idle)
+                    except BenchError as err:
+                        print(f"  {label} ({listener}): failed: {err}")
         # Back to the generated configuration before the stack stops.
         restart_envoy(stack, generated, ghz, list(reads.values()))
     except BenchError as err:

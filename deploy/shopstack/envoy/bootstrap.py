@@ -807,17 +807,7 @@ def bootstrap(topology: Topology, mode: Mode) -> dict[str, Any]:
         # default, 5 s, makes a fresh trace look incomplete for a while).
         "layered_runtime": {
             "layers": [
-                {
-                    "name": "static",
-                    "static_layer": {
-                        "tracing.zipkin.flush_interval_ms": 1000,
-                        # Spans go out once a second in one batch, not in a
-                        # request to Zipkin per 5 spans (Envoy's default),
-                        # which at a few hundred requests a second was the
-                        # costliest part of tracing (envoy/README.md, "Performance").
-                        "tracing.zipkin.min_flush_spans": 10000,
-                    },
-                },
+                {"name": "static", "static_layer": {"tracing.zipkin.flush_interval_ms": 1000}},
                 {"name": "admin", "admin_layer": {}},
             ]
         },
