@@ -140,6 +140,11 @@ BENCH_UNHEALTHY_THRESHOLD = 5
 
 # The environment of every service when telemetry is off (Knobs.telemetry).
 TELEMETRY_OFF_ENV = {"SHOP_TRACE_SAMPLE_RATIO": "0", "SHOP_METRICS_ADDR": ""}
+# The fan-out scenario is one client holding up to a thousand WatchStock
+# streams on purpose. The per-client cap (stack.toml [limits.services]) is
+# there to stop one public client from hoarding streams, so the bench's
+# inventory allows as many as the scenario opens; the cap stays on.
+BENCH_STREAMS_PER_CLIENT = max(FULL.fanout_watchers)
 # Scenario names of the rows measured with telemetry off (compared in the report).
 OFF_SUFFIX = " (telemetry off)"
 
@@ -152,6 +157,7 @@ def make_stack(langs: list[str], knobs: Knobs) -> Stack:
     routing = {name: {svc.impl: 100} for name, svc in topo.services.items()}
     routing["inventory"] = {lang: (100 if i == 0 else 0) for i, lang in enumerate(langs)}
     env = {name: dict(knobs.service_env.get(name, {})) for name in topo.services}
+    env["inventory"].setdefault("SHOP_MAX_STREAMS_PER_CLIENT", str(BENCH_STREAMS_PER_CLIENT))
     if not knobs.telemetry:
         for values in env.values():
             values.update(TELEMETRY_OFF_ENV)
