@@ -63,6 +63,20 @@ def env_float(name: str, default: float) -> float:
     return value
 
 
+def env_int(name: str, default: int) -> int:
+    """Return the variable as a non-negative whole number."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {name} must be a whole number, got {raw!r}") from exc
+    if value < 0:
+        raise ConfigError(f"environment variable {name} must not be negative, got {raw!r}")
+    return value
+
+
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
 

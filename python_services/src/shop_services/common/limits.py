@@ -13,14 +13,13 @@ says why; Go and Node count the same way.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from shop_services.common.config import ConfigError
+from shop_services.common.config import env_int
 
 ENV = "SHOP_MAX_STREAMS_PER_CLIENT"
 CUSTOMER_HEADER = "x-shop-customer"
@@ -29,16 +28,7 @@ CLIENT_ADDRESS_HEADER = "x-shop-client-address"
 
 def max_streams_from_env() -> int:
     """SHOP_MAX_STREAMS_PER_CLIENT: a whole number, 0 (or unset) for no cap."""
-    raw = os.environ.get(ENV, "").strip()
-    if not raw:
-        return 0
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"environment variable {ENV} must be a whole number, got {raw!r}") from exc
-    if value < 0:
-        raise ConfigError(f"environment variable {ENV} must not be negative, got {raw!r}")
-    return value
+    return env_int(ENV, 0)
 
 
 def client_of(metadata: Any, peer: str) -> str:
