@@ -9,6 +9,7 @@ temporary run directory and free ports, so they never collide with a running
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -29,7 +30,16 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shopstack import channels, edge, envoy, pki, tokens
-from shopstack.topology import DESCRIPTOR_SET, EDGE_PROGRAM, LOOPBACK, ROOT, Implementation, Topology, methods
+from shopstack.topology import (
+    DESCRIPTOR_SET,
+    EDGE_PROGRAM,
+    LOOPBACK,
+    ROOT,
+    Implementation,
+    Telemetry,
+    Topology,
+    methods,
+)
 
 VENV_BIN = ROOT / ".venv" / "bin"
 ENVOY_PROGRAM = "envoy"
@@ -444,6 +454,10 @@ class Stack:
             "routing": self.routing,
             "env": {k: dict(v) for k, v in self.env.items()},
             "telemetry": self.telemetry,
+            # Where traces and metrics go and how many traces are kept: a test
+            # stack runs Zipkin and Prometheus on free ports and samples every
+            # trace, and every program's environment says so.
+            "telemetry_settings": dataclasses.asdict(self.topology.telemetry),
             "code": self._started_code(),
         }
         if self.topology.hosts:
@@ -744,6 +758,8 @@ def default_stack() -> Stack:
                 ports.pop("admin", topo.admin_port),
                 {**topo.ports, **ports},
             )
+            if "telemetry_settings" in state:
+                stack.topology = dataclasses.replace(stack.topology, telemetry=Telemetry(**state["telemetry_settings"]))
             # ... and the hosts it runs on (a hosts variant: `make test-hosts`).
             stack.topology = stack.topology.with_hosts({k: tuple(v) for k, v in state.get("hosts", {}).items()})
             stack.netns = dict(state.get("netns", {}))
