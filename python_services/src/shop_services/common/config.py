@@ -5,7 +5,9 @@ every language gives it, failing fast with the variable's name."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 
 class ConfigError(ValueError):
@@ -49,32 +51,31 @@ def env_str(name: str, default: str | None = None) -> str:
     return default
 
 
-def env_float(name: str, default: float) -> float:
-    """Return the variable as a non-negative number of (fractional) seconds."""
+N = TypeVar("N", int, float)
+
+
+def _env_number(name: str, default: N, parse: Callable[[str], N], kind: str) -> N:
+    """The variable parsed by parse, non-negative; default when unset."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"environment variable {name} must be a number, got {raw!r}") from exc
+        raise ConfigError(f"environment variable {name} must be {kind}, got {raw!r}") from exc
     if value < 0:
         raise ConfigError(f"environment variable {name} must not be negative, got {raw!r}")
     return value
+
+
+def env_float(name: str, default: float) -> float:
+    """Return the variable as a non-negative number of (fractional) seconds."""
+    return _env_number(name, default, float, "a number")
 
 
 def env_int(name: str, default: int) -> int:
     """Return the variable as a non-negative whole number."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"environment variable {name} must be a whole number, got {raw!r}") from exc
-    if value < 0:
-        raise ConfigError(f"environment variable {name} must not be negative, got {raw!r}")
-    return value
+    return _env_number(name, default, int, "a whole number")
 
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
