@@ -153,7 +153,8 @@ class _Method:
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                span = self._start(context)
+                metadata = context.invocation_metadata()
+                span = self._start(metadata)
                 self._started.inc()
                 start = time.perf_counter()
                 code: grpc.StatusCode | None = None
@@ -165,12 +166,14 @@ class _Method:
                     code, error = self._code_of(exc, context), exc
                     await self._fail(exc, context)
                 finally:
-                    self._finish(context, code, start, span, error)
+                    self._finish(context, metadata, code, start, span, error)
 
             return stream
 
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            span = self._start(context)
+            # Read once: grpc.aio builds a new tuple on every call of it.
+            metadata = context.invocation_metadata()
+            span = self._start(metadata)
             self._started.inc()
             start = time.perf_counter()
             code: grpc.StatusCode | None = None
@@ -181,7 +184,7 @@ class _Method:
                 code, error = self._code_of(exc, context), exc
                 await self._fail(exc, context)
             finally:
-                self._finish(context, code, start, span, error)
+                self._finish(context, metadata, code, start, span, error)
 
         return unary
 
@@ -215,14 +218,15 @@ class _Method:
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
         raise AssertionError("unreachable")  # pragma: no cover - abort always raises
 
-    def _start(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[Any, object] | None:
+    def _start(self, metadata: Any) -> tuple[Any, object] | None:
         if self._span_attributes is None:
             return None
-        return telemetry.start_server_span(self._method, self._span_attributes, context.invocation_metadata())
+        return telemetry.start_server_span(self._method, self._span_attributes, metadata)
 
     def _finish(
         self,
         context: grpc.aio.ServicerContext[Any, Any],
+        metadata: Any,
         code: grpc.StatusCode | None,
         start: float,
         span: tuple[Any, object] | None,
@@ -230,13 +234,15 @@ class _Method:
     ) -> None:
         code = code or _context_code(context) or grpc.StatusCode.OK
         try:
-            self._log(context, code, start)
+            self._log(metadata, code, start)
         finally:
             if span is not None:
                 recorded = error if code == grpc.StatusCode.INTERNAL and isinstance(error, Exception) else None
-                telemetry.end_server_span(span[0], span[1], code, context.peer(), recorded)
+                # The peer goes on a recorded span only (most calls' are not sampled).
+                peer = context.peer() if span[0].is_recording() else None
+                telemetry.end_server_span(span[0], span[1], code, peer, recorded)
 
-    def _log(self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, start: float) -> None:
+    def _log(self, metadata: Any, code: grpc.StatusCode, start: float) -> None:
         elapsed = time.perf_counter() - start
         handled = self._handled.get(code)
         if handled is None:
@@ -246,7 +252,7 @@ class _Method:
         if not self._logger.isEnabledFor(self._level):
             return
         extra: dict[str, Any] = {"method": self._method, "code": code.name, "duration_ms": round(elapsed * 1000, 3)}
-        request_id = request_id_of(context.invocation_metadata())
+        request_id = request_id_of(metadata)
         if request_id:
             extra["request_id"] = request_id
         self._logger.log(self._level, "rpc", extra=extra)
