@@ -29,15 +29,17 @@ after an expiry, and recomputed by the first read after any other commit to
 the file: this process's commits and releases, which may remove the earliest
 reservation, and another implementation's writes on the same file during a
 swap alike, since the read connection's data_version moves with every other
-connection's commit. A read whose `now` is before the
-next expiry skips the expiry path entirely: no count query, no write, no
-hand-off to the database thread. A read at or past it goes through the
-database thread, which expires what is due first, as every write does; so a
-reservation past its deadline is never counted as reserved by any read. Each function that changed stock
-reads the changed levels right after its commit and hands them, with a
-sequence number, to the change listeners (the WatchStock hub), even when the
-caller has gone meanwhile: the sequence orders the reads, so a listener can
-drop a read that is older than one it has already seen.
+connection's commit. A read whose `now` is before the next expiry skips the
+expiry path entirely: no count query, no write, no hand-off to the database
+thread. A read at or past it goes through the database thread, which expires
+what is due first, as every write does; so a reservation past its deadline is
+never counted as reserved by any read.
+
+Each function that changed stock reads the changed levels right after its
+commit and hands them, with a sequence number, to the change listeners (the
+WatchStock hub), even when the caller has gone meanwhile: the sequence orders
+the reads, so a listener can drop a read that is older than one it has already
+seen.
 
 Business failures are returned by the transaction functions rather than
 raised, so the expiries made on the way are committed; the async methods raise
