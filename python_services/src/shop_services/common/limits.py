@@ -14,7 +14,7 @@ says why; Go and Node count the same way.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -42,8 +42,14 @@ def client_of(metadata: Any, peer: str) -> str:
     return f"address {peer.rsplit(':', 1)[0].split(':', 1)[-1]}"
 
 
-class StreamCapInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses a client's server-streaming call past its cap of open ones."""
+class StreamCap:
+    """Refuses a client's server-streaming call past its cap of open ones.
+
+    A wrapper of a method's handler, applied once per method by the server's
+    one interceptor (common/interceptors.py), inside its observation, so a
+    refused stream is traced and logged like any other call; who the client
+    is, is read from each call's own metadata.
+    """
 
     def __init__(self, cap: int) -> None:
         self._cap = cap
@@ -52,19 +58,14 @@ class StreamCapInterceptor(grpc.aio.ServerInterceptor):
     def open_streams(self, client: str) -> int:
         return self._open[client]
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or self._cap <= 0 or not handler.unary_stream:
+    def wrap(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        """The handler, capped when it is a server stream and there is a cap."""
+        if self._cap <= 0 or not handler.unary_stream:
             return handler
         behavior: Callable[..., Any] = handler.unary_stream
-        metadata = handler_call_details.invocation_metadata
 
         async def capped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            client = client_of(metadata, context.peer())
+            client = client_of(context.invocation_metadata(), context.peer())
             if self._open[client] >= self._cap:
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,

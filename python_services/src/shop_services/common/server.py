@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from shop_services.common import telemetry
 from shop_services.common.config import ConfigError
 from shop_services.common.interceptors import ObservabilityInterceptor
-from shop_services.common.limits import StreamCapInterceptor, max_streams_from_env
+from shop_services.common.limits import StreamCap, max_streams_from_env
 from shop_services.common.tls import Tls
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -91,12 +91,12 @@ async def create_server(
     in `reflection_pool` when given, else in the default pool).
     """
     # One interceptor traces, logs and counts every call (common/interceptors.py).
-    # The stream cap comes after it, so a refused stream is traced and logged
-    # like any other call.
+    # The stream cap wraps each streaming handler inside it, so a refused
+    # stream is traced and logged like any other call; every interceptor in
+    # grpc.aio's chain costs a coroutine per call, so the cap is not one.
     server = grpc.aio.server(
         interceptors=[
-            ObservabilityInterceptor(logger),
-            StreamCapInterceptor(max_streams_from_env()),
+            ObservabilityInterceptor(logger, inner=StreamCap(max_streams_from_env()).wrap),
             *interceptors,
         ],
         options=_OPTIONS,

@@ -19,7 +19,6 @@ implementations apart.
 
 from __future__ import annotations
 
-import logging
 import re
 import sqlite3
 import sys
@@ -72,18 +71,8 @@ class Config:
         )
 
 
-class _ImplField(logging.Filter):
-    """Adds "impl": "python" to every log record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.impl = IMPL
-        return True
-
-
 async def run(config: Config) -> int:
-    logger = setup_logging("inventory", config.log_level)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_ImplField())
+    logger = setup_logging("inventory", config.log_level, impl=IMPL)
     try:
         server = await create_inventory_server(
             config.address,

@@ -154,8 +154,8 @@ class InventoryService(pb_grpc.InventoryServiceServicer):
         context: grpc.aio.ServicerContext[pb.GetStockRequest, pb.GetStockResponse],
     ) -> pb.GetStockResponse:
         _fail(check_skus(request.skus))
-        snapshot = await self._store.get_stock(request.skus)
-        return pb.GetStockResponse(levels=[to_level(snapshot.levels[sku]) for sku in request.skus])
+        found = await self._store.read_levels(request.skus)
+        return pb.GetStockResponse(levels=[to_level(found[sku]) for sku in request.skus])
 
     async def Reserve(
         self,

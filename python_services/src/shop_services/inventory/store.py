@@ -1,7 +1,8 @@
 """The inventory's SQLite store, on the layout of data/inventory_schema.sql.
 
-All state lives in the database and nothing is cached in memory, so another
-implementation of the contract can run on the same file at the same time. The
+All state lives in the database, so another implementation of the contract
+can run on the same file at the same time; the one thing kept in memory, the
+next expiry (below), is checked against every commit to the file. The
 rules written at the top of data/inventory_schema.sql (and in
 docs/conventions.md) are followed to the letter:
 
@@ -13,13 +14,32 @@ docs/conventions.md) are followed to the letter:
   reservations (state RESERVED, expire_time <= now), returning their stock;
 - times are integer Unix milliseconds.
 
-Every method runs one short function on the database thread
+Every write runs one short function on the database thread
 (common.db.Database), so the work of this process is serialised and the event
-loop never waits for another process's lock. Each function that changed stock
-reads the changed levels right after its commit and hands them, with a
-sequence number, to the change listeners (the WatchStock hub), even when the
-caller has gone meanwhile: the sequence orders the reads, so a listener can
-drop a read that is older than one it has already seen.
+loop never waits for another process's lock.
+
+GetStock's read (read_levels) is the exception: it runs on the event loop, on
+the database's read-only connection (a WAL reader never waits for a writer),
+unless a reservation is due to expire, which takes a write. To know that
+without a query per read, the store keeps **the next expiry**: the earliest
+expire_time among RESERVED reservations, with the read connection's PRAGMA
+data_version it was computed at. It is computed from the file when the store
+opens, lowered when a reservation is made, recomputed (one indexed MIN query)
+after an expiry, and recomputed by the first read after any other commit to
+the file: this process's commits and releases, which may remove the earliest
+reservation, and another implementation's writes on the same file during a
+swap alike, since the read connection's data_version moves with every other
+connection's commit. A read whose `now` is before the next expiry skips the
+expiry path entirely: no count query, no write, no hand-off to the database
+thread. A read at or past it goes through the database thread, which expires
+what is due first, as every write does; so a reservation past its deadline is
+never counted as reserved by any read.
+
+Each function that changed stock reads the changed levels right after its
+commit and hands them, with a sequence number, to the change listeners (the
+WatchStock hub), even when the caller has gone meanwhile: the sequence orders
+the reads, so a listener can drop a read that is older than one it has already
+seen.
 
 Business failures are returned by the transaction functions rather than
 raised, so the expiries made on the way are committed; the async methods raise
@@ -45,6 +65,9 @@ from shop_services.common.errors import RpcError
 from shop_services.inventory import errors
 
 T = TypeVar("T")
+
+# The next expiry when no reservation is RESERVED: later than any time.
+NO_EXPIRY = 2**63 - 1
 
 # The schema_version this code reads and writes.
 SCHEMA_VERSION = 1
@@ -184,6 +207,11 @@ class InventoryStore:
         # Numbers the snapshots; only ever advanced on the database thread.
         self._seq = itertools.count(1)
         self._listeners: list[ChangeListener] = []
+        # The next expiry (see the module's docstring) and the read
+        # connection's data_version it was computed at (None: not yet).
+        # Used on the event loop thread only.
+        self._next_expiry = NO_EXPIRY
+        self._expiry_version: int | None = None
 
     @classmethod
     async def open(
@@ -199,6 +227,8 @@ class InventoryStore:
         store = cls(db, clock)
         try:
             await db.run(lambda conn: store._migrate(conn, schema_file, seed_file))
+            # The next expiry, from the file (reservations made before a restart).
+            db.read(store._refresh_next_expiry)
         except BaseException:
             await db.close()
             raise
@@ -215,8 +245,41 @@ class InventoryStore:
 
     # Reads
 
+    @property
+    def next_expiry(self) -> int | None:
+        """The earliest expire_time of a RESERVED reservation as of the last
+        read (Unix ms), or None when there was none."""
+        return None if self._next_expiry == NO_EXPIRY else self._next_expiry
+
+    async def read_levels(self, skus: Sequence[str]) -> Mapping[str, StockRow]:
+        """GetStock's read: the current levels of the SKUs, by SKU.
+
+        On the event loop when no reservation is due (the next expiry, see
+        the module's docstring), else through get_stock on the database
+        thread, which expires the due ones first. Raises SKU_NOT_FOUND naming
+        every unknown SKU (each once, in the order asked).
+        """
+        unique = list(dict.fromkeys(skus))
+        try:
+            levels = self._db.read(lambda conn: self._read_if_none_due(conn, unique))
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+                raise
+            # The read connection could not read at once (it has no busy
+            # timeout, so as not to block the loop): the database thread waits.
+            levels = None
+        if levels is None:
+            found = (await self.get_stock(unique)).levels
+            self._after_expiry()
+            return found
+        if len(levels) < len(unique):
+            raise errors.sku_not_found([sku for sku in unique if sku not in levels])
+        return levels
+
     async def get_stock(self, skus: Sequence[str]) -> StockSnapshot:
-        """The current levels of the SKUs, after expiring overdue reservations.
+        """The current levels of the SKUs, after expiring overdue reservations,
+        read on the database thread (WatchStock's initial levels: the
+        snapshot's seq and data_version order it against the changes).
 
         Raises SKU_NOT_FOUND naming every unknown SKU (each once, in the order
         asked).
@@ -242,7 +305,16 @@ class InventoryStore:
     # Writes
 
     async def expire_due(self) -> int:
-        """Expire every overdue reservation; takes the write lock only when one is due."""
+        """Expire every overdue reservation; takes the write lock only when one is due.
+
+        Before the next expiry (see the module's docstring) there is nothing
+        to do, and the database thread is not asked."""
+        try:
+            if self._db.read(self._none_due):
+                return 0
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+                raise
 
         def work(conn: sqlite3.Connection) -> _Outcome[int]:
             (due,) = conn.execute(
@@ -253,7 +325,9 @@ class InventoryStore:
             swept = self._write(conn, lambda _conn, _now, _changed: None)
             return _Outcome(swept.expired, swept.changes, swept.expired)
 
-        return await self._run(work)
+        expired = await self._run(work)
+        self._after_expiry()
+        return expired
 
     async def reserve(self, request_id: str, lines: Sequence[Line], ttl_ms: int) -> ReservationRecord:
         """Reserve the merged lines for request_id, all or nothing.
@@ -312,7 +386,11 @@ class InventoryStore:
                 changed[line.sku] = None
             return reservation
 
-        return await self._run(lambda conn: self._write(conn, reserve))
+        record = await self._run(lambda conn: self._write(conn, reserve))
+        if record.state == "RESERVED":
+            # Lowered at once; the next read checks it against the file anyway.
+            self._next_expiry = min(self._next_expiry, record.expire_time)
+        return record
 
     async def commit(self, reservation_id: str) -> ReservationRecord:
         """Turn a reservation into a permanent decrement of on_hand (idempotent)."""
@@ -465,6 +543,41 @@ class InventoryStore:
             return _Outcome(errors.sku_not_found(missing), changes)
         return _Outcome(snapshot, changes)
 
+    def _after_expiry(self) -> None:
+        """Recompute the next expiry now that the due reservations are expired
+        (else the next read does it)."""
+        try:
+            self._db.read(self._refresh_next_expiry)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+                raise
+
+    def _refresh_next_expiry(self, conn: sqlite3.Connection) -> None:
+        """On the read connection: recompute the next expiry if anything was
+        committed to the file since it was computed."""
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        if version != self._expiry_version:
+            # reservations_state_expire_time makes this one index look-up.
+            (earliest,) = conn.execute("SELECT min(expire_time) FROM reservations WHERE state = 'RESERVED'").fetchone()
+            self._next_expiry = NO_EXPIRY if earliest is None else int(earliest)
+            self._expiry_version = version
+
+    def _none_due(self, conn: sqlite3.Connection) -> bool:
+        """On the read connection: whether no reservation is due now."""
+        now = self._clock()
+        self._refresh_next_expiry(conn)
+        return now < self._next_expiry
+
+    def _read_if_none_due(self, conn: sqlite3.Connection, skus: Sequence[str]) -> dict[str, StockRow] | None:
+        """On the read connection: the levels of the SKUs that exist, or None
+        when a reservation is due (the caller expires it first)."""
+        if not self._none_due(conn):
+            return None
+        rows = conn.execute(_levels_query(len(skus)), skus).fetchall()
+        found = {row[0]: StockRow(row[0], row[1], row[2], row[3]) for row in rows}
+        # In the order asked, as _read_rows gives them.
+        return found if len(found) < 2 else {sku: found[sku] for sku in skus if sku in found}
+
     def _snapshot(self, conn: sqlite3.Connection, skus: Sequence[str]) -> StockSnapshot:
         """The levels of the SKUs that exist, read in one transaction."""
         with transaction(conn, write=False):
@@ -507,6 +620,20 @@ def _schema_version(value: str) -> int:
 def _data_version(conn: sqlite3.Connection) -> int:
     (version,) = conn.execute("PRAGMA data_version").fetchone()
     return int(version)
+
+
+_LEVELS_QUERIES: dict[int, str] = {}
+
+
+def _levels_query(count: int) -> str:
+    """The SELECT of count SKUs' levels: one statement, so one snapshot, and
+    one SQL text per count, so sqlite3's statement cache prepares it once."""
+    query = _LEVELS_QUERIES.get(count)
+    if query is None:
+        placeholders = ", ".join("?" * count)
+        query = f"SELECT sku, on_hand, reserved, update_time FROM stock WHERE sku IN ({placeholders})"
+        _LEVELS_QUERIES[count] = query
+    return query
 
 
 def _available(level: StockRow) -> int:
