@@ -52,6 +52,9 @@ const (
 type Store struct {
 	db  *sql.DB
 	now func() time.Time
+	// readOne is levelsSQL(1), prepared once: GetStock's common read. The
+	// pool prepares it on each connection once and keeps it.
+	readOne *sql.Stmt
 	// writeSlot holds one token. A write takes it before BEGIN IMMEDIATE, so
 	// this process's writers queue here, each honouring its own context,
 	// rather than polling in SQLite's busy handler; busy_timeout still waits
@@ -131,11 +134,16 @@ func Open(ctx context.Context, opts OpenOptions) (*Store, error) {
 		_ = db.Close() // the migration error is the one worth reporting
 		return nil, fmt.Errorf("open inventory database %s: %w", opts.Path, err)
 	}
+	if s.readOne, err = db.PrepareContext(ctx, levelsSQL(1)); err != nil {
+		_ = db.Close() // the prepare error is the one worth reporting
+		return nil, fmt.Errorf("open inventory database %s: prepare the stock read: %w", opts.Path, err)
+	}
 	return s, nil
 }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	_ = s.readOne.Close() // closing the database below finalizes it anyway
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close inventory database: %w", err)
 	}
