@@ -132,7 +132,16 @@ func readLevels(ctx context.Context, q querier, one *sql.Stmt, skus []string) (m
 		var rows *sql.Rows
 		var err error
 		if len(chunk) == 1 && one != nil {
-			rows, err = one.QueryContext(ctx, args...)
+			// The common read runs without the call's cancellation: with a
+			// context that can be cancelled, database/sql and the driver
+			// each start a goroutine per query to watch it, which cost
+			// more CPU than the read (docs/performance.md, P6). A read in
+			// WAL mode does not wait for writers, so it is checked once,
+			// here, instead.
+			if err := ctx.Err(); err != nil {
+				return nil, 0, err
+			}
+			rows, err = one.QueryContext(context.WithoutCancel(ctx), args...)
 		} else {
 			rows, err = q.QueryContext(ctx, levelsSQL(len(chunk)), args...)
 		}
