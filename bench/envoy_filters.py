@@ -117,6 +117,12 @@ def variants(config: Config) -> list[tuple[str, Callable[[Config], None]]]:
                 if wrapped is not None:
                     hcm["http_filters"][i] = wrapped
 
+    def no_upstream_span(cfg: Config) -> None:
+        for hcm in _hcms(cfg).values():
+            if "tracing" in hcm:
+                hcm["tracing"]["spawn_upstream_span"] = False
+
+    found.append(("tracing without the router's upstream span (spawn_upstream_span false)", no_upstream_span))
     found.append(("Zipkin spans in one batch a second (min_flush_spans 10000)", zipkin_batched))
     found.append(("the request-id Lua filter on every request (no matcher)", lua_always))
     return found

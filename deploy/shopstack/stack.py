@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -45,6 +46,9 @@ VENV_BIN = ROOT / ".venv" / "bin"
 ENVOY_PROGRAM = "envoy"
 ZIPKIN_PROGRAM = "zipkin"
 PROMETHEUS_PROGRAM = "prometheus"
+# A program's log file past this size is moved aside when the stack starts
+# (Stack.rotate_logs): one line per call adds up under `make load`.
+LOG_ROTATE_BYTES = 20 * 1024 * 1024
 # Installed by the Makefile (`make telemetry-tools`): Zipkin's exec jar from
 # Maven Central, pinned by version and checksum; Prometheus from Debian.
 ZIPKIN_JAR = ROOT / ".tmp" / "zipkin" / "zipkin-server-exec.jar"
@@ -321,15 +325,23 @@ class Stack:
     def supervisord_conf(self) -> str:
         def program(name: str, command: Iterable[str], env: Mapping[str, str], stopwait: int) -> str:
             environment = ",".join(f'{k}="{v}"' for k, v in sorted(env.items()))
+            # The program's stdout and stderr are its log file itself, opened
+            # for appending by a shell that then execs the program (so the pid
+            # supervisord signals is the program's). supervisord does not copy
+            # the lines through a pipe: one Python process copying every
+            # service's per-call line and Envoy's access log fell behind on a
+            # loaded machine, the pipes filled, and the programs blocked in
+            # their log writes until Envoy's health checks timed out
+            # (docs/performance.md, "Found while measuring").
+            redirect = f'exec "$0" "$@" >>{shlex.quote(str(self.log_of(name)))} 2>&1'
             return (
                 f"[program:{name}]\n"
-                f"command={' '.join(command)}\n"
+                f"command=/bin/sh -c {shlex.quote(redirect)} {' '.join(command)}\n"
                 f"directory={ROOT}\n"
                 f"environment={environment}\n"
                 "autostart=true\nautorestart=true\nstartsecs=1\nstartretries=5\n"
                 f"stopsignal=TERM\nstopwaitsecs={stopwait}\nstopasgroup=true\nkillasgroup=true\n"
-                f"stdout_logfile={self.log_of(name)}\nstdout_logfile_maxbytes=20MB\n"
-                "stdout_logfile_backups=2\nredirect_stderr=true\n\n"
+                "stdout_logfile=NONE\nredirect_stderr=true\n\n"
             )
 
         text = (
@@ -532,6 +544,7 @@ class Stack:
             self.check_ports()
             self.code = {}  # every program starts now, with the code as it is
             self.render()
+            self.rotate_logs()
             subprocess.run(
                 [str(VENV_BIN / "supervisord"), "-c", str(self.conf)],
                 check=True,
@@ -708,6 +721,14 @@ class Stack:
                     if err.code() == grpc.StatusCode.UNAVAILABLE:
                         pending[f"envoy route to {impl.cluster}"] = f"UNAVAILABLE ({err.details()})"
         return pending
+
+    def rotate_logs(self) -> None:
+        """Move each log file past LOG_ROTATE_BYTES to <name>.log.1 (replacing
+        the last one). The programs append to their files themselves, so this
+        runs when the stack starts, with nothing writing to them."""
+        for log in self.logs_dir.glob("*.log"):
+            if log.stat().st_size > LOG_ROTATE_BYTES:
+                log.replace(log.with_name(log.name + ".1"))
 
     def tail(self, program: str, lines: int = 40) -> str:
         path = self.log_of(program)

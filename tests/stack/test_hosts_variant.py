@@ -9,6 +9,7 @@ generated from it name the hosts' addresses and never loopback.
 from __future__ import annotations
 
 import ipaddress
+import shlex
 from pathlib import Path
 
 import pytest
@@ -85,7 +86,7 @@ def test_each_replica_runs_in_its_hosts_namespace_listening_and_dialling_host_ad
         assert env["SHOP_METRICS_ADDR"] == f"{host}:{impl.metrics_port}"
         # Each catalog replica seeds and reads its own copy.
         assert env["SHOP_DB_PATH"].endswith("catalog.db" if replica == 0 else f"catalog-{replica + 1}.db")
-        assert f"command=ip netns exec shop0-{program} " in conf
+        assert _launched_with(conf, program)[:4] == ["ip", "netns", "exec", f"shop0-{program}"]
     # Every address a service is given is its own host's or Envoy's (the
     # internal listener for orders, the admin for the reflection server).
     edge = HOSTS.addresses["envoy"][0]
@@ -95,7 +96,16 @@ def test_each_replica_runs_in_its_hosts_namespace_listening_and_dialling_host_ad
         assert set(given.values()) <= {host, edge}, f"{program}: {given}"
     orders = stack.program_env(PLACED.impl_of("orders"))
     assert orders["SHOP_PAYMENTS_ADDR"] == f"{edge}:{PLACED.internal_port}"
-    assert "command=ip netns exec shop0-envoy " in conf
+    assert _launched_with(conf, "envoy")[:4] == ["ip", "netns", "exec", "shop0-envoy"]
+
+
+def _launched_with(conf: str, program: str) -> list[str]:
+    """The program's command in supervisord.conf, after the shell that points
+    its output at its log file (`sh -c 'exec "$0" "$@" >>LOG 2>&1' COMMAND...`)."""
+    section = conf.split(f"[program:{program}]\n", 1)[1]
+    command = shlex.split(section.split("command=", 1)[1].split("\n", 1)[0])
+    assert command[:2] == ["/bin/sh", "-c"], command
+    return command[3:]
 
 
 def test_certificates_name_the_hosts_addresses_so_clients_that_dial_them_can_verify(tmp_path: Path) -> None:
