@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,6 +120,12 @@ func Open(ctx context.Context, opts OpenOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open inventory database %s: %w", opts.Path, err)
 	}
+	// The pool keeps as many idle connections as there are calls reading
+	// at once (the server's stream workers, 4 per CPU) and a writer: with
+	// database/sql's default of 2, reads under load closed connections and
+	// opened new ones, each with its pragmas, its prepared read and a cold
+	// page cache, in the middle of a call (docs/performance.md, P6).
+	db.SetMaxIdleConns(4*runtime.GOMAXPROCS(0) + 1)
 	now := opts.Now
 	if now == nil {
 		now = time.Now
