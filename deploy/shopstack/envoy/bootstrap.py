@@ -401,9 +401,19 @@ def _tracing(mode: Mode) -> dict[str, Any]:
 
     Envoy reads the caller's W3C traceparent (or B3, which it prefers when
     both come) and sends both on upstream, so the services, whose
-    OpenTelemetry SDKs speak W3C, continue the same trace. The x-request-id
-    does not decide sampling (callers may send any id, not only a UUID):
-    random_sampling does, for requests that carry no sampling decision.
+    OpenTelemetry SDKs speak W3C, continue the same trace.
+
+    random_sampling decides for requests that carry no sampling decision,
+    and Envoy draws it from the x-request-id's random bits (UUID4), which it
+    generates when the caller sends none. `use_request_id_for_trace_sampling:
+    false` looks like "sample at random instead", but Envoy 1.40 then traces
+    every request whatever random_sampling says (two spans exported per
+    request: measured in docs/observability.md, "Overhead"). So a caller's
+    own x-request-id that is not a UUID is not sampled at random; a sampled
+    traceparent traces it. pack_trace_reason is off so that Envoy never
+    rewrites a caller's request id (it would set the UUID's 14th nibble to
+    the trace decision, and `grep <x-request-id>` would miss the services'
+    lines).
     """
     if mode.zipkin is None:
         return {}
@@ -411,7 +421,8 @@ def _tracing(mode: Mode) -> dict[str, Any]:
         "request_id_extension": {
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig",
-                "use_request_id_for_trace_sampling": False,
+                "pack_trace_reason": False,
+                "use_request_id_for_trace_sampling": True,
             }
         },
         "tracing": {
