@@ -8,6 +8,7 @@ from __future__ import annotations
 import ssl
 import struct
 import subprocess
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -436,6 +437,10 @@ def test_the_storefront_is_served_on_the_api_origin(shop: Shop, http: httpx.Clie
     assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
     config = http.get("/storefront.json").json()
     assert config["services"]["inventory"]["weights"] == shop.stack.routing["inventory"]
+    if getattr(shop.stack, "telemetry", False):
+        # The "under the hood" panel links each call to its trace in Zipkin's UI.
+        zipkin = urllib.parse.urlsplit(shop.stack.zipkin_url)
+        assert config["trace_ui_port"] == zipkin.port, config
 
 
 # -- x-request-id ----------------------------------------------------------------

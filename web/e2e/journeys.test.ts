@@ -216,6 +216,11 @@ for (const [impl, sku] of [
     );
     assert.ok(servedBy.length > 0, "no inventory call in the panel");
     assert.deepEqual([...new Set(servedBy)], [`inventory-${impl}`]);
+    // The page traced its PlaceOrder (a sampled traceparent of its own) and links it to Zipkin's UI.
+    const traceLink = panelRows(page, "OrderService/PlaceOrder").getByRole("link");
+    const href = (await traceLink.getAttribute("href")) ?? "";
+    assert.match(href, /^http:\/\/[^/]+:\d+\/zipkin\/traces\/[0-9a-f]{32}$/);
+    assert.equal(href.split("/").pop(), await traceLink.textContent());
 
     // The orders page lists it, and GetOrder shows it.
     await page.getByRole("link", { name: "Orders" }).click();

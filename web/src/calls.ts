@@ -6,8 +6,31 @@ import { Code, ConnectError, type Interceptor, type StreamResponse } from "@conn
 export const IMPL_HEADER = "x-shop-impl";
 /** The id Envoy assigns at the edge and every service logs. */
 export const REQUEST_ID_HEADER = "x-request-id";
-/** A trace id, once the services trace (shown when the header is there). */
+/** The trace id Envoy answers with. */
 export const TRACE_ID_HEADER = "x-trace-id";
+/** W3C trace context: the page starts a sampled trace for each of its calls. */
+export const TRACEPARENT_HEADER = "traceparent";
+
+function hex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * A new W3C traceparent with its sampled flag set: a person's clicks are few,
+ * so every call the page makes is traced whatever the stack's sampling ratio
+ * (which is for API traffic), and its "under the hood" row links to it.
+ */
+export function newTraceparent(random: (bytes: Uint8Array) => Uint8Array = (b) => crypto.getRandomValues(b)): {
+  header: string;
+  traceId: string;
+} {
+  let traceId = "";
+  let spanId = "";
+  // All-zero ids are invalid in W3C trace context; draw again (one in 2^64).
+  while (/^0*$/.test(traceId)) traceId = hex(random(new Uint8Array(16)));
+  while (/^0*$/.test(spanId)) spanId = hex(random(new Uint8Array(8)));
+  return { header: `00-${traceId}-${spanId}-01`, traceId };
+}
 
 export interface Call {
   readonly id: number;
@@ -81,10 +104,15 @@ export class CallLog {
     this.changed();
   }
 
-  /** A connect interceptor recording every call made through the transport. */
+  /** A connect interceptor recording every call made through the transport, each in a trace of its own. */
   interceptor(): Interceptor {
     return (next) => async (req) => {
       const call = this.start(`${req.service.name}/${req.method.name}`, req.stream || req.method.methodKind !== "unary");
+      if (!req.header.has(TRACEPARENT_HEADER)) {
+        const trace = newTraceparent();
+        req.header.set(TRACEPARENT_HEADER, trace.header);
+        call.traceId = trace.traceId;
+      }
       let res;
       try {
         res = await next(req);

@@ -354,14 +354,16 @@ def storefront_files(dist: Path | None = None) -> dict[str, Path]:
     return files
 
 
-def _storefront_routes(topology: Topology, routing: Routing, web_dir: str) -> list[dict[str, Any]]:
+def _storefront_routes(topology: Topology, routing: Routing, mode: Mode) -> list[dict[str, Any]]:
     """The storefront (web/dist), served by Envoy itself on the API's origin.
 
     Each built file is a direct_response Envoy reads when it loads the routes.
     /storefront.json tells the page which implementations of each service run
-    and their weights (so the "under the hood" panel can offer to pin one); it
-    is rewritten with the routes on every swap and canary.
+    and their weights (so the "under the hood" panel can offer to pin one),
+    and, when the stack traces, the port of Zipkin's UI (so each call links to
+    its trace); it is rewritten with the routes on every swap and canary.
     """
+    web_dir = mode.web_dir
     dist = WEB_DIST
     files = storefront_files(dist)
     if not files:
@@ -390,14 +392,13 @@ def _storefront_routes(topology: Topology, routing: Routing, web_dir: str) -> li
         for name, weights in routing.items()
         if name != "reflection"
     }
-    entries.append(
-        _static(
-            STOREFRONT_CONFIG_PATH,
-            # The operator scope: the panel offers pinning only to a token with it.
-            {"inline_string": json.dumps({"services": config, "operator_scope": topology.security.operator_scope})},
-            "application/json",
-        )
-    )
+    # The operator scope: the panel offers pinning only to a token with it.
+    storefront: dict[str, Any] = {"services": config, "operator_scope": topology.security.operator_scope}
+    if mode.zipkin is not None:
+        # Zipkin serves its UI on the port it takes spans on; the page links
+        # to it on the host it was itself loaded from.
+        storefront["trace_ui_port"] = mode.zipkin[1]
+    entries.append(_static(STOREFRONT_CONFIG_PATH, {"inline_string": json.dumps(storefront)}, "application/json"))
     return entries
 
 
@@ -424,7 +425,7 @@ def routes(
     entries: list[dict[str, Any]] = []
     if public and mode:
         entries.extend(docs.routes(mode))
-        entries.extend(_storefront_routes(topology, routing, mode.web_dir))
+        entries.extend(_storefront_routes(topology, routing, mode))
     for name, targets in routing.items():
         service = topology.services[name]
         if name == "reflection":

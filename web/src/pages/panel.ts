@@ -10,6 +10,15 @@ interface StorefrontConfig {
   services: Record<string, { implementations: string[]; weights: Record<string, number> }>;
   /** Envoy honours x-shop-impl at the edge only for a token with this scope. */
   operator_scope: string;
+  /** Zipkin's UI, on the host the page came from, when the stack traces. */
+  trace_ui_port?: number;
+}
+
+/** Where a trace id opens in Zipkin's UI, once /storefront.json says where that is. */
+let traceUi: string | undefined;
+
+export function traceUrl(base: string, traceId: string): string {
+  return `${base}/zipkin/traces/${encodeURIComponent(traceId)}`;
 }
 
 export function mountPanel(root: HTMLElement): void {
@@ -63,7 +72,10 @@ function row(call: Call): HTMLElement {
     h("td", { class: "num" }, call.latencyMs === undefined ? "" : `${call.latencyMs} ms`),
     h("td", { "data-served-by": call.servedBy ?? "" }, call.servedBy ?? ""),
     h("td", { class: "mono" }, call.requestId ?? ""),
-    h("td", { class: "mono" }, call.traceId ?? "—"),
+    h("td", { class: "mono" },
+      call.traceId && traceUi
+        ? h("a", { href: traceUrl(traceUi, call.traceId), target: "_blank", rel: "noopener", title: "Open this call's trace in Zipkin" }, call.traceId)
+        : call.traceId ?? "—"),
   );
 }
 
@@ -76,6 +88,7 @@ async function loadConfig(select: HTMLSelectElement, routing: HTMLElement, pinNo
   } catch {
     // Without it the panel still lists calls; only pinning is unavailable.
   }
+  if (config?.trace_ui_port) traceUi = `http://${location.hostname}:${config.trace_ui_port}`;
   const inventory = config?.services.inventory;
   const weights = inventory ? Object.entries(inventory.weights).map(([impl, w]) => `${impl} ${w}%`).join(", ") : "";
   show(select,
