@@ -6,7 +6,7 @@ import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 import type { ServerConfig } from "./config.js";
-import { createLogger, type LogIdentity, type Logger } from "./logger.js";
+import { createLogger, closeLogger, type LogIdentity, type Logger } from "./logger.js";
 import { Telemetry } from "./telemetry.js";
 
 /** What a service's start function returns: something to shut down. */
@@ -16,8 +16,9 @@ export interface Stoppable {
 
 /**
  * Runs a service until a signal stops it and resolves to the process's exit
- * code. loadConfig reads the environment; start builds and starts the server,
- * with the process's telemetry (traces and /metrics, set up here first).
+ * code, once every log line is written. loadConfig reads the environment;
+ * start builds and starts the server, with the process's telemetry (traces
+ * and /metrics, set up here first).
  */
 export async function serviceMain<C extends ServerConfig>(
   identity: LogIdentity,
@@ -28,7 +29,9 @@ export async function serviceMain<C extends ServerConfig>(
   try {
     config = loadConfig();
   } catch (err) {
-    createLogger(identity, "info").error({ err }, `invalid configuration: ${(err as Error).message}`);
+    const logger = createLogger(identity, "info");
+    logger.error({ err }, `invalid configuration: ${(err as Error).message}`);
+    await closeLogger(logger);
     return 2;
   }
   const logger = createLogger(identity, config.logLevel);
@@ -40,9 +43,10 @@ export async function serviceMain<C extends ServerConfig>(
   } catch (err) {
     logger.error({ err }, `start failed: ${(err as Error).message}`);
     await telemetry.shutdown();
+    await closeLogger(logger);
     return 1;
   }
-  return new Promise<number>((resolve) => {
+  const code = await new Promise<number>((resolve) => {
     const stop = (signal: NodeJS.Signals): void => {
       logger.info({ signal, grace_ms: config.shutdownGraceMs }, "shutting down");
       server
@@ -62,6 +66,8 @@ export async function serviceMain<C extends ServerConfig>(
     process.once("SIGTERM", stop);
     process.once("SIGINT", stop);
   });
+  await closeLogger(logger);
+  return code;
 }
 
 /** True when the module at moduleUrl (import.meta.url) is the script node was started with. */

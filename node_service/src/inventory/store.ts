@@ -1,7 +1,10 @@
 // The inventory's SQLite store. All state lives in the database, laid out by
 // data/inventory_schema.sql, so another implementation can run on the same
 // file at the same time: every write is one BEGIN IMMEDIATE transaction that
-// first expires overdue reservations, and nothing is cached in memory.
+// first expires overdue reservations. The one thing kept in memory is "the
+// next expiry" (the earliest expire_time among RESERVED reservations), which
+// lets a read skip the expiry path until a reservation is due; it is
+// recomputed whenever another connection has committed (PRAGMA data_version).
 import { createHash, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 
@@ -139,6 +142,26 @@ export class InventoryStore {
    * time), so each is prepared once and reused.
    */
   private readonly statements = new Map<string, Database.Statement>();
+  /**
+   * The next expiry: the earliest expire_time among RESERVED reservations
+   * (Infinity when there is none), as of dataVersion. Computed from the
+   * database when the store opens, lowered when this store makes a
+   * reservation, and recomputed (one indexed MIN query) after anything that
+   * may remove the earliest one: an expiry, a commit, a release. A read
+   * whose now is before it has nothing to expire and skips the expiry path.
+   * It may be earlier than the truth (a rolled-back reservation lowered it),
+   * which costs one needless check, never later.
+   */
+  private nextExpiry = -Infinity;
+  /**
+   * PRAGMA data_version when nextExpiry was computed. Another process on the
+   * same file (a live swap, a canary) may add a reservation that expires
+   * earlier; its commit moves data_version, and the next read recomputes.
+   * This connection's own commits leave it unchanged.
+   */
+  private nextExpiryVersion = -1;
+  /** Set inside a write that expired, committed or released a reservation. */
+  private earliestMayBeGone = false;
 
   private constructor(db: Database.Database, now: () => number) {
     this.db = db;
@@ -159,6 +182,7 @@ export class InventoryStore {
       db.pragma("foreign_keys = ON");
       const store = new InventoryStore(db, options.now ?? Date.now);
       store.migrate(readFileSync(options.schemaFile, "utf8"), options.seedFile);
+      store.refreshNextExpiry();
       return store;
     } catch (err) {
       db.close();
@@ -212,22 +236,41 @@ export class InventoryStore {
    * this process did not make.
    */
   dataVersion(): number {
-    return this.db.pragma("data_version", { simple: true }) as number;
+    const version = this.prepare<[], number>("PRAGMA data_version").pluck().get();
+    if (version === undefined) {
+      throw new Error("PRAGMA data_version returned no row");
+    }
+    return version;
+  }
+
+  /**
+   * The next expiry as the store knows it (Unix milliseconds; Infinity when
+   * no reservation is RESERVED), after catching up with commits by other
+   * connections. Exposed for tests.
+   */
+  nextExpiryTime(): number {
+    this.catchUpNextExpiry();
+    return this.nextExpiry;
   }
 
   /** The stored levels of the SKUs that exist, without expiring anything. */
   readStock(skus: readonly string[]): Map<string, StockRow> {
-    const select = this.prepare<[string], StockDbRow>(
-      "SELECT sku, on_hand, reserved, update_time FROM stock WHERE sku = ?",
-    );
     const found = new Map<string, StockRow>();
     for (const sku of new Set(skus)) {
-      const row = select.get(sku);
+      const row = this.readOne(sku);
       if (row !== undefined) {
-        found.set(sku, { sku, onHand: row.on_hand, reserved: row.reserved, updateTime: row.update_time });
+        found.set(sku, row);
       }
     }
     return found;
+  }
+
+  private readOne(sku: string): StockRow | undefined {
+    const row = this.prepare<[string], StockDbRow>("SELECT sku, on_hand, reserved, update_time FROM stock WHERE sku = ?")
+      .get(sku);
+    return row === undefined
+      ? undefined
+      : { sku, onHand: row.on_hand, reserved: row.reserved, updateTime: row.update_time };
   }
 
   /**
@@ -237,6 +280,14 @@ export class InventoryStore {
    */
   getStock(skus: readonly string[]): StockRow[] {
     this.expireDue();
+    if (skus.length === 1) {
+      // The common read: one SKU, one reused statement, no set or map.
+      const row = this.readOne(skus[0]);
+      if (row === undefined) {
+        throw skuNotFound(skus);
+      }
+      return [row];
+    }
     const found = this.readStock(skus);
     const missing = [...new Set(skus.filter((sku) => !found.has(sku)))];
     if (missing.length > 0) {
@@ -246,18 +297,50 @@ export class InventoryStore {
   }
 
   /**
-   * Expires every overdue reservation and returns its stock. It takes the
-   * write lock only when there is something to expire.
+   * Expires every overdue reservation and returns its stock, and how many it
+   * expired. Before the next expiry it does nothing (no query but PRAGMA
+   * data_version, no write); after it, it takes the write lock only when
+   * there is something to expire.
    */
   expireDue(): number {
+    this.catchUpNextExpiry();
+    const now = this.now();
+    if (now < this.nextExpiry) {
+      return 0;
+    }
     const due = this.prepare<[number], { n: number }>(
         "SELECT count(*) AS n FROM reservations WHERE state = 'RESERVED' AND expire_time <= ?",
       )
-      .get(this.now());
+      .get(now);
     if (due === undefined || due.n === 0) {
+      // Another implementation expired them first: only the next expiry moved.
+      this.refreshNextExpiry();
       return 0;
     }
-    return this.write((now, changed) => this.expireDueIn(now, changed));
+    return this.write((at, changed) => this.expireDueIn(at, changed));
+  }
+
+  /** Recomputes the next expiry when another connection has committed since. */
+  private catchUpNextExpiry(): void {
+    if (this.dataVersion() !== this.nextExpiryVersion) {
+      this.refreshNextExpiry();
+    }
+  }
+
+  /**
+   * Computes the next expiry from the file (the reservations_state_expire_time
+   * index answers the MIN). data_version is read first, so a commit by
+   * another connection between the two reads only makes the next read look
+   * again.
+   */
+  private refreshNextExpiry(): void {
+    this.nextExpiryVersion = this.dataVersion();
+    const earliest = this.prepare<[], number | null>(
+        "SELECT min(expire_time) FROM reservations WHERE state = 'RESERVED'",
+      )
+      .pluck()
+      .get();
+    this.nextExpiry = earliest ?? Infinity;
   }
 
   /**
@@ -312,6 +395,7 @@ export class InventoryStore {
            VALUES (?, ?, ?, 'RESERVED', ?, ?, ?)`,
         )
         .run(reservation.reservationId, requestId, print, now, reservation.expireTime, now);
+      this.nextExpiry = Math.min(this.nextExpiry, reservation.expireTime);
       const insertLine = this.prepare("INSERT INTO reservation_lines (reservation_id, sku, quantity) VALUES (?, ?, ?)");
       const hold = this.prepare("UPDATE stock SET reserved = reserved + ?, update_time = ? WHERE sku = ?");
       for (const line of merged) {
@@ -352,6 +436,7 @@ export class InventoryStore {
         changed.add(line.sku);
       }
       this.setState(reservationId, "COMMITTED", now);
+      this.earliestMayBeGone = true;
       return { ...reservation, state: "COMMITTED" };
     });
   }
@@ -379,6 +464,7 @@ export class InventoryStore {
       const reservation = this.loadReservation(row);
       this.returnStock(reservation.lines, now, changed);
       this.setState(reservationId, "RELEASED", now);
+      this.earliestMayBeGone = true;
       return { ...reservation, state: "RELEASED" };
     });
   }
@@ -436,7 +522,9 @@ export class InventoryStore {
    * Runs fn in one BEGIN IMMEDIATE transaction after expiring overdue
    * reservations. fn returns its result, or an RpcError to throw after the
    * transaction commits (so expiries done on the way are kept). Change
-   * listeners hear about the changed SKUs after the commit.
+   * listeners hear about the changed SKUs after the commit. The next expiry
+   * is recomputed after a write that may have removed the earliest one,
+   * whether it committed or rolled back.
    */
   private write<T>(fn: (now: number, changed: Set<string>) => T | RpcError): T {
     const changed = new Set<string>();
@@ -445,7 +533,15 @@ export class InventoryStore {
       this.expireDueIn(now, changed);
       return fn(now, changed);
     });
-    const result = run.immediate();
+    let result: T | RpcError;
+    try {
+      result = run.immediate();
+    } finally {
+      if (this.earliestMayBeGone) {
+        this.earliestMayBeGone = false;
+        this.refreshNextExpiry();
+      }
+    }
     if (changed.size > 0) {
       const skus = [...changed];
       for (const listener of this.listeners) {
@@ -466,6 +562,9 @@ export class InventoryStore {
     for (const { reservation_id: id } of due) {
       this.returnStock(this.loadLines(id), now, changed);
       this.setState(id, "EXPIRED", now);
+    }
+    if (due.length > 0) {
+      this.earliestMayBeGone = true;
     }
     return due.length;
   }

@@ -44,6 +44,26 @@ test("main serves health, logs JSON, and on SIGTERM reports NOT_SERVING, drains 
   assert.ok(child.lines.some((l) => l["msg"] === "stopped"));
 });
 
+test("every call's log line reaches stdout, in full, before a process stopped by SIGTERM exits", async () => {
+  const child = await start({ SHOP_DB_PATH: `${dir.dir}/log-flush.db` });
+  const client = new InventoryServiceClient(child.addr, credentials.createInsecure());
+  const calls = 300;
+  try {
+    await Promise.all(Array.from({ length: calls }, () => unary(client, "getStock", { skus: [SKU] })));
+  } finally {
+    client.close();
+  }
+  const stdoutClosed = new Promise((resolve) => child.process.stdout.once("close", resolve));
+  child.process.kill("SIGTERM");
+  assert.equal(await child.exited, 0);
+  await stdoutClosed;
+  const rpcLines = child.lines.filter(
+    (l) => l["msg"] === "rpc" && l["method"] === "/shop.inventory.v1.InventoryService/GetStock",
+  );
+  assert.equal(rpcLines.length, calls, `GetStock lines logged, of ${calls} calls`);
+  assert.equal(child.lines.at(-1)?.["msg"], "stopped", "the last line is the last one logged");
+});
+
 test("a taken port exits non-zero naming the address", async () => {
   const first = await start({ SHOP_DB_PATH: `${dir.dir}/port-a.db` });
   const second = spawnMain({ SHOP_DB_PATH: `${dir.dir}/port-b.db`, SHOP_LISTEN_ADDR: first.addr });
