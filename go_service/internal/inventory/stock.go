@@ -6,7 +6,9 @@ package inventory
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 )
@@ -65,6 +67,11 @@ func (s *Store) ExpireDue(ctx context.Context) (int, error) {
 	if due == 0 {
 		return 0, nil
 	}
+	return s.expireDue(ctx)
+}
+
+// expireDue expires every overdue reservation in one write transaction.
+func (s *Store) expireDue(ctx context.Context) (int, error) {
 	var expired int
 	err := s.write(ctx, func(w *writeTx) error {
 		expired = w.expired // write expires them before calling this
@@ -73,55 +80,117 @@ func (s *Store) ExpireDue(ctx context.Context) (int, error) {
 	return expired, err
 }
 
+// noExpiry is the next expiry when no reservation is RESERVED.
+const noExpiry = math.MaxInt64
+
+// levelsSQL reads the levels of n SKUs and, in each row, the next expiry:
+// the earliest expire_time among RESERVED reservations, or NULL when there
+// is none. Both come from one statement, so from one snapshot of the file:
+// the levels count exactly the reservations whose earliest deadline is that
+// next expiry, whichever process wrote them. The subquery does not depend on
+// the row, so SQLite runs it once per statement, and it is one seek in the
+// reservations_state_expire_time index.
+func levelsSQL(n int) string {
+	return `SELECT sku, on_hand, reserved, update_time,
+		(SELECT min(expire_time) FROM reservations WHERE state = 'RESERVED')
+		FROM stock WHERE sku IN (?` + strings.Repeat(", ?", n-1) + `)`
+}
+
 // ReadStock returns the stored levels of the SKUs that exist, without
 // expiring anything.
 func (s *Store) ReadStock(ctx context.Context, skus []string) (map[string]Level, error) {
-	return readStock(ctx, s.db, skus)
+	found, _, err := s.readLevels(ctx, s.db, skus)
+	return found, err
 }
 
 func readStock(ctx context.Context, q querier, skus []string) (map[string]Level, error) {
+	found, _, err := readLevels(ctx, q, nil, skus)
+	return found, err
+}
+
+// readLevels reads the levels of skus that exist, and the next expiry as
+// the snapshot of each read saw it (the earliest over the reads when skus
+// need more than one), noExpiry when no reservation is RESERVED or no SKU
+// exists. One SKU, the common read, runs the statement prepared when the
+// store opened.
+func (s *Store) readLevels(ctx context.Context, q querier, skus []string) (map[string]Level, int64, error) {
+	return readLevels(ctx, q, s.readOne, skus)
+}
+
+func readLevels(ctx context.Context, q querier, one *sql.Stmt, skus []string) (map[string]Level, int64, error) {
 	var distinct skuSet
 	for _, sku := range skus {
 		distinct.add(sku)
 	}
 	found := make(map[string]Level, len(distinct.order))
+	next := int64(noExpiry)
 	for chunk := range slices.Chunk(distinct.order, readChunk) {
 		args := make([]any, len(chunk))
 		for i, sku := range chunk {
 			args[i] = sku
 		}
-		rows, err := q.QueryContext(ctx, `SELECT sku, on_hand, reserved, update_time FROM stock WHERE sku IN (?`+
-			strings.Repeat(", ?", len(chunk)-1)+`)`, args...)
+		var rows *sql.Rows
+		var err error
+		if len(chunk) == 1 && one != nil {
+			// The common read runs without the call's cancellation: with a
+			// context that can be cancelled, database/sql and the driver
+			// each start a goroutine per query to watch it, which cost
+			// more CPU than the read (docs/performance.md, P6). A read in
+			// WAL mode does not wait for writers, so it is checked once,
+			// here, instead.
+			if err := ctx.Err(); err != nil {
+				return nil, 0, err
+			}
+			rows, err = one.QueryContext(context.WithoutCancel(ctx), args...)
+		} else {
+			rows, err = q.QueryContext(ctx, levelsSQL(len(chunk)), args...)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("read stock: %w", err)
+			return nil, 0, fmt.Errorf("read stock: %w", err)
 		}
 		for rows.Next() {
 			var l Level
-			if err := rows.Scan(&l.SKU, &l.OnHand, &l.Reserved, &l.UpdateTime); err != nil {
+			var expiry sql.NullInt64
+			if err := rows.Scan(&l.SKU, &l.OnHand, &l.Reserved, &l.UpdateTime, &expiry); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("read stock: %w", err)
+				return nil, 0, fmt.Errorf("read stock: %w", err)
 			}
 			found[l.SKU] = l
+			if expiry.Valid {
+				next = min(next, expiry.Int64)
+			}
 		}
 		err = rows.Err()
 		rows.Close()
 		if err != nil {
-			return nil, fmt.Errorf("read stock: %w", err)
+			return nil, 0, fmt.Errorf("read stock: %w", err)
 		}
 	}
-	return found, nil
+	return found, next, nil
 }
 
-// GetStock returns the current levels of skus, in the order asked, after
-// expiring overdue reservations, so a level never counts stock whose time has
-// run out. Unknown SKUs are NOT_FOUND, reason SKU_NOT_FOUND, naming each.
+// GetStock returns the current levels of skus, in the order asked. A level
+// never counts stock whose time has run out: when the next expiry read with
+// the levels is at or before now, GetStock expires the overdue reservations
+// (a write) and reads again; otherwise the levels are exact as read, and the
+// read is one query with no write. Unknown SKUs are NOT_FOUND, reason
+// SKU_NOT_FOUND, naming each.
 func (s *Store) GetStock(ctx context.Context, skus []string) ([]Level, error) {
-	if _, err := s.ExpireDue(ctx); err != nil {
-		return nil, err
-	}
-	found, err := s.ReadStock(ctx, skus)
-	if err != nil {
-		return nil, err
+	var found map[string]Level
+	for {
+		var next int64
+		var err error
+		if found, next, err = s.readLevels(ctx, s.db, skus); err != nil {
+			return nil, err
+		}
+		// now is taken after the read, so every reservation the levels
+		// count has a deadline after the moment they were read.
+		if next > s.now().UnixMilli() {
+			break
+		}
+		if _, err := s.expireDue(ctx); err != nil {
+			return nil, err
+		}
 	}
 	var missing skuSet
 	for _, sku := range skus {

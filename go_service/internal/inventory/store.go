@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,6 +53,9 @@ const (
 type Store struct {
 	db  *sql.DB
 	now func() time.Time
+	// readOne is levelsSQL(1), prepared once: GetStock's common read. The
+	// pool prepares it on each connection once and keeps it.
+	readOne *sql.Stmt
 	// writeSlot holds one token. A write takes it before BEGIN IMMEDIATE, so
 	// this process's writers queue here, each honouring its own context,
 	// rather than polling in SQLite's busy handler; busy_timeout still waits
@@ -116,6 +120,12 @@ func Open(ctx context.Context, opts OpenOptions) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open inventory database %s: %w", opts.Path, err)
 	}
+	// The pool keeps as many idle connections as there are calls reading
+	// at once (the server's stream workers, 4 per CPU) and a writer: with
+	// database/sql's default of 2, reads under load closed connections and
+	// opened new ones, each with its pragmas, its prepared read and a cold
+	// page cache, in the middle of a call (docs/performance.md, P6).
+	db.SetMaxIdleConns(4*runtime.GOMAXPROCS(0) + 1)
 	now := opts.Now
 	if now == nil {
 		now = time.Now
@@ -131,11 +141,16 @@ func Open(ctx context.Context, opts OpenOptions) (*Store, error) {
 		_ = db.Close() // the migration error is the one worth reporting
 		return nil, fmt.Errorf("open inventory database %s: %w", opts.Path, err)
 	}
+	if s.readOne, err = db.PrepareContext(ctx, levelsSQL(1)); err != nil {
+		_ = db.Close() // the prepare error is the one worth reporting
+		return nil, fmt.Errorf("open inventory database %s: prepare the stock read: %w", opts.Path, err)
+	}
 	return s, nil
 }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	_ = s.readOne.Close() // closing the database below finalizes it anyway
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close inventory database: %w", err)
 	}
