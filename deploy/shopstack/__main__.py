@@ -19,7 +19,7 @@ The shop is up.
   internal gRPC          127.0.0.1:{internal} (service-to-service; mutual TLS, RBAC by identity)
   Envoy admin            http://127.0.0.1:{admin}   (/stats/prometheus)
   certificates           {certs}   (make certs rotates them; docs/security.md)
-  traces (Zipkin UI)     http://127.0.0.1:{zipkin}   (every response carries its x-trace-id)
+  traces (Zipkin UI)     http://127.0.0.1:{zipkin}   (every response carries its x-trace-id; {sampled} of API calls are recorded, every storefront call, and any call sent with a sampled traceparent)
   metrics (Prometheus)   http://127.0.0.1:{prometheus}   (docs/observability.md has queries)
   run directory          {run}   (logs: make logs; state: make status; stop: make down)
 
@@ -30,6 +30,7 @@ Try:
   .tmp/bin/grpcurl -cacert $CA -d '{{"page_size": 3, "tag": "coffee"}}' localhost:{public} shop.catalog.v1.CatalogService/ListProducts
   .tmp/bin/grpcurl -cacert $CA -d '{{"skus": ["sku-espresso-beans-1kg"]}}' localhost:{public} shop.inventory.v1.InventoryService/GetStock
   .tmp/bin/grpcurl -cacert $CA -H "authorization: Bearer $TOKEN" -d '{{"request_id": "demo-1", "payment_token": "tok_success", "lines": [{{"product_id": "sku-espresso-beans-1kg", "quantity": 2}}]}}' localhost:{public} shop.orders.v1.OrderService/PlaceOrder
+  .tmp/bin/grpcurl -v -cacert $CA -H "traceparent: 00-$(openssl rand -hex 16)-$(openssl rand -hex 8)-01" -d '{{"product_id": "sku-tote-bag"}}' localhost:{public} shop.catalog.v1.CatalogService/GetProduct   # traced whatever the ratio: open its x-trace-id in Zipkin
   curl -s --cacert $CA 'https://localhost:{public}/v1/products?page_size=2'
   curl -s --cacert $CA -X POST https://localhost:{public}/v1/orders -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{{"request_id": "demo-2", "payment_token": "tok_success", "lines": [{{"product_id": "sku-tote-bag", "quantity": 1}}]}}'
 """
@@ -58,6 +59,7 @@ def cmd_up(args: argparse.Namespace) -> None:
             admin=topo.admin_port,
             zipkin=topo.telemetry.zipkin_port,
             prometheus=topo.telemetry.prometheus_port,
+            sampled=f"{topo.telemetry.sampling_ratio:.0%}",
             run=stack.run_dir,
             certs=stack.certs.directory,
         )
