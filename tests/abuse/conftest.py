@@ -16,6 +16,5 @@ from shopstack.stack import Stack
 
 @pytest.fixture(scope="module")
 def shop(reliability_stack: Stack) -> Iterator[Shop]:
-    opened = Shop.open(reliability_stack)
-    yield opened
-    opened.close()
+    with Shop.open(reliability_stack) as opened:
+        yield opened

@@ -19,6 +19,5 @@ from .support import Shop
 @pytest.fixture(scope="session")
 def shop(request: pytest.FixtureRequest) -> Iterator[Shop]:
     """Stubs on the session stack's Envoy, or on the --edge shop's."""
-    opened = Shop.open(running_edge(request.config) or request.getfixturevalue("stack"))
-    yield opened
-    opened.close()
+    with Shop.open(running_edge(request.config) or request.getfixturevalue("stack")) as opened:
+        yield opened

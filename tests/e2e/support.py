@@ -193,6 +193,12 @@ class Shop:
         self.public.close()
         self.internal.close()
 
+    def __enter__(self) -> Shop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # Stubs.
     @property
     def catalog(self) -> catalog_pbg.CatalogServiceStub:

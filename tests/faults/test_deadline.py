@@ -22,9 +22,8 @@ from shopstack.stack import Stack
 @pytest.fixture(scope="module")
 def shop(reliability_stack: Stack) -> Iterator[Shop]:
     """Runtime faults only, nothing killed: the reliability stack serves (no stack of its own)."""
-    opened = Shop.open(reliability_stack)
-    yield opened
-    opened.close()
+    with Shop.open(reliability_stack) as opened:
+        yield opened
 
 
 def test_a_deadline_shorter_than_the_saga_ends_the_wait_not_the_order(reliability_stack: Stack, shop: Shop) -> None:

@@ -35,9 +35,8 @@ BEFORE, AFTER = 3, 4
 
 @pytest.fixture(scope="module")
 def shop(reliability_stack: Stack) -> Iterator[Shop]:
-    opened = Shop.open(reliability_stack)
-    yield opened
-    opened.close()
+    with Shop.open(reliability_stack) as opened:
+        yield opened
 
 
 # Payments, every inventory implementation, orders, Envoy.

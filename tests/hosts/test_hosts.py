@@ -69,9 +69,8 @@ def private_stack(tmp_path_factory: pytest.TempPathFactory, hosts: netns.Network
 
 @pytest.fixture(scope="module")
 def shop(private_stack: Stack) -> Iterator[Shop]:
-    opened = Shop.open(private_stack)
-    yield opened
-    opened.close()
+    with Shop.open(private_stack) as opened:
+        yield opened
 
 
 @pytest.fixture(autouse=True)

@@ -35,6 +35,5 @@ def prometheus(backends: tuple[Zipkin, Prometheus]) -> Prometheus:
 
 @pytest.fixture(scope="session")
 def telemetry_shop(stack: Stack) -> Iterator[Shop]:
-    opened = Shop.open(stack)
-    yield opened
-    opened.close()
+    with Shop.open(stack) as opened:
+        yield opened

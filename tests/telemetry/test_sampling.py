@@ -13,9 +13,6 @@ ratio (`use_request_id_for_trace_sampling: false`, docs/observability.md,
 
 from __future__ import annotations
 
-import json
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -23,33 +20,25 @@ from e2e.support import CALL_TIMEOUT, Shop
 from shop.catalog.v1 import catalog_service_pb2 as catalog_pb
 from shopstack.stack import Stack
 
-RUNTIME_KEY = "tracing.random_sampling"
+SAMPLED = "http.public.tracing.random_sampling"
 CALLS = 300
-
-
-def admin(stack: Stack, path: str, method: str = "GET") -> str:
-    request = urllib.request.Request(f"{stack.admin_url}{path}", method=method)
-    with urllib.request.urlopen(request, timeout=5) as reply:
-        return str(reply.read().decode())
 
 
 def sampled_at_random(stack: Stack) -> int:
     """Envoy's count of the public listener's requests traced by random sampling."""
-    stats = json.loads(admin(stack, "/stats?format=json&filter=" + urllib.parse.quote(r"^http\.public\.tracing\.")))
-    values = {s["name"]: s.get("value", 0) for s in stats["stats"] if "name" in s}
-    return int(values["http.public.tracing.random_sampling"])
+    return stack.envoy_stats(SAMPLED)[SAMPLED]
 
 
 @pytest.fixture
 def sampling(stack: Stack) -> Iterator[Callable[[float], None]]:
     def set_ratio(ratio: float) -> None:
-        admin(stack, f"/runtime_modify?{RUNTIME_KEY}={round(ratio * 100)}", method="POST")
+        stack.set_runtime(tracing__random_sampling=round(ratio * 100))
 
     try:
         yield set_ratio
     finally:
         # An empty value takes the key off the admin layer: the configured ratio again.
-        admin(stack, f"/runtime_modify?{RUNTIME_KEY}=", method="POST")
+        stack.set_runtime(tracing__random_sampling="")
 
 
 def read_products(shop: Shop, calls: int) -> None:

@@ -260,15 +260,10 @@ class InventoryStore:
         every unknown SKU (each once, in the order asked).
         """
         unique = list(dict.fromkeys(skus))
-        try:
-            levels = self._db.read(lambda conn: self._read_if_none_due(conn, unique))
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_BUSY", "SQLITE_LOCKED"):
-                raise
-            # The read connection could not read at once (it has no busy
-            # timeout, so as not to block the loop): the database thread waits.
-            levels = None
+        levels = _read_at_once(self._db, lambda conn: self._read_if_none_due(conn, unique))
         if levels is None:
+            # Something is due, or the read connection could not read at
+            # once: the database thread expires and waits.
             found = (await self.get_stock(unique)).levels
             self._after_expiry()
             return found
@@ -309,12 +304,8 @@ class InventoryStore:
 
         Before the next expiry (see the module's docstring) there is nothing
         to do, and the database thread is not asked."""
-        try:
-            if self._db.read(self._none_due):
-                return 0
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_BUSY", "SQLITE_LOCKED"):
-                raise
+        if _read_at_once(self._db, self._none_due):
+            return 0
 
         def work(conn: sqlite3.Connection) -> _Outcome[int]:
             (due,) = conn.execute(
@@ -546,16 +537,12 @@ class InventoryStore:
     def _after_expiry(self) -> None:
         """Recompute the next expiry now that the due reservations are expired
         (else the next read does it)."""
-        try:
-            self._db.read(self._refresh_next_expiry)
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_BUSY", "SQLITE_LOCKED"):
-                raise
+        _read_at_once(self._db, self._refresh_next_expiry)
 
     def _refresh_next_expiry(self, conn: sqlite3.Connection) -> None:
         """On the read connection: recompute the next expiry if anything was
         committed to the file since it was computed."""
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        version = _data_version(conn)
         if version != self._expiry_version:
             # reservations_state_expire_time makes this one index look-up.
             (earliest,) = conn.execute("SELECT min(expire_time) FROM reservations WHERE state = 'RESERVED'").fetchone()
@@ -620,6 +607,19 @@ def _schema_version(value: str) -> int:
 def _data_version(conn: sqlite3.Connection) -> int:
     (version,) = conn.execute("PRAGMA data_version").fetchone()
     return int(version)
+
+
+def _read_at_once(db: Database, work: Callable[[sqlite3.Connection], T]) -> T | None:
+    """work on the database's read-only connection, on the event loop, or
+    None when that connection could not read at once (it has no busy
+    timeout, so as not to block the loop: the caller falls back to the
+    database thread, or to the next read)."""
+    try:
+        return db.read(work)
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+            raise
+        return None
 
 
 _LEVELS_QUERIES: dict[int, str] = {}
