@@ -37,9 +37,11 @@ request id derived from the order), so :func:`call` retries:
 - a call that was never sent, with exponential backoff, for as long as its
   time budget allows: a dependency (or Envoy) restarting costs latency, not
   the order;
-- UNAVAILABLE that may have reached the service, a bounded number of times
-  (``attempts``; Commit, the step after the charge, asks for more, see
-  saga.py).
+- UNAVAILABLE that may have reached the service, and a stream the transport
+  reset under the call (INTERNAL "Received RST_STREAM": the dependency was
+  killed after its reply had started, too late for Envoy to retry), a
+  bounded number of times (``attempts``; Commit, the step after the charge,
+  asks for more, see saga.py).
 
 In the deployed stack Envoy adds its own bounded retries on connect failures
 and refused streams (envoy/README.md).
@@ -90,6 +92,9 @@ _DEFINITE_REASONS = frozenset({"PROCESSOR_UNAVAILABLE"})
 NOT_FORWARDED_HEADER = "x-shop-not-forwarded"
 # gRPC core's words when no connection could be made, so nothing was sent.
 _NO_CONNECTION = "failed to connect to all addresses"
+# gRPC core's words when the HTTP/2 stream was reset under the call: the
+# transport's failure, not an INTERNAL the service answered.
+_STREAM_RESET = "RST_STREAM"
 # The longest pause between two retries of a call that was never sent.
 _MAX_BACKOFF = 0.5
 
@@ -135,6 +140,9 @@ class CallFailedError(Exception):
 
     @property
     def retryable(self) -> bool:
+        """Worth another attempt of the same (idempotent) call, within its bound."""
+        if self.code == grpc.StatusCode.INTERNAL:
+            return _STREAM_RESET in self.message
         return self.code == grpc.StatusCode.UNAVAILABLE
 
     @classmethod
@@ -204,7 +212,7 @@ async def call(
     backoff: float,
     attempts: int = 2,
 ) -> ResponseT:
-    """Call method within budget seconds; retry what was never sent, and UNAVAILABLE up to attempts.
+    """Call method within budget seconds; retry what was never sent, and what is retryable up to attempts.
 
     Each attempt's timeout is what is left of the budget, so the dependency
     never sees a deadline later than the caller's. x-request-id is forwarded.
