@@ -36,6 +36,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -124,9 +125,11 @@ class BenchStack(Stack):
     def supervisord_conf(self) -> str:
         text = super().supervisord_conf()
         if self.node_flags:
-            if "\ncommand=node " not in text:
+            # A program's command is `/bin/sh -c '<redirect to its log>' node <script> ...`
+            # (shopstack's supervisord_conf): the flags go right after `node`.
+            text, found = re.subn(r"(\ncommand=/bin/sh -c '[^'\n]*' )node ", rf"\g<1>node {self.node_flags} ", text)
+            if not found:
                 raise BenchError("cannot pass flags to Node: no program runs `node <script>` any more")
-            text = text.replace("\ncommand=node ", f"\ncommand=node {self.node_flags} ")
         if self.envoy_concurrency is not None:
             if "--concurrency 2" not in text:
                 raise BenchError("cannot set Envoy's concurrency: shopstack no longer passes --concurrency 2")

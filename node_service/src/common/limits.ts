@@ -8,14 +8,7 @@
 // itself. Past the cap the call ends at once with RESOURCE_EXHAUSTED, before
 // the handler runs. Go's server/streamcap.go and Python's common/limits.py
 // count the same way.
-import {
-  type Metadata,
-  ResponderBuilder,
-  ServerInterceptingCall,
-  ServerListenerBuilder,
-  status as Code,
-  type ServerInterceptor,
-} from "@grpc/grpc-js";
+import { type Metadata, status as Code } from "@grpc/grpc-js";
 
 export const CUSTOMER_HEADER = "x-shop-customer";
 export const CLIENT_ADDRESS_HEADER = "x-shop-client-address";
@@ -40,58 +33,52 @@ export function clientOf(metadata: Metadata, peer: string): string {
 }
 
 /**
- * Refuses a client's server-streaming call once it holds max of them; 0 means
- * no cap. Client and bidirectional streams end when their caller stops
- * sending and are left alone.
+ * The open server streams of each client, and the refusal past max of them;
+ * 0 means no cap. Client and bidirectional streams end when their caller
+ * stops sending and are not counted. The bootstrap's interceptor
+ * (interceptors.ts) admits a call when its metadata arrives and releases its
+ * slot when it ends.
  */
-export function streamCapInterceptor(max: number): ServerInterceptor {
-  const open = new Map<string, number>();
-  return (method, call) => {
-    if (max <= 0 || !method.responseStream || method.requestStream) {
-      return new ServerInterceptingCall(call);
+export class StreamCap {
+  private readonly open = new Map<string, number>();
+
+  constructor(private readonly max: number) {}
+
+  /** Whether calls of this method are counted. */
+  applies(requestStream: boolean, responseStream: boolean): boolean {
+    return this.max > 0 && responseStream && !requestStream;
+  }
+
+  /**
+   * Takes a slot for the caller and returns who it counts against, or
+   * returns the RESOURCE_EXHAUSTED status to answer when that client holds
+   * max streams already.
+   */
+  admit(metadata: Metadata, peer: string): { client: string } | { refusal: { code: Code; details: string } } {
+    const who = clientOf(metadata, peer);
+    const held = this.open.get(who) ?? 0;
+    if (held >= this.max) {
+      return {
+        refusal: {
+          code: Code.RESOURCE_EXHAUSTED,
+          details:
+            `Too many open streams: ${who} already holds ${String(this.max)} server streams on this server, ` +
+            "the most one client may (SHOP_MAX_STREAMS_PER_CLIENT, deploy/stack.toml [limits.services]); " +
+            "close one and retry.",
+        },
+      };
     }
-    let client: string | undefined;
-    const release = (): void => {
-      if (client === undefined) {
-        return;
-      }
-      const left = (open.get(client) ?? 1) - 1;
-      if (left <= 0) {
-        open.delete(client);
-      } else {
-        open.set(client, left);
-      }
-      client = undefined;
-    };
-    const listener = new ServerListenerBuilder()
-      .withOnReceiveMetadata((metadata, next) => {
-        const who = clientOf(metadata, call.getPeer());
-        const held = open.get(who) ?? 0;
-        if (held >= max) {
-          call.sendStatus({
-            code: Code.RESOURCE_EXHAUSTED,
-            details:
-              `Too many open streams: ${who} already holds ${String(max)} server streams on this server, ` +
-              "the most one client may (SHOP_MAX_STREAMS_PER_CLIENT, deploy/stack.toml [limits.services]); " +
-              "close one and retry.",
-          });
-          return;
-        }
-        client = who;
-        open.set(who, held + 1);
-        next(metadata);
-      })
-      .withOnCancel(release)
-      .build();
-    const responder = new ResponderBuilder()
-      .withStart((next) => {
-        next(listener);
-      })
-      .withSendStatus((status, next) => {
-        release();
-        next(status);
-      })
-      .build();
-    return new ServerInterceptingCall(call, responder);
-  };
+    this.open.set(who, held + 1);
+    return { client: who };
+  }
+
+  /** Gives back a slot admit took. */
+  release(client: string): void {
+    const left = (this.open.get(client) ?? 1) - 1;
+    if (left <= 0) {
+      this.open.delete(client);
+    } else {
+      this.open.set(client, left);
+    }
+  }
 }

@@ -1,5 +1,5 @@
 // The bootstrap every Node shop server shares, as docs/conventions.md
-// describes it: the RPC logging and tracing interceptors, grpc.health.v1, server
+// describes it: the one RPC interceptor (logging, tracing, metrics, limits), grpc.health.v1, server
 // reflection, bind, the "listening" line, SERVING, and on shutdown
 // NOT_SERVING and a drain bounded by the grace period. It knows nothing about
 // any one service: a service passes its registrations and the hooks that end
@@ -17,8 +17,7 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 
 import type { ServerConfig, TlsFiles } from "./config.js";
-import { loggingInterceptor, protocolErrorInterceptor } from "./interceptors.js";
-import { streamCapInterceptor } from "./limits.js";
+import { rpcInterceptor } from "./interceptors.js";
 import type { Logger } from "./logger.js";
 import { reflectionPackage } from "./reflection.js";
 import type { Telemetry } from "./telemetry.js";
@@ -109,16 +108,10 @@ export async function startServer(options: StartOptions): Promise<RunningServer>
   rejectInvalidUtf8();
   const { config, logger } = options;
   const names = ["", ...options.services.map((s) => s.name)];
-  // The tracing interceptor comes after the logging one: grpc-js runs the
-  // last interceptor outermost, so the span is active when the rpc line is logged.
-  // A status the handler side sends passes them from the last to the first:
-  // the protocol-error fix and the stream cap come after the others, so what
-  // they answer is traced and logged like any other call.
+  // One interceptor does all the per-call work: logging, tracing, metrics, the
+  // protocol-error fix and the stream cap (interceptors.ts says why one).
   const interceptors = [
-    loggingInterceptor(logger),
-    ...(options.telemetry ? [options.telemetry.interceptor()] : []),
-    protocolErrorInterceptor(),
-    streamCapInterceptor(config.maxStreamsPerClient ?? 0),
+    rpcInterceptor({ logger, telemetry: options.telemetry, maxStreamsPerClient: config.maxStreamsPerClient ?? 0 }),
   ];
   const server = new Server({ interceptors });
   const health = new HealthImplementation(Object.fromEntries(names.map((name) => [name, "NOT_SERVING"])));

@@ -2,10 +2,11 @@
 // (main.ts creates it from the settings, server.ts installs its interceptor;
 // docs/observability.md).
 //
-// Traces: OpenTelemetry's SDK with a parent-based ratio sampler; a server
-// interceptor makes one span per RPC (health checks and reflection excepted),
-// continuing the caller's W3C traceparent, and keeps it active while the
-// handler runs, so log lines carry its ids. With SHOP_ZIPKIN_URL set, spans
+// Traces: OpenTelemetry's SDK with a parent-based ratio sampler; the
+// bootstrap's one server interceptor (interceptors.ts) makes one span per RPC
+// through CallTelemetry (health checks and reflection excepted), continuing
+// the caller's W3C traceparent, and keeps it active while the handler runs,
+// so log lines carry its ids. With SHOP_ZIPKIN_URL set, spans
 // go to Zipkin in batches from a bounded queue: a Zipkin that is down costs
 // a dropped batch after the export timeout, never an RPC's time.
 //
@@ -24,6 +25,8 @@ import {
   trace,
   type Context,
   type Span,
+  type SpanOptions,
+  type Tracer,
   type TextMapGetter,
 } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
@@ -37,14 +40,7 @@ import {
   TracerProvider,
   type SpanProcessor,
 } from "@opentelemetry/sdk-trace";
-import {
-  ResponderBuilder,
-  ServerInterceptingCall,
-  ServerListenerBuilder,
-  status as Code,
-  type Metadata,
-  type ServerInterceptor,
-} from "@grpc/grpc-js";
+import { status as Code, type Metadata } from "@grpc/grpc-js";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 import type { ServerConfig } from "./config.js";
@@ -85,6 +81,63 @@ const metadataGetter: TextMapGetter<Metadata> = {
 };
 
 type RpcKind = "unary" | "client_stream" | "server_stream" | "bidi_stream";
+type Labels = Record<"grpc_type" | "grpc_service" | "grpc_method", string>;
+
+/** A method's telemetry facts, the same on every call (Telemetry.method). */
+export interface MethodTelemetry {
+  readonly path: string;
+  readonly labels: Labels;
+  readonly handledLabels: Map<Code, Labels & { grpc_code: string }>;
+  /** False for health checks and reflection, which get no span. */
+  readonly traced: boolean;
+  readonly spanOptions: SpanOptions;
+}
+
+/**
+ * One RPC's span and series. The span (a non-recording one when the sampler
+ * says no, which still carries the trace id to the log lines) is made from
+ * the call's metadata, continuing its W3C traceparent; ctx is the context
+ * the rest of the call runs in. finish records the series and ends the span
+ * once, whatever calls it first.
+ */
+export class CallTelemetry {
+  ctx: Context = context.active();
+  private span?: Span;
+  private readonly started = process.hrtime.bigint();
+  private finished = false;
+
+  constructor(
+    private readonly telemetry: Telemetry,
+    private readonly method: MethodTelemetry,
+  ) {}
+
+  /** The call's metadata arrived: its span starts, a child of the caller's when it sent a traceparent. */
+  received(metadata: Metadata): void {
+    if (!this.method.traced) {
+      return;
+    }
+    const parent = propagation.extract(this.ctx, metadata, metadataGetter);
+    this.span = this.telemetry.tracer.startSpan(this.method.path, this.method.spanOptions, parent);
+    this.ctx = trace.setSpan(parent, this.span);
+  }
+
+  /** The call ended with code (message: the status details, when there were any). */
+  finish(code: Code, message?: string): void {
+    if (this.finished) {
+      return;
+    }
+    this.finished = true;
+    this.telemetry.recordFinished(this.method, code, Number(process.hrtime.bigint() - this.started) / 1e9);
+    const span = this.span;
+    if (span !== undefined) {
+      span.setAttribute("rpc.grpc.status_code", code);
+      if (SERVER_FAULTS.has(code)) {
+        span.setStatus({ code: SpanStatusCode.ERROR, message: message ?? Code[code] });
+      }
+      span.end();
+    }
+  }
+}
 
 /** The process's tracer provider, metrics registry and metrics server. */
 export class Telemetry {
@@ -94,6 +147,9 @@ export class Telemetry {
   private readonly handled: Counter<"grpc_type" | "grpc_service" | "grpc_method" | "grpc_code">;
   private readonly seconds: Histogram<"grpc_type" | "grpc_service" | "grpc_method">;
   private metricsServer?: HttpServer;
+  private readonly methods = new Map<string, MethodTelemetry>();
+  /** The tracer of the server spans (the global provider's, once it is set below). */
+  readonly tracer: Tracer;
 
   constructor(
     readonly service: string,
@@ -121,6 +177,7 @@ export class Telemetry {
       spanProcessors,
     });
     trace.setGlobalTracerProvider(this.provider);
+    this.tracer = trace.getTracer("shop.inventory.grpc");
     context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
     propagation.setGlobalPropagator(new W3CTraceContextPropagator());
 
@@ -165,98 +222,60 @@ export class Telemetry {
   }
 
   /**
-   * The server interceptor: a span per RPC, active while the handler (and
-   * the interceptors inside this one) run, and the per-RPC series.
+   * What the bootstrap's interceptor needs of a method on every call, worked
+   * out on its first call and reused: its label values, whether it is traced,
+   * its span's name and attributes, and the handled_total labels per code.
    */
-  interceptor(): ServerInterceptor {
-    const tracer = trace.getTracer("shop.inventory.grpc");
-    return (method, call) => {
-      const [service, name] = method.path.slice(1).split("/", 2) as [string, string];
+  method(path: string, requestStream: boolean, responseStream: boolean): MethodTelemetry {
+    let found = this.methods.get(path);
+    if (found === undefined) {
+      const [service, name] = path.slice(1).split("/", 2) as [string, string];
       const kind: RpcKind =
-        method.requestStream && method.responseStream
+        requestStream && responseStream
           ? "bidi_stream"
-          : method.requestStream
+          : requestStream
             ? "client_stream"
-            : method.responseStream
+            : responseStream
               ? "server_stream"
               : "unary";
-      const labels = { grpc_type: kind, grpc_service: service, grpc_method: name };
-      const traced = !UNTRACED_PREFIXES.some((p) => method.path.startsWith(p));
-      const started = process.hrtime.bigint();
-      let span: Span | undefined;
-      let ctx: Context = context.active();
-      let finished = false;
-      this.started.inc(labels);
-
-      const finish = (code: Code, message?: string): void => {
-        if (finished) {
-          return;
-        }
-        finished = true;
-        this.handled.inc({ ...labels, grpc_code: GO_CODE_NAMES[code] ?? String(code) });
-        this.seconds.observe(labels, Number(process.hrtime.bigint() - started) / 1e9);
-        if (span !== undefined) {
-          span.setAttribute("rpc.grpc.status_code", code);
-          if (SERVER_FAULTS.has(code)) {
-            span.setStatus({ code: SpanStatusCode.ERROR, message: message ?? Code[code] });
-          }
-          span.end();
-        }
+      found = {
+        path,
+        labels: { grpc_type: kind, grpc_service: service, grpc_method: name },
+        handledLabels: new Map(),
+        traced: !UNTRACED_PREFIXES.some((p) => path.startsWith(p)),
+        spanOptions: {
+          kind: SpanKind.SERVER,
+          attributes: {
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": name,
+            ...(this.impl === undefined ? {} : { "shop.impl": this.impl }),
+          },
+        },
       };
-      const within = (fn: () => void): void => {
-        context.with(ctx, fn);
-      };
+      this.methods.set(path, found);
+    }
+    return found;
+  }
 
-      const listener = new ServerListenerBuilder()
-        .withOnReceiveMetadata((metadata, next) => {
-          if (traced) {
-            const parent = propagation.extract(context.active(), metadata, metadataGetter);
-            span = tracer.startSpan(
-              method.path,
-              {
-                kind: SpanKind.SERVER,
-                attributes: {
-                  "rpc.system": "grpc",
-                  "rpc.service": service,
-                  "rpc.method": name,
-                  ...(this.impl === undefined ? {} : { "shop.impl": this.impl }),
-                },
-              },
-              parent,
-            );
-            ctx = trace.setSpan(parent, span);
-          }
-          within(() => {
-            next(metadata);
-          });
-        })
-        .withOnReceiveMessage((message, next) => {
-          within(() => {
-            next(message);
-          });
-        })
-        .withOnReceiveHalfClose((next) => {
-          within(() => {
-            next();
-          });
-        })
-        .withOnCancel(() => {
-          finish(Code.CANCELLED, "cancelled by the client or its deadline");
-        })
-        .build();
-      const responder = new ResponderBuilder()
-        .withStart((next) => {
-          next(listener);
-        })
-        .withSendStatus((status, next) => {
-          finish(status.code, status.details);
-          within(() => {
-            next(status);
-          });
-        })
-        .build();
-      return new ServerInterceptingCall(call, responder);
-    };
+  /**
+   * Starts one RPC's telemetry: counts it in grpc_server_started_total. The
+   * span starts when the call's metadata arrives (CallTelemetry.received).
+   */
+  call(method: MethodTelemetry): CallTelemetry {
+    this.started.inc(method.labels);
+    return new CallTelemetry(this, method);
+  }
+
+  /** Counts a finished RPC in grpc_server_handled_total and grpc_server_handling_seconds. */
+  recordFinished(method: MethodTelemetry, code: Code, seconds: number): void {
+    let labels = method.handledLabels.get(code);
+    if (labels === undefined) {
+      labels = { ...method.labels, grpc_code: GO_CODE_NAMES[code] ?? String(code) };
+      method.handledLabels.set(code, labels);
+    }
+    this.handled.inc(labels);
+    this.seconds.observe(method.labels, seconds);
   }
 
   /** Starts serving /metrics; resolves once bound (rejects naming the address). */
