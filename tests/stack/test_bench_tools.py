@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from bench import floors, report
-from bench.model import Row
+from bench import floors, report, run
+from bench.model import Knobs, Row
 from shopstack import pki, topology
 from shopstack.stack import VENV_BIN, Stack
 from shopstack.topology import ROOT
@@ -135,3 +135,13 @@ def test_the_ratios_divide_by_the_same_languages_floor_and_the_same_listeners_ba
     )
     assert "## Floors: bare servers and a bare Envoy hop" in text
     assert "| catalog GetProduct (go) | envoy public |" in text
+
+
+def test_make_profile_passes_its_node_flags_to_the_node_program_only() -> None:
+    # Programs start as `sh -c '<redirect to the log>' node <script>`; the flags go after `node`.
+    flags = "--cpu-prof --cpu-prof-dir=/tmp/profile-dir"
+    text = run.make_stack(["node"], Knobs(node_flags=flags)).supervisord_conf()
+    commands = [line for line in text.splitlines() if line.startswith("command=")]
+    with_flags = [line for line in commands if flags in line]
+    assert len(with_flags) == 1, commands
+    assert re.search(rf"' node {re.escape(flags)} \S+/node_service/dist/src/inventory/main\.js$", with_flags[0])
