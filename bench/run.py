@@ -762,7 +762,16 @@ def main(argv: list[str] | None = None) -> int:
         "incomplete": failure,
     }
     (out_dir / "report.json").write_text(
-        json.dumps({**meta, "ratios": report.ratios(rows), "rows": [r.to_json() for r in rows]}, indent=2, default=list)
+        json.dumps(
+            {
+                **meta,
+                "ratios": report.ratios(rows),
+                "orders": [cost.to_json(os.cpu_count() or 1) for cost in report.order_costs(rows)],
+                "rows": [r.to_json() for r in rows],
+            },
+            indent=2,
+            default=list,
+        )
         + "\n"
     )
     (out_dir / "report.md").write_text(report.markdown(meta, rows))

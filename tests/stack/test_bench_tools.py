@@ -135,3 +135,36 @@ def test_the_ratios_divide_by_the_same_languages_floor_and_the_same_listeners_ba
     )
     assert "## Floors: bare servers and a bare Envoy hop" in text
     assert "| catalog GetProduct (go) | envoy public |" in text
+
+
+def test_an_orders_cost_is_the_stacks_cpu_per_order_and_bounds_its_rate() -> None:
+    def run(rps: float, cpu: dict[str, float]) -> dict[str, object]:
+        return {
+            "count": 500,
+            "rps": rps,
+            "latency_ms": {"p50": 10.0, "p90": 12.0, "p99": 15.0},
+            "cpu_seconds": cpu,
+            "idle_cpu_seconds": {"envoy": 0.5},
+        }
+
+    # 500 orders: orders 2.5 s (5 ms/order), Envoy 1.5 s less 0.5 s idle
+    # (2 ms), catalog 0.5 s (1 ms); the floor and the plaintext twin are the
+    # bench's own processes, and a process under 0.01 ms/order is left out.
+    cpu = {"orders-python": 2.5, "envoy": 1.5, "catalog-go": 0.5, "floor-go": 3.0, "catalog-go-plaintext": 1.0}
+    rows = [
+        Row(
+            "e2e",
+            "orders PlaceOrder, 16 clients",
+            "envoy public",
+            runs=[run(100.0, cpu), run(120.0, {**cpu, "orders-python": 3.0}), run(90.0, cpu)],
+            program="orders-python",
+            lang="python",
+            proxy="envoy",
+        )
+    ]
+    (cost,) = report.order_costs(rows)
+    assert cost.cpu_ms_per_order == {"orders-python": 5.0, "envoy": 2.0, "catalog-go": 1.0}
+    assert list(cost.cpu_ms_per_order) == ["orders-python", "envoy", "catalog-go"]
+    assert cost.stack_cpu_ms_per_order == 8.0
+    assert cost.limit(cpus=2) == 250.0
+    assert cost.orders_per_second == 100.0
