@@ -178,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
 
     ghz = Ghz(GHZ, DESCRIPTOR_SET)
-    stack, _ = start_stack(Knobs())
+    try:
+        stack, _ = start_stack(Knobs())
+    except BenchError as err:
+        print(f"bench.envoy_filters: FAILED: {err}", file=sys.stderr)
+        return 1
     floors = Floors(stack)
     try:
         skus = [p["id"] for p in json.loads((ROOT / "data" / "products.json").read_text())["products"]]

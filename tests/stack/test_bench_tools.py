@@ -168,3 +168,39 @@ def test_an_orders_cost_is_the_stacks_cpu_per_order_and_bounds_its_rate() -> Non
     assert cost.stack_cpu_ms_per_order == 8.0
     assert cost.limit(cpus=2) == 250.0
     assert cost.orders_per_second == 100.0
+
+
+def test_a_second_bench_in_the_same_checkout_is_refused_while_the_first_holds_the_run_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Starting a bench stack stops whatever stack is in the run directory, so
+    # a second bench command would kill the first one's run: it must refuse.
+    from bench import run
+
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    monkeypatch.setattr(run, "_RUN_LOCK", None)
+    # The holder is another process that holds the lock as claim_run_dir does: an flock, its pid inside.
+    holder = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            "import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "f.write(f'{os.getpid()}\\n'); f.flush(); print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "bench-run.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(
+            run.BenchError, match=rf"another bench or profile is running in this checkout \(pid {holder.pid}\)"
+        ):
+            run.claim_run_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    # Once the holder is gone, however it ended, the directory is free again.
+    run.claim_run_dir()
+    assert (tmp_path / "bench-run.lock").read_text() == f"{__import__('os').getpid()}\n"
+    run._RUN_LOCK.close()  # type: ignore[union-attr]
