@@ -212,6 +212,14 @@ def claim_run_dir() -> None:
     lock.write(f"{os.getpid()}\n")
     lock.flush()
     _RUN_LOCK = lock
+    # SIGTERM (`kill PID`) ends the command like Ctrl-C does: through its
+    # finally blocks, which stop the stack and the floors. Python's default
+    # would exit at once and leave them running.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 _RUN_LOCK: IO[str] | None = None

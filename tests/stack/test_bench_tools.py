@@ -204,3 +204,34 @@ def test_a_second_bench_in_the_same_checkout_is_refused_while_the_first_holds_th
     run.claim_run_dir()
     assert (tmp_path / "bench-run.lock").read_text() == f"{__import__('os').getpid()}\n"
     run._RUN_LOCK.close()  # type: ignore[union-attr]
+
+
+def test_a_bench_stopped_with_sigterm_runs_its_clean_up(tmp_path: Path) -> None:
+    # `kill PID` must stop a bench's stack and floors as Ctrl-C does, through
+    # its finally blocks, instead of leaving them running.
+    script = (
+        "import pathlib, sys, time\n"
+        "from bench import run\n"
+        "run.RESULTS = pathlib.Path(sys.argv[1])\n"
+        "run.claim_run_dir()\n"
+        "try:\n"
+        "    print('running', flush=True)\n"
+        "    time.sleep(60)\n"
+        "finally:\n"
+        "    (run.RESULTS / 'cleaned-up').write_text('yes')\n"
+    )
+    bench = subprocess.Popen(
+        [str(VENV_BIN / "python"), "-c", script, str(tmp_path)],
+        cwd=ROOT,
+        env={"PYTHONPATH": f"{ROOT / 'deploy'}:{ROOT}", "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert bench.stdout is not None and bench.stdout.readline().strip() == "running"
+        bench.terminate()
+        bench.wait(timeout=30)
+    finally:
+        bench.kill()
+    assert (tmp_path / "cleaned-up").read_text() == "yes"
