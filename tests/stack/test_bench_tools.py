@@ -235,3 +235,34 @@ def test_a_bench_stopped_with_sigterm_runs_its_clean_up(tmp_path: Path) -> None:
     finally:
         bench.kill()
     assert (tmp_path / "cleaned-up").read_text() == "yes"
+
+
+def test_the_access_log_variant_keeps_the_stacks_access_log_and_the_router_alone(tmp_path: Path) -> None:
+    from bench import envoy_filters
+
+    stack = Stack(run_dir=tmp_path, topology=topology.load())
+    stack.render()
+    generated = yaml.safe_load((stack.envoy_dir / "envoy.yaml").read_text())
+    (change,) = [c for label, c in envoy_filters.variants(generated) if label.startswith("router and the access log")]
+    config = yaml.safe_load((stack.envoy_dir / "envoy.yaml").read_text())
+    change(config)
+    for name, hcm in envoy_filters._hcms(config).items():
+        assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.router"], name
+        assert hcm["access_log"] == envoy_filters._hcms(generated)[name]["access_log"], name
+        assert "tracing" not in hcm, name
+    (stack.envoy_dir / "variant.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [
+            str(VENV_BIN / "envoy"),
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-c",
+            str(stack.envoy_dir / "variant.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
