@@ -1,10 +1,9 @@
 """The JSON lines every Python service writes (common/logs.py, docs/conventions.md "Logs").
 
 The per-call line keeps the convention's fields, in the order the caller
-gives them, as one compact JSON object (orjson's encoding, as Go's slog and
-pino write theirs), and each line is written to stdout when it is logged,
-not held in memory: a process that dies right after logging has every line
-in its output.
+gives them, as one JSON object on one line, and each line is written to
+stdout when it is logged, not held in memory: a process that dies right
+after logging has every line in its output.
 """
 
 from __future__ import annotations
@@ -21,19 +20,21 @@ from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from shop_services.common.logs import JsonFormatter, JsonLinesHandler
+from shop_services.common.logs import JsonFormatter
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def _logger(out: io.BytesIO, impl: str | None = None) -> logging.Logger:
+def _logger(out: io.StringIO, impl: str | None = None) -> logging.Logger:
     logger = logging.Logger("shop.test")
-    logger.addHandler(JsonLinesHandler(out, JsonFormatter("inventory", impl)))
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter("inventory", impl))
+    logger.addHandler(handler)
     return logger
 
 
-def test_a_call_line_is_one_compact_json_object_with_the_convention_fields() -> None:
-    out = io.BytesIO()
+def test_a_call_line_is_one_json_object_with_the_convention_fields() -> None:
+    out = io.StringIO()
     logger = _logger(out, impl="python")
     # A span current while the line is logged, as the interceptor's is.
     with TracerProvider().get_tracer("test").start_as_current_span("GetStock") as span:
@@ -46,11 +47,11 @@ def test_a_call_line_is_one_compact_json_object_with_the_convention_fields() -> 
         logger.info("rpc", extra=extra)
         ids = span.get_span_context()
     trace_id, span_id = f"{ids.trace_id:032x}", f"{ids.span_id:016x}"
-    text = out.getvalue().decode()
+    text = out.getvalue()
     expected = (
-        r'\{"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00","level":"info","service":"inventory",'
-        r'"impl":"python","msg":"rpc","method":"/shop\.inventory\.v1\.InventoryService/GetStock","code":"OK",'
-        rf'"duration_ms":0\.125,"request_id":"req-7","trace_id":"{trace_id}","span_id":"{span_id}"\}}\n'
+        r'\{"time": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", "level": "info", "service": "inventory", '
+        r'"impl": "python", "msg": "rpc", "method": "/shop\.inventory\.v1\.InventoryService/GetStock", "code": "OK", '
+        rf'"duration_ms": 0\.125, "request_id": "req-7", "trace_id": "{trace_id}", "span_id": "{span_id}"\}}\n'
     )
     assert re.fullmatch(expected, text), text
 
@@ -74,7 +75,7 @@ def test_every_line_is_in_stdout_when_logging_returns() -> None:
 
 
 def test_values_json_cannot_hold_are_written_as_their_text() -> None:
-    out = io.BytesIO()
+    out = io.StringIO()
     when = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
     _logger(out).warning("odd values", extra={"path": Path("/x/y"), "when": when, "huge": 2**70, "keys": {1: "a"}})
     line = json.loads(out.getvalue())
@@ -85,7 +86,7 @@ def test_values_json_cannot_hold_are_written_as_their_text() -> None:
 
 
 def test_an_exception_is_logged_with_its_stack() -> None:
-    out = io.BytesIO()
+    out = io.StringIO()
     try:
         raise ValueError("boom")
     except ValueError:
