@@ -78,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=4)
     args = parser.parse_args(argv)
 
-    stack, _ = start_stack(Knobs(log_level="warn"))
+    try:
+        stack, _ = start_stack(Knobs(log_level="warn"))
+    except BenchError as err:
+        print(f"bench.replicas: FAILED: {err}", file=sys.stderr)
+        return 1
     second: subprocess.Popen[bytes] | None = None
     try:
         first_port = stack.topology.port_of(stack.topology.impl_of("catalog"))

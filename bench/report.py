@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 from bench.model import Row
@@ -113,6 +114,76 @@ def ratios(rows: Sequence[Row]) -> dict[str, object]:
         "rows": found,
         "fixed_rate": {"bare_hop_cpu_us": bare_fixed, "rows": fixed},
     }
+
+
+def _instrument(program: str) -> bool:
+    """A process the bench runs beside the stack (floors, the bare hop, plaintext twins): no part of an order."""
+    return program.startswith("floor-") or program == "envoy-bare" or program.endswith("-plaintext")
+
+
+@dataclass(frozen=True)
+class OrderCost:
+    """One PlaceOrder row's CPU per order, by process, and the throughput limit it sets."""
+
+    target: str
+    orders_per_second: float
+    p50_ms: float
+    cpu_ms_per_order: dict[str, float]  # by process, largest first
+
+    @property
+    def stack_cpu_ms_per_order(self) -> float:
+        return round(sum(self.cpu_ms_per_order.values()), 2)
+
+    def limit(self, cpus: int) -> float:
+        """The most orders/s the stack could serve with every core busy."""
+        total = self.stack_cpu_ms_per_order
+        return round(cpus * 1000 / total, 1) if total else 0.0
+
+    def to_json(self, cpus: int) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "orders_per_second": self.orders_per_second,
+            "p50_ms": self.p50_ms,
+            "cpu_ms_per_order": self.cpu_ms_per_order,
+            "stack_cpu_ms_per_order": self.stack_cpu_ms_per_order,
+            "orders_per_second_limit": self.limit(cpus),
+        }
+
+
+def order_costs(rows: Sequence[Row]) -> list[OrderCost]:
+    """Where each PlaceOrder row's CPU goes (report.json's "orders").
+
+    Per process, the median over the rounds of its CPU in the run (net of its
+    idle CPU) over the orders served, in ms; their sum is what one order costs
+    the whole stack (ghz, the load generator, is not counted). Two bounds
+    follow from it. Throughput: with every core busy, at most cpus x 1,000 /
+    sum orders/s. Latency at one client: the saga's calls are made one after
+    another, so nearly all of that CPU is on the order's own path, and p50
+    cannot fall below it.
+    """
+    found: list[OrderCost] = []
+    for row in rows:
+        if row.scenario != "e2e" or not row.runs:
+            continue
+        programs: set[str] = set()
+        for run in row.runs:
+            seconds = run.get("cpu_seconds")
+            if isinstance(seconds, dict):
+                programs.update(seconds)
+        per_order: dict[str, float] = {}
+        for program in sorted(programs):
+            value = _cpu_value(row, program) / 1000
+            if not _instrument(program) and value >= 0.01:
+                per_order[program] = round(value, 2)
+        found.append(
+            OrderCost(
+                row.target,
+                round(row.median("rps"), 1),
+                round(row.median("latency_ms.p50"), 2),
+                dict(sorted(per_order.items(), key=lambda item: -item[1])),
+            )
+        )
+    return found
 
 
 def _ratio(value: float, floor: float | None) -> str:
@@ -278,6 +349,27 @@ def markdown(meta: dict[str, object], rows: Sequence[Row]) -> str:
                     f"{_cell(row, 'latency_ms.p90')} | {_cell(row, 'latency_ms.p99')} | {_cores(row, top=5)} |"
                 )
         out.append("")
+        cpus = int(str(facts["cpus"])) if str(facts["cpus"]).isdigit() else 0
+        costs = order_costs(rows)
+        if costs and cpus:
+            out += [
+                "### Where an order's CPU goes, and the limits it sets",
+                "",
+                "CPU ms per order for each process (its CPU in the run, net of its idle CPU, over the orders; "
+                "medians of the rounds) and their sum, the whole stack's cost of one order (ghz not counted). "
+                f"With all {cpus} cores busy the stack cannot serve more than {cpus} x 1,000 / sum orders/s; at one "
+                "client the saga's calls are serial, so p50 cannot fall below the sum either.",
+                "",
+                "| scenario | orders/s | limit at full CPU (orders/s) | p50 | stack CPU ms/order | by process (ms/order) |",
+                "|---|---:|---:|---:|---:|---|",
+            ]
+            for cost in costs:
+                by_process = ", ".join(f"{name} {value:.2f}" for name, value in cost.cpu_ms_per_order.items())
+                out.append(
+                    f"| {cost.target} | {_num(cost.orders_per_second)} | {_num(cost.limit(cpus))} "
+                    f"| {_num(cost.p50_ms)} | {_num(cost.stack_cpu_ms_per_order)} | {by_process} |"
+                )
+            out.append("")
     tls = _by(rows, "tls")
     if tls:
         out += [

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import fcntl
 import json
 import os
 import shutil
@@ -44,6 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import IO
 
 import grpc
 import yaml
@@ -182,8 +184,50 @@ def make_stack(langs: list[str], knobs: Knobs) -> Stack:
     )
 
 
+def claim_run_dir() -> None:
+    """Hold RUN_DIR for this process's life, or fail at once if another bench or profile holds it.
+
+    Every bench command (bench, bench-envoy, bench-replicas, profile) starts
+    its stack in the same directory, and starting one stops whatever stack is
+    there: a second command would silently kill the first one's run. The lock
+    is an flock on a file beside it, so it goes with the process that holds
+    it, however that process ends.
+    """
+    global _RUN_LOCK
+    if _RUN_LOCK is not None:
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    lock = open(RESULTS / "bench-run.lock", "a+")  # noqa: SIM115 - held open until the process exits
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise BenchError(
+            f"another bench or profile is running in this checkout (pid {holder}) and owns {RUN_DIR}; "
+            "wait for it to finish, or stop it"
+        ) from None
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    _RUN_LOCK = lock
+    # SIGTERM (`kill PID`) ends the command like Ctrl-C does: through its
+    # finally blocks, which stop the stack and the floors. Python's default
+    # would exit at once and leave them running.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+_RUN_LOCK: IO[str] | None = None
+
+
 def start_stack(knobs: Knobs) -> tuple[Stack, dict[str, str]]:
     """Start a fresh private stack; drop an inventory implementation that cannot become healthy."""
+    claim_run_dir()
     Stack(run_dir=RUN_DIR, topology=topo_mod.load()).down()
     langs, skipped = available_inventory()
     if "node" not in langs:
@@ -762,7 +806,16 @@ def main(argv: list[str] | None = None) -> int:
         "incomplete": failure,
     }
     (out_dir / "report.json").write_text(
-        json.dumps({**meta, "ratios": report.ratios(rows), "rows": [r.to_json() for r in rows]}, indent=2, default=list)
+        json.dumps(
+            {
+                **meta,
+                "ratios": report.ratios(rows),
+                "orders": [cost.to_json(os.cpu_count() or 1) for cost in report.order_costs(rows)],
+                "rows": [r.to_json() for r in rows],
+            },
+            indent=2,
+            default=list,
+        )
         + "\n"
     )
     (out_dir / "report.md").write_text(report.markdown(meta, rows))

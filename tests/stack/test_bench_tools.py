@@ -135,3 +135,134 @@ def test_the_ratios_divide_by_the_same_languages_floor_and_the_same_listeners_ba
     )
     assert "## Floors: bare servers and a bare Envoy hop" in text
     assert "| catalog GetProduct (go) | envoy public |" in text
+
+
+def test_an_orders_cost_is_the_stacks_cpu_per_order_and_bounds_its_rate() -> None:
+    def run(rps: float, cpu: dict[str, float]) -> dict[str, object]:
+        return {
+            "count": 500,
+            "rps": rps,
+            "latency_ms": {"p50": 10.0, "p90": 12.0, "p99": 15.0},
+            "cpu_seconds": cpu,
+            "idle_cpu_seconds": {"envoy": 0.5},
+        }
+
+    # 500 orders: orders 2.5 s (5 ms/order), Envoy 1.5 s less 0.5 s idle
+    # (2 ms), catalog 0.5 s (1 ms); the floor and the plaintext twin are the
+    # bench's own processes, and a process under 0.01 ms/order is left out.
+    cpu = {"orders-python": 2.5, "envoy": 1.5, "catalog-go": 0.5, "floor-go": 3.0, "catalog-go-plaintext": 1.0}
+    rows = [
+        Row(
+            "e2e",
+            "orders PlaceOrder, 16 clients",
+            "envoy public",
+            runs=[run(100.0, cpu), run(120.0, {**cpu, "orders-python": 3.0}), run(90.0, cpu)],
+            program="orders-python",
+            lang="python",
+            proxy="envoy",
+        )
+    ]
+    (cost,) = report.order_costs(rows)
+    assert cost.cpu_ms_per_order == {"orders-python": 5.0, "envoy": 2.0, "catalog-go": 1.0}
+    assert list(cost.cpu_ms_per_order) == ["orders-python", "envoy", "catalog-go"]
+    assert cost.stack_cpu_ms_per_order == 8.0
+    assert cost.limit(cpus=2) == 250.0
+    assert cost.orders_per_second == 100.0
+
+
+def test_a_second_bench_in_the_same_checkout_is_refused_while_the_first_holds_the_run_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Starting a bench stack stops whatever stack is in the run directory, so
+    # a second bench command would kill the first one's run: it must refuse.
+    from bench import run
+
+    monkeypatch.setattr(run, "RESULTS", tmp_path)
+    monkeypatch.setattr(run, "_RUN_LOCK", None)
+    # The holder is another process that holds the lock as claim_run_dir does: an flock, its pid inside.
+    holder = subprocess.Popen(
+        [
+            "python3",
+            "-c",
+            "import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+            "f.write(f'{os.getpid()}\\n'); f.flush(); print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "bench-run.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(
+            run.BenchError, match=rf"another bench or profile is running in this checkout \(pid {holder.pid}\)"
+        ):
+            run.claim_run_dir()
+    finally:
+        holder.kill()
+        holder.wait()
+    # Once the holder is gone, however it ended, the directory is free again.
+    run.claim_run_dir()
+    assert (tmp_path / "bench-run.lock").read_text() == f"{__import__('os').getpid()}\n"
+    run._RUN_LOCK.close()  # type: ignore[union-attr]
+
+
+def test_a_bench_stopped_with_sigterm_runs_its_clean_up(tmp_path: Path) -> None:
+    # `kill PID` must stop a bench's stack and floors as Ctrl-C does, through
+    # its finally blocks, instead of leaving them running.
+    script = (
+        "import pathlib, sys, time\n"
+        "from bench import run\n"
+        "run.RESULTS = pathlib.Path(sys.argv[1])\n"
+        "run.claim_run_dir()\n"
+        "try:\n"
+        "    print('running', flush=True)\n"
+        "    time.sleep(60)\n"
+        "finally:\n"
+        "    (run.RESULTS / 'cleaned-up').write_text('yes')\n"
+    )
+    bench = subprocess.Popen(
+        [str(VENV_BIN / "python"), "-c", script, str(tmp_path)],
+        cwd=ROOT,
+        env={"PYTHONPATH": f"{ROOT / 'deploy'}:{ROOT}", "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert bench.stdout is not None and bench.stdout.readline().strip() == "running"
+        bench.terminate()
+        bench.wait(timeout=30)
+    finally:
+        bench.kill()
+    assert (tmp_path / "cleaned-up").read_text() == "yes"
+
+
+def test_the_access_log_variant_keeps_the_stacks_access_log_and_the_router_alone(tmp_path: Path) -> None:
+    from bench import envoy_filters
+
+    stack = Stack(run_dir=tmp_path, topology=topology.load())
+    stack.render()
+    generated = yaml.safe_load((stack.envoy_dir / "envoy.yaml").read_text())
+    (change,) = [c for label, c in envoy_filters.variants(generated) if label.startswith("router and the access log")]
+    config = yaml.safe_load((stack.envoy_dir / "envoy.yaml").read_text())
+    change(config)
+    for name, hcm in envoy_filters._hcms(config).items():
+        assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.router"], name
+        assert hcm["access_log"] == envoy_filters._hcms(generated)[name]["access_log"], name
+        assert "tracing" not in hcm, name
+    (stack.envoy_dir / "variant.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [
+            str(VENV_BIN / "envoy"),
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-c",
+            str(stack.envoy_dir / "variant.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
