@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -151,5 +152,18 @@ func TestTheRPCLineIsMadeWithoutACallerPC(t *testing.T) {
 	}
 	if r := rec.records[0]; r.Message != "rpc" || r.PC != 0 {
 		t.Errorf("record %q has PC %#x, want \"rpc\" with no PC", r.Message, r.PC)
+	}
+}
+
+// BenchmarkRPCLine is what one call line costs, written to io.Discard
+// (docs/performance.md, P7 (Go)).
+func BenchmarkRPCLine(b *testing.B) {
+	tid, _ := trace.TraceIDFromHex("0af7651916cd43dd8448eb211c80319c")
+	sid, _ := trace.SpanIDFromHex("b7ad6b7169203331")
+	ctx := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid}))
+	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(server.RequestIDKey, "order-7"))
+	log := server.NewLogger(io.Discard, "catalog", slog.LevelInfo)
+	for b.Loop() {
+		callThrough(ctx, log, nil)
 	}
 }
