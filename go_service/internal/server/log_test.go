@@ -130,31 +130,6 @@ func TestLevelsAreLowerCase(t *testing.T) {
 	}
 }
 
-// recorder keeps the records a logger hands it.
-type recorder struct{ records []slog.Record }
-
-func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
-func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
-	r.records = append(r.records, rec)
-	return nil
-}
-func (r *recorder) WithAttrs([]slog.Attr) slog.Handler { return r }
-func (r *recorder) WithGroup(string) slog.Handler      { return r }
-
-// The per-call line is made without a caller's program counter: slog's
-// Logger takes one with runtime.Callers for every line, and the line shows
-// no source (docs/performance.md, P7 (Go)).
-func TestTheRPCLineIsMadeWithoutACallerPC(t *testing.T) {
-	rec := &recorder{}
-	callThrough(tracedCall(t), slog.New(rec), nil)
-	if len(rec.records) != 1 {
-		t.Fatalf("got %d records, want 1", len(rec.records))
-	}
-	if r := rec.records[0]; r.Message != "rpc" || r.PC != 0 {
-		t.Errorf("record %q has PC %#x, want \"rpc\" with no PC", r.Message, r.PC)
-	}
-}
-
 // BenchmarkRPCLine is what one call line costs, written to io.Discard
 // (docs/performance.md, P7 (Go)).
 func BenchmarkRPCLine(b *testing.B) {
