@@ -4,9 +4,13 @@ The bench's private stack starts as `make up` runs it (telemetry on), with
 the bare hop beside it (bench/floors.py). Then, round after round, the
 stack's Envoy is restarted on a variant of its generated envoy.yaml, one
 part taken out at a time (an HTTP filter, the access log, tracing), and the
-same two reads go through it: catalog GetProduct on the public
-listener and payments GetPayment on the internal one (mutual TLS), closed
-loop as the unary scenario runs (or at a fixed rate with --rps; on this
+same read goes through each listener: catalog GetProduct on the public
+listener (server TLS) and on the internal one (mutual TLS, the operator's
+certificate, which the internal listener's RBAC allows every method), closed
+loop as the unary scenario runs. One upstream for both listeners, a Go
+service like the bare hop's: a proxy's CPU per request grows as its
+upstream slows down (fewer requests share each wake-up), so a slower
+upstream behind one listener would read as that listener's cost (or at a fixed rate with --rps; on this
 shared machine, at 200 requests/s the per-wake-up costs dominate and the
 figures scatter by 2x from run to run). Envoy's
 CPU per request (net of what it spends with no load, sampled after each
@@ -37,7 +41,7 @@ from bench.errors import BenchError
 from bench.floors import HEALTH_CHECK, Floors
 from bench.ghz import Call, Ghz, Load, Tls
 from bench.model import Knobs
-from bench.run import GHZ, seed, start_stack
+from bench.run import GHZ, start_stack
 
 Config = dict[str, Any]
 
@@ -197,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     floors = Floors(stack)
     try:
         skus = [p["id"] for p in json.loads((ROOT / "data" / "products.json").read_text())["products"]]
-        payment_id = seed(stack, skus[0])
         floors.start()
         pair = stack.certs.pair(pki.OPERATOR)
         operator = Tls(stack.certs.ca, pair.cert, pair.key)
@@ -210,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
                 tls=public,
             ),
             "internal": Call(
-                "shop.payments.v1.PaymentService.GetPayment",
+                "shop.catalog.v1.CatalogService.GetProduct",
                 stack.internal_addr,
-                json.dumps({"payment_id": payment_id}),
+                json.dumps({"product_id": skus[1]}),
                 tls=operator,
             ),
         }

@@ -17,14 +17,36 @@ func NewLogger(w io.Writer, service string, level slog.Leveler) *slog.Logger {
 }
 
 // lowerLevel writes the level as every service in the shop does: "info",
-// not slog's "INFO" (docs/conventions.md).
+// not slog's "INFO" (docs/conventions.md). The four levels the services use
+// are spelt once, not lower-cased on every line.
 func lowerLevel(_ []string, a slog.Attr) slog.Attr {
 	if a.Key == slog.LevelKey {
 		if l, ok := a.Value.Any().(slog.Level); ok {
-			a.Value = slog.StringValue(strings.ToLower(l.String()))
+			a.Value = levelValue(l)
 		}
 	}
 	return a
+}
+
+var (
+	debugValue = slog.StringValue("debug")
+	infoValue  = slog.StringValue("info")
+	warnValue  = slog.StringValue("warn")
+	errorValue = slog.StringValue("error")
+)
+
+func levelValue(l slog.Level) slog.Value {
+	switch l {
+	case slog.LevelDebug:
+		return debugValue
+	case slog.LevelInfo:
+		return infoValue
+	case slog.LevelWarn:
+		return warnValue
+	case slog.LevelError:
+		return errorValue
+	}
+	return slog.StringValue(strings.ToLower(l.String()))
 }
 
 // codeNames maps each gRPC code to its canonical name as google.rpc.Code
