@@ -107,14 +107,17 @@ def variants(config: Config) -> list[tuple[str, Callable[[Config], None]]]:
     found += [(f"without {label}", drop_filter(label)) for label in labels]
     found.append(("router only (every filter, the access log and tracing out)", router_only))
 
+    def router_only_keeping(cfg: Config, *keys: str) -> None:
+        """router_only, with these connection-manager keys kept as generated."""
+        kept = {name: {k: hcm[k] for k in keys if k in hcm} for name, hcm in _hcms(cfg).items()}
+        router_only(cfg)
+        for name, hcm in _hcms(cfg).items():
+            hcm.update(kept[name])
+
     def router_and_access_log(cfg: Config) -> None:
         # The issue's measure of a proxy "with access logging on": the stack's
         # listeners, clusters and JSON access log, and no filter but the router.
-        kept = {name: hcm["access_log"] for name, hcm in _hcms(cfg).items() if "access_log" in hcm}
-        router_only(cfg)
-        for name, hcm in _hcms(cfg).items():
-            if name in kept:
-                hcm["access_log"] = kept[name]
+        router_only_keeping(cfg, "access_log")
 
     found.append(("router and the access log only (every filter and tracing out)", router_and_access_log))
 
@@ -146,13 +149,7 @@ def variants(config: Config) -> list[tuple[str, Callable[[Config], None]]]:
     def router_and_unsampled_tracer(cfg: Config) -> None:
         # The tracer alone on the router-only hop, nothing sampled: what
         # having it costs, apart from the filters around it and the spans.
-        kept = {
-            name: {k: hcm[k] for k in ("tracing", "request_id_extension") if k in hcm}
-            for name, hcm in _hcms(cfg).items()
-        }
-        router_only(cfg)
-        for name, hcm in _hcms(cfg).items():
-            hcm.update(kept[name])
+        router_only_keeping(cfg, "tracing", "request_id_extension")
         for tracing in tracings(cfg):
             tracing["random_sampling"] = {"value": 0}
 

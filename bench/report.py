@@ -150,6 +150,12 @@ class OrderCost:
         }
 
 
+def cpus_of(facts: dict[str, object]) -> int:
+    """The machine's CPU count as the report's facts record it (0 when unknown)."""
+    text = str(facts.get("cpus", ""))
+    return int(text) if text.isdigit() else 0
+
+
 def order_costs(rows: Sequence[Row]) -> list[OrderCost]:
     """Where each PlaceOrder row's CPU goes (report.json's "orders").
 
@@ -349,7 +355,7 @@ def markdown(meta: dict[str, object], rows: Sequence[Row]) -> str:
                     f"{_cell(row, 'latency_ms.p90')} | {_cell(row, 'latency_ms.p99')} | {_cores(row, top=5)} |"
                 )
         out.append("")
-        cpus = int(str(facts["cpus"])) if str(facts["cpus"]).isdigit() else 0
+        cpus = cpus_of(facts)
         costs = order_costs(rows)
         if costs and cpus:
             out += [

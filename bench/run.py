@@ -813,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 **meta,
                 "ratios": report.ratios(rows),
-                "orders": [cost.to_json(os.cpu_count() or 1) for cost in report.order_costs(rows)],
+                "orders": [cost.to_json(report.cpus_of(facts)) for cost in report.order_costs(rows)],
                 "rows": [r.to_json() for r in rows],
             },
             indent=2,
